@@ -1,0 +1,1 @@
+"""The ``esva`` command line (typer). ``esva --help`` lists the commands."""

@@ -1,0 +1,52 @@
+"""Encoder registry: ``@register_encoder("name")`` on a factory, ``create_encoder("name")`` to build."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from esva.encoders.base import Encoder
+from esva.errors import EsvaError
+
+_FACTORIES: dict[str, Callable[..., Encoder]] = {}
+_DESCRIPTIONS: dict[str, str] = {}
+
+# Modules that register encoders when imported. Kept lazy so `import esva` stays light and an
+# encoder whose optional dependency is missing does not break the others.
+_ENCODER_MODULES: tuple[str, ...] = (
+    # one line per module; each module registers its encoders with @register_encoder
+)
+
+
+def register_encoder(name: str, description: str = "") -> Callable[[Callable[..., Encoder]], Callable[..., Encoder]]:
+    """Register ``factory(pretrained: bool = True, **kw) -> Encoder`` under ``name``."""
+
+    def wrap(factory: Callable[..., Encoder]) -> Callable[..., Encoder]:
+        if name in _FACTORIES and _FACTORIES[name] is not factory:
+            raise ValueError(f"encoder {name!r} registered twice")
+        _FACTORIES[name] = factory
+        _DESCRIPTIONS[name] = description or (factory.__doc__ or "").strip().split("\n")[0]
+        return factory
+
+    return wrap
+
+
+def _load_all() -> None:
+    for module in _ENCODER_MODULES:
+        importlib.import_module(module)
+
+
+def list_encoders() -> dict[str, str]:
+    """Registered encoder names with a one-line description each."""
+    _load_all()
+    return dict(sorted(_DESCRIPTIONS.items()))
+
+
+def create_encoder(name: str, pretrained: bool = True, **kwargs: Any) -> Encoder:
+    """Build the encoder registered as ``name`` (``pretrained=False``: random weights, for tests)."""
+    _load_all()
+    if name not in _FACTORIES:
+        known = ", ".join(sorted(_FACTORIES)) or "none"
+        raise EsvaError(f"unknown encoder {name!r} (known: {known})")
+    return _FACTORIES[name](pretrained=pretrained, **kwargs)
