@@ -24,36 +24,42 @@ app = typer.Typer(
 
 def _register() -> None:
     from esva.cli import score
+    from esva.cli import weights as weights_cli
+    from esva.cli.demo import demo
+    from esva.cli.train import evaluate, train
 
+    app.command()(demo)
+    app.command()(train)
+    app.command()(evaluate)
     app.add_typer(score.app, name="score")
+    app.add_typer(weights_cli.app, name="weights")
 
 
 _register()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; return the exit status (0 ok, 2 user error)."""
+    """Run the CLI; return the exit status (0 ok, 2 user or usage error, 130 interrupted)."""
     try:
-        app(args=argv, prog_name="esva", standalone_mode=False)
+        result = app(args=argv, prog_name="esva", standalone_mode=False)
     except EsvaError as exc:
         print(f"esva: error: {exc}", file=sys.stderr)
         return 2
-    except typer.Exit as exc:
-        return exc.exit_code
-    except typer.Abort:
-        print("esva: aborted", file=sys.stderr)
-        return 130
     except KeyboardInterrupt:
         print("esva: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # click usage errors carry their own exit code and message
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:
+        # Usage errors (missing option, bad value) from typer's bundled click: print click's own
+        # short message. Matched by behaviour because typer may vendor its own click classes.
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
-            return exc.exit_code
+            return int(exc.exit_code)
+        if type(exc).__name__ == "Abort":
+            print("esva: aborted", file=sys.stderr)
+            return 130
         raise
-    return 0
+    # In non-standalone mode click returns an Exit's code instead of raising it.
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

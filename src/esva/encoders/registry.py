@@ -1,4 +1,4 @@
-"""Encoder registry: ``@register_encoder("name")`` on a factory, ``create_encoder("name")`` to build."""
+"""Encoder registry: ``@register_encoder("name")`` on a factory; ``create_encoder("name")``."""
 
 from __future__ import annotations
 
@@ -16,10 +16,19 @@ _DESCRIPTIONS: dict[str, str] = {}
 # encoder whose optional dependency is missing does not break the others.
 _ENCODER_MODULES: tuple[str, ...] = (
     # one line per module; each module registers its encoders with @register_encoder
+    "esva.encoders.ssl_audio",
+    "esva.encoders.vision",
+    "esva.encoders.whisper",
+    "esva.encoders.asr",
+    "esva.encoders.fer_cnn",
+    "esva.encoders.minilm",
+    "esva.encoders.prosody",
 )
 
 
-def register_encoder(name: str, description: str = "") -> Callable[[Callable[..., Encoder]], Callable[..., Encoder]]:
+def register_encoder(
+    name: str, description: str = ""
+) -> Callable[[Callable[..., Encoder]], Callable[..., Encoder]]:
     """Register ``factory(pretrained: bool = True, **kw) -> Encoder`` under ``name``."""
 
     def wrap(factory: Callable[..., Encoder]) -> Callable[..., Encoder]:
@@ -44,7 +53,7 @@ def list_encoders() -> dict[str, str]:
 
 
 def create_encoder(name: str, pretrained: bool = True, **kwargs: Any) -> Encoder:
-    """Build the encoder registered as ``name`` (``pretrained=False``: random weights, for tests)."""
+    """Build the encoder registered as ``name`` (``pretrained=False``: random weights)."""
     _load_all()
     if name not in _FACTORIES:
         known = ", ".join(sorted(_FACTORIES)) or "none"

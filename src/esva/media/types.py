@@ -20,6 +20,8 @@ class AudioClip:
     sample_rate: int
     start_s: float = 0.0  # container time of the first sample
     source: Path | None = None
+    native_sample_rate: int | None = None  # the file's rate before resampling
+    issues: tuple[str, ...] = ()  # decoding problems met (truncation, bad packets); empty if none
 
     @property
     def duration_s(self) -> float:
@@ -33,6 +35,7 @@ class VideoFrames:
     frames: np.ndarray  # (N, H, W, 3) uint8 RGB
     timestamps_s: np.ndarray  # (N,) float64, container clock
     source: Path | None = None
+    issues: tuple[str, ...] = ()  # decoding problems met (truncation, bad packets); empty if none
 
     @property
     def fps(self) -> float:
@@ -45,13 +48,22 @@ class VideoFrames:
 
 @dataclass
 class FaceTrack:
-    """One face track: crops resized for an encoder, with a mask for frames without a face."""
+    """One face track: crops resized for an encoder, with a mask for frames without a face.
 
-    crops: np.ndarray  # (N, S, S, 3) uint8 RGB; zeros where mask is False
+    ``mask`` is True where the frame has a face crop: detected in that frame, or interpolated /
+    held between detections (see ``esva.media.faces.FaceTrackerConfig``); ``detected`` tells
+    which frames had an actual detection.
+    """
+
+    crops: np.ndarray  # (N, S, S, C) uint8, C = 3 (RGB) or 1 (grey); zeros where mask is False
     timestamps_s: np.ndarray  # (N,) float64
     mask: np.ndarray  # (N,) bool, True where a face was found
-    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))  # (N, 4) x0,y0,x1,y1
+    # (N, 4) float32 x0, y0, x1, y1 in frame pixels (the square crop box, before clipping)
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
     source: Path | None = None
+    # (N, M, M, C) uint8 mouth-region crops (lower third of the face box), when asked for
+    mouths: np.ndarray | None = None
+    detected: np.ndarray | None = None  # (N,) bool, True where the detector itself found the face
 
     @property
     def coverage(self) -> float:

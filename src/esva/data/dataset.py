@@ -1,0 +1,157 @@
+"""A torch ``Dataset`` over a feature store and the collate function that pads a batch.
+
+Every clip is brought onto the model's frame rates (``audio_fps``, ``visual_fps``) and onto the
+container clock: a stream that starts ``start_s`` after the container's zero gets that many
+masked frames in front, so the alignment module sees the true recorded offset.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from esva.config import ESVAConfig
+from esva.data.labels import ClipLabel, read_clip_table
+from esva.data.store import StreamFeatures, clip_path, read_header, read_stream
+from esva.errors import EsvaError
+
+DEFAULT_STREAMS = {"audio": "audio", "visual": "visual", "text": "text"}
+
+
+def to_rate(stream: StreamFeatures, fps: float) -> tuple[np.ndarray, np.ndarray]:
+    """Resample a stream to ``fps`` on the container clock (linear), returning (features, mask).
+
+    Utterance-level streams (fps 0) are returned as they are.
+    """
+    x, m = stream.features, stream.mask
+    if stream.fps <= 0 or len(x) == 1:
+        return x, m
+    lead = stream.start_s
+    n = max(1, math.floor(((len(x) - 1) / stream.fps + lead) * fps) + 1)
+    t_out = np.arange(n) / fps
+    # Fractional input frame of each output frame; rounded so that float error cannot push an
+    # exact frame (e.g. 9.0000001) past the last one.
+    pos = np.round((t_out - lead) * stream.fps, 6)
+    lo = np.floor(pos).astype(np.int64)
+    frac = (pos - lo).astype(np.float32)
+    hi = np.where(frac > 0, lo + 1, lo)
+    inside = (lo >= 0) & (hi <= len(x) - 1)
+    lo_c, hi_c = lo.clip(0, len(x) - 1), hi.clip(0, len(x) - 1)
+    y = x[lo_c] * (1 - frac)[:, None] + x[hi_c] * frac[:, None]
+    mask = inside & m[lo_c] & m[hi_c]
+    return (y * mask[:, None]).astype(np.float32), mask
+
+
+@dataclass
+class FeatureDataset(Dataset):
+    """Clips of ``labels.csv`` under ``root`` with their stream files.
+
+    ``streams`` maps a modality (audio, visual, text) to the sub-directory holding its files
+    (e.g. ``{"audio": "whisper-tiny", "visual": "fer-cnn"}``). A clip without a file for a
+    modality simply lacks it (the model flags the prediction); a clip with none is an error.
+    """
+
+    root: Path
+    config: ESVAConfig
+    labels_file: str = "labels.csv"
+    streams: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_STREAMS))
+    clips: list[ClipLabel] | None = None  # a subset (a split); default: all rows of the table
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        if not self.root.is_dir():
+            raise EsvaError("dataset directory not found", self.root)
+        if self.clips is None:
+            self.clips = read_clip_table(self.root / self.labels_file, self.config.classes)
+        self.streams = {m: d for m, d in self.streams.items() if m in self.config.modalities}
+        self.class_index = {c: i for i, c in enumerate(self.config.classes)}
+        self._check_dims()
+
+    def _check_dims(self) -> None:
+        """Check the first file of every stream against the config (header only, cheap)."""
+        for modality, sub in self.streams.items():
+            expected = getattr(self.config, f"{modality}_dim")
+            for clip in self.clips:
+                path = clip_path(self.root, sub, clip.name)
+                if path.exists():
+                    shape, _ = read_header(path)
+                    if len(shape) != 2 or shape[1] != expected:
+                        raise EsvaError(
+                            f"{modality} features have shape {shape} but the model config "
+                            f"expects dimension {expected}",
+                            path,
+                        )
+                    break
+
+    def subset(self, clips: list[ClipLabel]) -> FeatureDataset:
+        return FeatureDataset(
+            self.root, self.config, self.labels_file, dict(self.streams), list(clips)
+        )
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int) -> dict:
+        clip = self.clips[index]
+        item: dict = {
+            "name": clip.name,
+            "label": self.class_index.get(clip.label, -1) if clip.label else -1,
+            "valence": clip.valence,
+        }
+        found = False
+        for modality, sub in self.streams.items():
+            path = clip_path(self.root, sub, clip.name)
+            if not path.exists():
+                continue
+            stream = read_stream(path)
+            if stream.features.shape[1] != getattr(self.config, f"{modality}_dim"):
+                raise EsvaError(
+                    f"{modality} features have dimension {stream.features.shape[1]}, the model "
+                    f"config expects {getattr(self.config, f'{modality}_dim')}",
+                    path,
+                )
+            fps = {"audio": self.config.audio_fps, "visual": self.config.visual_fps}.get(
+                modality, 0.0
+            )
+            x, m = to_rate(stream, fps) if fps else (stream.features, stream.mask)
+            item[modality], item[f"{modality}_mask"] = x, m
+            found = found or bool(m.any())
+        if not found:
+            raise EsvaError(
+                f"clip {clip.name!r} has no usable feature file in any of "
+                f"{sorted(self.streams.values())}",
+                self.root,
+            )
+        return item
+
+
+def collate(items: list[dict], modalities: list[str]) -> dict:
+    """Pad a list of dataset items into a batch of tensors with (B, T) masks."""
+    b = len(items)
+    batch: dict = {
+        "name": [it["name"] for it in items],
+        "label": torch.tensor([it["label"] for it in items], dtype=torch.long),
+    }
+    val = [it.get("valence") for it in items]
+    batch["valence"] = torch.tensor([v if v is not None else 0.0 for v in val], dtype=torch.float32)
+    batch["valence_mask"] = torch.tensor([v is not None for v in val], dtype=torch.bool)
+    for m in modalities:
+        present = [it for it in items if m in it]
+        if not present:
+            continue
+        t = max(len(it[m]) for it in present)
+        d = present[0][m].shape[1]
+        x = torch.zeros(b, t, d)
+        mask = torch.zeros(b, t, dtype=torch.bool)
+        for i, it in enumerate(items):
+            if m in it:
+                n = len(it[m])
+                x[i, :n] = torch.from_numpy(it[m])
+                mask[i, :n] = torch.from_numpy(it[f"{m}_mask"])
+        batch[m], batch[f"{m}_mask"] = x, mask
+    return batch

@@ -1,0 +1,83 @@
+"""The clip table of a feature dataset: ``labels.csv`` in MERTools' format plus optional columns.
+
+Required: ``name``; ``discrete`` (the emotion; may be empty for unlabelled clips). Optional:
+``valence`` (float), ``speaker`` (for speaker-independent splits), ``split`` (train/val/test).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from esva.errors import EsvaError
+
+OPTIONAL_COLUMNS = ("valence", "speaker", "split")
+
+
+@dataclass
+class ClipLabel:
+    name: str
+    label: str | None
+    valence: float | None = None
+    speaker: str | None = None
+    split: str | None = None
+
+
+def read_clip_table(path: str | Path, classes: list[str] | None = None) -> list[ClipLabel]:
+    """Read and validate ``labels.csv``; unknown classes and duplicate names are errors."""
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = reader.fieldnames or []
+            if "name" not in columns or "discrete" not in columns:
+                raise EsvaError(
+                    f"expected columns name,discrete[,{','.join(OPTIONAL_COLUMNS)}], "
+                    f"found {','.join(columns) or 'none'}",
+                    path,
+                )
+            rows = list(reader)
+    except FileNotFoundError:
+        raise EsvaError("labels file not found", path) from None
+    except UnicodeDecodeError:
+        raise EsvaError("labels file is not UTF-8 text", path) from None
+    except csv.Error as exc:
+        raise EsvaError(f"malformed CSV ({exc})", path) from None
+    if not rows:
+        raise EsvaError("labels file has no rows", path)
+    clips, seen, unknown = [], set(), set()
+    for line, row in enumerate(rows, start=2):
+        name = (row.get("name") or "").strip()
+        if not name:
+            raise EsvaError(f"line {line}: empty name", path)
+        if name in seen:
+            raise EsvaError(f"line {line}: duplicate name {name!r}", path)
+        seen.add(name)
+        label = (row.get("discrete") or "").strip() or None
+        if label is not None and classes is not None and label not in classes:
+            unknown.add(label)
+        valence = None
+        raw = (row.get("valence") or "").strip()
+        if raw:
+            try:
+                valence = float(raw)
+            except ValueError:
+                raise EsvaError(f"line {line}: valence {raw!r} is not a number", path) from None
+            if not math.isfinite(valence):
+                raise EsvaError(f"line {line}: valence is {raw}", path)
+        clips.append(
+            ClipLabel(
+                name,
+                label,
+                valence,
+                (row.get("speaker") or "").strip() or None,
+                (row.get("split") or "").strip() or None,
+            )
+        )
+    if unknown:
+        raise EsvaError(
+            f"unknown class names {sorted(unknown)} (the model's classes are {classes})", path
+        )
+    return clips

@@ -1,0 +1,104 @@
+"""One feature file per clip and stream: ``<root>/<stream>/<clip>.safetensors``.
+
+Each file holds ``features`` (T, D) float32 and ``mask`` (T,) uint8 (1 = real frame), with the
+frame rate, the stream's start time on the container clock and the producing encoder's record
+in the safetensors metadata. Files are written atomically, so a killed run never leaves a
+half-written file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from esva.errors import EsvaError
+from esva.io import atomic_path
+
+_SAFE_NAME = re.compile(r"^[^/\\\x00]+$")
+
+
+@dataclass
+class StreamFeatures:
+    """A feature sequence of one clip and one stream."""
+
+    features: np.ndarray  # (T, D) float32
+    fps: float  # 0 for utterance-level (T == 1) features
+    start_s: float = 0.0
+    mask: np.ndarray | None = None  # (T,) bool
+    record: dict[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        self.features = np.asarray(self.features, dtype=np.float32)
+        if self.features.ndim == 1:
+            self.features = self.features[None, :]
+        if self.mask is None:
+            self.mask = np.ones(len(self.features), dtype=bool)
+        self.mask = np.asarray(self.mask, dtype=bool)
+
+
+def clip_path(root: Path, stream: str, clip: str) -> Path:
+    if not _SAFE_NAME.match(clip) or clip in {".", ".."}:
+        raise EsvaError(f"clip name {clip!r} cannot be used as a file name")
+    return Path(root) / stream / f"{clip}.safetensors"
+
+
+def write_stream(path: str | Path, stream: StreamFeatures) -> None:
+    """Write one clip's stream atomically."""
+    metadata = {
+        "fps": repr(float(stream.fps)),
+        "start_s": repr(float(stream.start_s)),
+        "record": json.dumps(stream.record or {}),
+    }
+    tensors = {
+        "features": torch.from_numpy(np.ascontiguousarray(stream.features)),
+        "mask": torch.from_numpy(stream.mask.astype(np.uint8)),
+    }
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def read_header(path: str | Path) -> tuple[tuple[int, ...], dict[str, str]]:
+    """Shape of ``features`` and the metadata, reading only the file's header."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if "features" not in set(f.keys()):
+                raise EsvaError("feature file has no 'features' tensor", path)
+            shape = tuple(f.get_slice("features").get_shape())
+    except EsvaError:
+        raise
+    except Exception as exc:
+        raise EsvaError(f"cannot read feature file ({exc})", path) from None
+    return shape, meta
+
+
+def read_stream(path: str | Path) -> StreamFeatures:
+    """Read and validate one stream file (finite values, (T, D), mask length)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            feats = f.get_tensor("features").float().numpy()
+            mask = f.get_tensor("mask").numpy().astype(bool) if "mask" in set(f.keys()) else None
+    except Exception as exc:
+        raise EsvaError(f"cannot read feature file ({exc})", path) from None
+    if feats.ndim != 2 or feats.shape[0] == 0:
+        raise EsvaError(f"features must be a non-empty (T, D) array, got shape {feats.shape}", path)
+    if not np.isfinite(feats).all():
+        bad = int((~np.isfinite(feats)).any(axis=1).sum())
+        raise EsvaError(f"features contain NaN or inf in {bad} of {len(feats)} frames", path)
+    if mask is not None and mask.shape != (feats.shape[0],):
+        raise EsvaError(f"mask has shape {mask.shape}, expected ({feats.shape[0]},)", path)
+    try:
+        fps = float(meta.get("fps", "0"))
+        start = float(meta.get("start_s", "0"))
+        record = json.loads(meta.get("record", "{}"))
+    except ValueError as exc:
+        raise EsvaError(f"bad metadata ({exc})", path) from None
+    return StreamFeatures(feats, fps, start, mask, record)

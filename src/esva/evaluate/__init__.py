@@ -1,0 +1,12 @@
+"""Scorers that reproduce the MER challenges' official metrics (MERTools / AffectGPT).
+
+- :mod:`esva.evaluate.labels`: read and validate MERTools-format CSVs, and parse their list strings.
+- :mod:`esva.evaluate.classification`: MER2023 discrete metrics (accuracy, weighted/macro F1, UAR,
+  valence MSE and the combined score).
+- :mod:`esva.evaluate.openset`: MER2024 open-vocabulary accuracy / recall.
+- :mod:`esva.evaluate.wheel`: MER2025 emotion-wheel accuracy / recall / F-score.
+- :mod:`esva.evaluate.confusion`: confusion-matrix PNG and per-class table.
+
+The modules are imported explicitly (no re-exports here) so that ``import esva.evaluate.labels``
+does not pull in scikit-learn or matplotlib.
+"""

@@ -1,0 +1,1 @@
+"""Training recipes (kept apart from the model builders, torchtune-style)."""

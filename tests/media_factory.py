@@ -1,0 +1,145 @@
+"""Build small synthetic media files with PyAV for the media tests.
+
+Video frames carry their own index as a row of black/white cells (a binary code readable after
+lossy compression and downscaling, :func:`read_index`), so a test can tell exactly which source
+frame a decoder returned. Audio is a sine tone (or silence), optionally stereo with a different
+level on each channel so the downmix can be checked.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+INDEX_BITS = 12  # frame indices up to 4095 (a 20-minute file at 3 fps is 3600 frames)
+
+
+def index_frame(index: int, width: int, height: int, seed: int = 0) -> np.ndarray:
+    """An RGB frame whose top band encodes ``index`` in binary; the rest is a moving gradient."""
+    y, x = np.mgrid[0:height, 0:width]
+    frame = np.empty((height, width, 3), np.uint8)
+    frame[..., 0] = (x * 255 // max(width - 1, 1) + index * 3 + seed) % 256
+    frame[..., 1] = (y * 255 // max(height - 1, 1)) % 256
+    frame[..., 2] = 128
+    band = max(height // 4, 2)
+    cell = width / INDEX_BITS
+    for bit in range(INDEX_BITS):
+        value = 255 if (index >> bit) & 1 else 0
+        frame[:band, int(bit * cell) : int((bit + 1) * cell)] = value
+    return frame
+
+
+def read_index(rgb: np.ndarray) -> int:
+    """Decode the index written by :func:`index_frame` (works on downscaled frames)."""
+    height, width = rgb.shape[:2]
+    band = max(height // 4, 2)
+    cell = width / INDEX_BITS
+    index = 0
+    for bit in range(INDEX_BITS):
+        x0, x1 = int(bit * cell), int((bit + 1) * cell)
+        # the centre of each cell, away from blurred edges
+        lo, hi = x0 + (x1 - x0) // 4, x1 - (x1 - x0) // 4
+        region = rgb[band // 4 : band - band // 4 or 1, lo : max(hi, lo + 1)]
+        if region.mean() > 127:
+            index |= 1 << bit
+    return index
+
+
+def tone(duration_s: float, rate: int, freq: float = 440.0, amplitude: float = 0.5) -> np.ndarray:
+    """A float32 sine tone."""
+    t = np.arange(round(duration_s * rate)) / rate
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def write_media(
+    path: str | os.PathLike | bytes,
+    *,
+    video: bool = True,
+    audio: bool = True,
+    duration_s: float = 1.0,
+    fps: float = 25.0,
+    size: tuple[int, int] = (96, 64),
+    frame_times: Sequence[float] | None = None,
+    rotation: int = 0,
+    vcodec: str = "libx264",
+    sample_rate: int = 16000,
+    channels: int = 1,
+    freq: float = 440.0,
+    silent: bool = False,
+    acodec: str | None = None,
+    audio_start_s: float = 0.0,
+    audio_hole_s: float = 0.0,
+    container_options: dict[str, str] | None = None,
+    frame_fn=index_frame,
+) -> Path:
+    """Write a media file; the container follows the suffix (mp4, mkv, wav, flac, mp3, m4a, ...).
+
+    ``frame_times`` gives explicit presentation times (variable frame rate); otherwise frames are
+    at ``k / fps``. ``rotation`` stores a display rotation (counter-clockwise degrees) in the
+    container, as phones do for portrait video. Stereo audio has the tone at full level on the
+    left channel and half level on the right (so the mono downmix is 0.75 of the tone).
+    ``audio_hole_s`` shifts the timestamps of the second half of the audio later by that much
+    (a hole in the timeline, as a capture that dropped packets has).
+    """
+    path = Path(os.fsdecode(path))
+    suffix = path.suffix.lower()
+    if acodec is None:
+        acodec = {".wav": "pcm_s16le", ".flac": "flac", ".mp3": "libmp3lame", ".mkv": "flac"}.get(
+            suffix, "aac"
+        )
+    with av.open(str(path), mode="w", options=container_options or {}) as container:
+        vstream = astream = None
+        if video:
+            rate = Fraction(fps).limit_denominator(1001)
+            vstream = container.add_stream(vcodec, rate=rate)
+            vstream.width, vstream.height = size
+            vstream.pix_fmt = "yuv420p"
+            if vcodec == "libx264":
+                vstream.options = {"preset": "ultrafast", "crf": "12"}
+            if frame_times is not None:
+                vstream.time_base = Fraction(1, 90000)
+                vstream.codec_context.time_base = Fraction(1, 90000)
+            if rotation:
+                vstream.set_display_rotation(rotation)
+        if audio:
+            astream = container.add_stream(acodec, rate=sample_rate)
+            astream.layout = "stereo" if channels == 2 else "mono"
+        if vstream is not None:
+            times = (
+                list(frame_times)
+                if frame_times is not None
+                else [k / fps for k in range(max(1, round(duration_s * fps)))]
+            )
+            for k, t in enumerate(times):
+                frame = av.VideoFrame.from_ndarray(frame_fn(k, *size), format="rgb24")
+                if frame_times is not None:
+                    frame.pts = round(t * 90000)
+                    frame.time_base = Fraction(1, 90000)
+                else:
+                    frame.pts = k
+                    frame.time_base = 1 / rate
+                container.mux(vstream.encode(frame))
+            container.mux(vstream.encode(None))
+        if astream is not None:
+            mono = tone(duration_s, sample_rate, freq) * (0.0 if silent else 1.0)
+            planes = np.stack([mono, 0.5 * mono]) if channels == 2 else mono[None]
+            start = round(audio_start_s * sample_rate)
+            block = 4096
+            for i in range(0, planes.shape[1], block):
+                frame = av.AudioFrame.from_ndarray(
+                    np.ascontiguousarray(planes[:, i : i + block]),
+                    format="fltp",
+                    layout=astream.layout.name,
+                )
+                frame.sample_rate = sample_rate
+                hole = round(audio_hole_s * sample_rate) if i >= planes.shape[1] // 2 else 0
+                frame.pts = start + i + hole
+                frame.time_base = Fraction(1, sample_rate)
+                container.mux(astream.encode(frame))
+            container.mux(astream.encode(None))
+    return path

@@ -1,0 +1,101 @@
+"""The training recipe: a short run, exact resume, refusals, and DDP on two CPU processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from esva.config import ESVAConfig
+from esva.errors import EsvaError
+from esva.model import ESVAModel
+from esva.train.config import DataConfig, RunConfig, TrainConfig
+from esva.train.recipe import train, weights_sha256
+
+
+def _run(corpus: Path, out: Path, epochs: int, **train_kw) -> RunConfig:
+    return RunConfig(
+        model=ESVAConfig(
+            audio_dim=32, visual_dim=16, text_dim=16, hidden_dim=16, sync_dim=8, use_valence=True
+        ),
+        data=DataConfig(root=str(corpus)),
+        train=TrainConfig(
+            epochs=epochs, batch_size=8, out_dir=str(out), progress=False, cpu=True, **train_kw
+        ),
+    )
+
+
+def test_short_run_writes_log_checkpoint_and_best_model(small_corpus, tmp_path):
+    result = train(_run(small_corpus, tmp_path / "run", epochs=2))
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    record = json.loads(lines[-1])
+    assert {"train_total", "train_emo", "train_align", "val_weighted_f1", "msfe_weights"} <= set(
+        record
+    )
+    model = ESVAModel.from_pretrained(result.best_dir)
+    assert model.config.encoders == {"audio": "audio", "visual": "visual", "text": "text"}
+    assert (tmp_path / "run" / "checkpoint" / "trainer_state.json").exists()
+    assert not list((tmp_path / "run").glob(".*tmp*")), "no temporary checkpoint left behind"
+
+
+def test_resume_continues_exactly(small_corpus, tmp_path):
+    straight = train(_run(small_corpus, tmp_path / "a", epochs=3, balanced_sampling=True))
+    train(_run(small_corpus, tmp_path / "b", epochs=1, balanced_sampling=True))
+    resumed = train(
+        _run(small_corpus, tmp_path / "b", epochs=3, balanced_sampling=True), resume=True
+    )
+    ha = json.loads((tmp_path / "a" / "rank0.json").read_text())["weights_sha256"]
+    hb = json.loads((tmp_path / "b" / "rank0.json").read_text())["weights_sha256"]
+    assert ha == hb, "a resumed run must end with the same weights, bit for bit"
+    assert [h["train_total"] for h in straight.history] == [
+        h["train_total"] for h in resumed.history
+    ]
+    assert weights_sha256(ESVAModel.from_pretrained(straight.best_dir)) == weights_sha256(
+        ESVAModel.from_pretrained(resumed.best_dir)
+    )
+
+
+def test_refusals(small_corpus, tmp_path):
+    train(_run(small_corpus, tmp_path / "r", epochs=1))
+    with pytest.raises(EsvaError, match="already holds a run"):
+        train(_run(small_corpus, tmp_path / "r", epochs=1))
+    changed = _run(small_corpus, tmp_path / "r", epochs=2)
+    changed.train.lr = 0.5
+    with pytest.raises(EsvaError, match="different config"):
+        train(changed, resume=True)
+    with pytest.raises(EsvaError, match="nothing to resume"):
+        train(_run(small_corpus, tmp_path / "fresh", epochs=1), resume=True)
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_end_with_identical_weights(small_corpus, tmp_path):
+    cfg = _run(small_corpus, tmp_path / "ddp", epochs=2)
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(cfg.to_dict()))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29561",
+        "-m",
+        "esva.cli.main",
+        "train",
+        "--config",
+        str(config),
+    ]
+    proc = subprocess.run(torchrun, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / "ddp" / f"rank{i}.json").read_text()) for i in range(2)]
+    assert [r["num_processes"] for r in ranks] == [2, 2]
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
+    assert proc.stdout.count("best model") == 1, "only the main process reports"
