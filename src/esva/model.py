@@ -66,6 +66,9 @@ class ESVAOutput:
     tau_frames: torch.Tensor | None  # (B,) τ* at align_fps (paper convention), None w/o alignment
     offset_confidence: torch.Tensor | None  # (B,)
     losses: dict[str, torch.Tensor] = field(default_factory=dict)  # "total", "emo", "align", ...
+    # Frame-level hidden sequences and masks per stream: audio after MSFE, visual/text after
+    # their projections, joint after alignment (at align_fps). What the LLM projectors read.
+    frames: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
     @property
     def probabilities(self) -> torch.Tensor:
@@ -151,19 +154,27 @@ class ESVAModel(nn.Module):
             for m in c.modalities
             if present[m].any()
         }
-        hidden, pooled = {}, {}
+        hidden, pooled, frames = {}, {}, {}
         for m in c.modalities:
             if m in masks:
                 hidden[m] = self.encoders[m](batch[m], masks[m])
                 pooled[m], _ = self.pools[m](hidden[m], masks[m])
+                frames[m] = (hidden[m], masks[m])
             else:
                 pooled[m] = self.fusion.missing[m].new_zeros(len(present[m]), c.hidden_dim)
         losses: dict[str, torch.Tensor] = {}
         tau = conf = None
         if c.aligns:
-            pooled["joint"], present["joint"], tau, conf, l_align = self._joint(
-                batch, masks, hidden, present
-            )
+            joint, tau, conf, l_align = self._joint(batch, masks, hidden, present)
+            if joint is not None:
+                frames["joint"] = joint
+                pooled["joint"], _ = self.pools["joint"](*joint)
+                present["joint"] = joint[1].any(dim=1)
+            else:
+                pooled["joint"] = self.fusion.missing["joint"].new_zeros(
+                    len(present[c.modalities[0]]), c.hidden_dim
+                )
+                present["joint"] = torch.zeros_like(present[c.modalities[0]])
             if l_align is not None:
                 losses["align"] = l_align
         out = self.fusion(pooled, present)
@@ -175,17 +186,16 @@ class ESVAModel(nn.Module):
             if "contrast" in losses:
                 total = total + c.mu_contrast * losses["contrast"]
             losses["total"] = total
-        return ESVAOutput(out.logits, out.valence, present, tau, conf, losses)
+        return ESVAOutput(out.logits, out.valence, present, tau, conf, losses, frames)
 
     def _joint(self, batch, masks, hidden, present):
-        """The audio x aligned-visual frame stream (Eq. 3 resampling, Eq. 6/9 offset, shift)."""
+        """The audio x aligned-visual frame stream (Eq. 3 resampling, Eq. 6/9 offset, shift).
+
+        Returns ((joint frames, mask) or None without both streams, τ*, confidence, L_align).
+        """
         c = self.config
-        b = len(present["audio"])
-        device = self.fusion.emotion.weight.device
-        zeros = torch.zeros(b, c.hidden_dim, device=device)
-        absent = torch.zeros(b, dtype=torch.bool, device=device)
         if "audio" not in masks or "visual" not in masks:
-            return zeros, absent, None, None, None
+            return None, None, None, None
         xa, ma, xv, mv = batch["audio"], masks["audio"], batch["visual"], masks["visual"]
         n = max(
             1, math.ceil(max(xa.shape[1] / c.audio_fps, xv.shape[1] / c.visual_fps) * c.align_fps)
@@ -212,8 +222,7 @@ class ESVAModel(nn.Module):
             l_align, _ = soft_min_alignment(curves.cost, curves.max_shift, c.align_temperature)
         mj = mha & mhv
         hj = self.joint(torch.cat([ha, hv, ha * hv], dim=-1)) * mj.unsqueeze(-1).to(ha.dtype)
-        pooled, _ = self.pools["joint"](hj, mj)
-        return pooled, mj.any(dim=1), tau, conf, l_align
+        return (hj, mj), tau, conf, l_align
 
     def _losses(self, batch, out, pooled, present) -> dict[str, torch.Tensor]:
         c = self.config

@@ -26,11 +26,15 @@ def _register() -> None:
     from esva.cli import score
     from esva.cli import weights as weights_cli
     from esva.cli.demo import demo
+    from esva.cli.extract import extract
+    from esva.cli.predict import predict
     from esva.cli.train import evaluate, train
 
     app.command()(demo)
     app.command()(train)
     app.command()(evaluate)
+    app.command()(extract)
+    app.command()(predict)
     app.add_typer(score.app, name="score")
     app.add_typer(weights_cli.app, name="weights")
 

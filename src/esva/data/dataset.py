@@ -47,6 +47,26 @@ def to_rate(stream: StreamFeatures, fps: float) -> tuple[np.ndarray, np.ndarray]
     return (y * mask[:, None]).astype(np.float32), mask
 
 
+def modality_fps(config: ESVAConfig, modality: str) -> float:
+    """The frame rate the model wants a modality at (0 = utterance level, no resampling)."""
+    return {"audio": config.audio_fps, "visual": config.visual_fps}.get(modality, 0.0)
+
+
+def combine(streams: list[StreamFeatures], fps: float) -> tuple[np.ndarray, np.ndarray]:
+    """Bring streams to ``fps`` on the container clock and concatenate their features.
+
+    One stream is just resampled; several (a stream spec like ``"whisper-tiny+prosody"``) are
+    cut to their common length and concatenated along the feature axis, valid where all are.
+    """
+    parts = [to_rate(s, fps) if fps else (s.features, s.mask) for s in streams]
+    if len(parts) == 1:
+        return parts[0]
+    n = min(len(x) for x, _ in parts)
+    x = np.concatenate([x[:n] for x, _ in parts], axis=1)
+    m = np.logical_and.reduce([m[:n] for _, m in parts])
+    return x * m[:, None], m
+
+
 @dataclass
 class FeatureDataset(Dataset):
     """Clips of ``labels.csv`` under ``root`` with their stream files.
@@ -73,18 +93,21 @@ class FeatureDataset(Dataset):
         self._check_dims()
 
     def _check_dims(self) -> None:
-        """Check the first file of every stream against the config (header only, cheap)."""
-        for modality, sub in self.streams.items():
+        """Check the first clip of every stream against the config (headers only, cheap)."""
+        for modality, spec in self.streams.items():
             expected = getattr(self.config, f"{modality}_dim")
             for clip in self.clips:
-                path = clip_path(self.root, sub, clip.name)
-                if path.exists():
-                    shape, _ = read_header(path)
-                    if len(shape) != 2 or shape[1] != expected:
+                paths = [clip_path(self.root, sub, clip.name) for sub in spec.split("+")]
+                if all(p.exists() for p in paths):
+                    shapes = [read_header(p)[0] for p in paths]
+                    if (
+                        any(len(sh) != 2 for sh in shapes)
+                        or sum(sh[1] for sh in shapes) != expected
+                    ):
                         raise EsvaError(
-                            f"{modality} features have shape {shape} but the model config "
-                            f"expects dimension {expected}",
-                            path,
+                            f"{modality} features have shape {' + '.join(map(str, shapes))} but "
+                            f"the model config expects dimension {expected}",
+                            paths[0],
                         )
                     break
 
@@ -104,21 +127,17 @@ class FeatureDataset(Dataset):
             "valence": clip.valence,
         }
         found = False
-        for modality, sub in self.streams.items():
-            path = clip_path(self.root, sub, clip.name)
-            if not path.exists():
+        for modality, spec in self.streams.items():
+            paths = [clip_path(self.root, sub, clip.name) for sub in spec.split("+")]
+            if not all(p.exists() for p in paths):
                 continue
-            stream = read_stream(path)
-            if stream.features.shape[1] != getattr(self.config, f"{modality}_dim"):
+            x, m = combine([read_stream(p) for p in paths], modality_fps(self.config, modality))
+            if x.shape[1] != getattr(self.config, f"{modality}_dim"):
                 raise EsvaError(
-                    f"{modality} features have dimension {stream.features.shape[1]}, the model "
-                    f"config expects {getattr(self.config, f'{modality}_dim')}",
-                    path,
+                    f"{modality} features have dimension {x.shape[1]}, the model config "
+                    f"expects {getattr(self.config, f'{modality}_dim')}",
+                    paths[0],
                 )
-            fps = {"audio": self.config.audio_fps, "visual": self.config.visual_fps}.get(
-                modality, 0.0
-            )
-            x, m = to_rate(stream, fps) if fps else (stream.features, stream.mask)
             item[modality], item[f"{modality}_mask"] = x, m
             found = found or bool(m.any())
         if not found:

@@ -51,11 +51,15 @@ def clip_path(root: Path, stream: str, clip: str) -> Path:
 
 def write_stream(path: str | Path, stream: StreamFeatures) -> None:
     """Write one clip's stream atomically."""
-    metadata = {
-        "fps": repr(float(stream.fps)),
-        "start_s": repr(float(stream.start_s)),
-        "record": json.dumps(stream.record or {}),
+    # One metadata key holding sorted JSON: safetensors keeps metadata in a hash map whose
+    # order changes from process to process, so several keys would make identical features
+    # produce different files (and break bit-for-bit comparisons of stores).
+    info = {
+        "fps": float(stream.fps),
+        "start_s": float(stream.start_s),
+        "record": stream.record or {},
     }
+    metadata = {"esva": json.dumps(info, sort_keys=True)}
     tensors = {
         "features": torch.from_numpy(np.ascontiguousarray(stream.features)),
         "mask": torch.from_numpy(stream.mask.astype(np.uint8)),
@@ -96,9 +100,9 @@ def read_stream(path: str | Path) -> StreamFeatures:
     if mask is not None and mask.shape != (feats.shape[0],):
         raise EsvaError(f"mask has shape {mask.shape}, expected ({feats.shape[0]},)", path)
     try:
-        fps = float(meta.get("fps", "0"))
-        start = float(meta.get("start_s", "0"))
-        record = json.loads(meta.get("record", "{}"))
-    except ValueError as exc:
+        info = json.loads(meta.get("esva", "{}"))
+        fps, start = float(info.get("fps", 0.0)), float(info.get("start_s", 0.0))
+        record = info.get("record", {})
+    except (ValueError, TypeError, AttributeError) as exc:
         raise EsvaError(f"bad metadata ({exc})", path) from None
     return StreamFeatures(feats, fps, start, mask, record)

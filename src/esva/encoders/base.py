@@ -51,6 +51,9 @@ class Encoder(torch.nn.Module, ABC):
     """
 
     modality: ClassVar[str]  # "audio" | "visual" | "text"
+    # Visual encoders: the face crops they want (the face tracker crops straight to this size).
+    face_size: ClassVar[int] = 224
+    face_grey: ClassVar[bool] = False
     name: str
     dim: int
 

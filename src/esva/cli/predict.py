@@ -1,0 +1,71 @@
+"""``esva predict``: emotion, probabilities, timeline and audio-video offset of one file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def predict(
+    file: Annotated[Path, typer.Argument(help="A video (with its audio track) or an audio file.")],
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Model folder from `esva train`.")
+    ] = None,
+    audio: Annotated[
+        Path | None, typer.Option("--audio", help="Separate audio for a silent video.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Write the timeline as a PNG.")
+    ] = None,
+    window: Annotated[float, typer.Option(help="Timeline window (s).")] = 2.0,
+    hop: Annotated[float, typer.Option(help="Timeline hop (s).")] = 1.0,
+) -> None:
+    """Predict the emotion of FILE with a trained ESVA model."""
+    from esva.errors import EsvaError
+    from esva.model import ESVAModel
+    from esva.predict import plot_timeline, predict_file
+
+    if model is None:
+        raise EsvaError("no model given: pass --model DIR (a folder written by `esva train`)")
+    esva_model = ESVAModel.from_pretrained(model)
+    pred = predict_file(file, esva_model, audio=audio, window_s=window, hop_s=hop)
+    pred.model = str(model)
+    if plot is not None:
+        plot_timeline(pred, esva_model.config.classes, plot)
+    if as_json:
+        typer.echo(json.dumps(pred.to_dict()))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"{file.name}: [bold]{pred.label}[/]")
+    table.add_column("emotion")
+    table.add_column("p", justify="right")
+    for label, p in sorted(pred.probabilities.items(), key=lambda kv: -kv[1]):
+        table.add_row(label, f"{p:.3f}")
+    console.print(table)
+    offset = (
+        "n/a (needs audio and a face)"
+        if pred.offset_ms is None
+        else f"{pred.offset_ms:+.1f} ms (positive = audio lags the video), "
+        f"confidence {pred.offset_confidence:.2f}"
+    )
+    console.print(f"audio-video offset: {offset}")
+    console.print(
+        f"modalities used: {', '.join(pred.modalities)}"
+        + (f"; [yellow]missing: {', '.join(pred.missing)}[/]" if pred.missing else "")
+    )
+    if pred.flags:
+        console.print(f"[yellow]flags: {', '.join(pred.flags)}[/]")
+    if len(pred.timeline) > 1:
+        console.print(
+            "timeline: "
+            + "  ".join(f"{w['start_s']:.0f}-{w['end_s']:.0f}s {w['label']}" for w in pred.timeline)
+        )
+    if plot is not None:
+        console.print(f"timeline plot -> {plot}")

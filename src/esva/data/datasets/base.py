@@ -1,0 +1,136 @@
+"""What every corpus adapter shares: the clip list with its skip report, and file discovery.
+
+An adapter turns a corpus as distributed (a folder of files whose names carry the labels, or a
+label CSV beside a video folder) into a list of :class:`~esva.data.sources.ClipSource`. A file
+that does not belong (a name that does not parse, a duplicate, a missing video) is never dropped
+silently: it goes into :attr:`ClipList.skipped` with the reason, and the adapter logs one warning
+with the counts. Problems with the corpus as a whole (a root that does not exist, a CSV with the
+wrong columns, an unknown label) raise a one-line :class:`~esva.errors.EsvaError` instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from esva.data.sources import AUDIO_SUFFIXES, ClipSource
+from esva.errors import EsvaError
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".flv", ".m4v", ".mpg", ".mpeg"}
+MEDIA_SUFFIXES = AUDIO_SUFFIXES | VIDEO_SUFFIXES
+
+PathLike = str | os.PathLike
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file (or CSV row) an adapter left out, and why."""
+
+    path: Path
+    reason: str
+
+
+class ClipList(list[ClipSource]):
+    """A plain ``list[ClipSource]`` that also carries what was skipped while building it."""
+
+    def __init__(self, clips: Iterable[ClipSource] = (), skipped: Iterable[Skipped] = ()) -> None:
+        super().__init__(clips)
+        self.skipped: list[Skipped] = list(skipped)
+
+    def skip_counts(self) -> dict[str, int]:
+        """``{reason: count}`` over the skipped files, most frequent first."""
+        return dict(Counter(s.reason for s in self.skipped).most_common())
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A registered corpus: its loader and its own label set (the ``identity`` target)."""
+
+    name: str
+    load: Callable[..., ClipList]
+    classes: tuple[str, ...]  # empty when the corpus has no fixed label set (generic CSV)
+    description: str
+
+
+def finish(corpus: str, clips: list[ClipSource], skipped: list[Skipped]) -> ClipList:
+    """Wrap the result and log one warning that counts what was skipped (never silent)."""
+    result = ClipList(clips, skipped)
+    if skipped:
+        counts = "; ".join(f"{n} x {reason}" for reason, n in result.skip_counts().items())
+        log.warning(
+            "%s: kept %d clips, skipped %d files (%s); see ClipList.skipped",
+            corpus,
+            len(result),
+            len(skipped),
+            counts,
+        )
+    else:
+        log.info("%s: %d clips", corpus, len(result))
+    return result
+
+
+def as_roots(root: PathLike | Sequence[PathLike]) -> list[Path]:
+    """One root or several, each checked to be an existing directory."""
+    roots = [root] if isinstance(root, str | os.PathLike) else list(root)
+    if not roots:
+        raise EsvaError("no dataset root given")
+    return [check_dir(r) for r in roots]
+
+
+def check_dir(path: PathLike) -> Path:
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise EsvaError("dataset root does not exist", path)
+    if not path.is_dir():
+        raise EsvaError("dataset root is not a directory", path)
+    return path
+
+
+def check_file(path: PathLike, what: str = "file") -> Path:
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise EsvaError(f"{what} not found", path)
+    if path.is_dir():
+        raise EsvaError(f"is a directory, expected a {what}", path)
+    return path
+
+
+def scan_media(root: Path, suffixes: set[str] = MEDIA_SUFFIXES) -> list[Path]:
+    """Media files under ``root`` (recursively), sorted; hidden files and folders are ignored.
+
+    Files with other suffixes (README, CSV, .DS_Store) are not clips and are not reported.
+    Symbolic links to folders are followed (corpora are often linked in), each folder once.
+    """
+    found = []
+    seen: set[str] = set()  # real paths of the folders walked: a symlink loop cannot hang us
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for filename in filenames:
+            if not filename.startswith(".") and Path(filename).suffix.lower() in suffixes:
+                found.append(Path(dirpath) / filename)
+    return sorted(found)
+
+
+def index_videos(video_root: Path) -> dict[str, Path]:
+    """``{stem: path}`` for the video files directly in ``video_root`` (one listing, no stats).
+
+    When a stem has several files (``x.mp4`` and ``x.avi``) the first suffix in sorted order
+    wins, the same choice on every run.
+    """
+    index: dict[str, Path] = {}
+    for entry in sorted(os.scandir(video_root), key=lambda e: e.name):
+        path = Path(entry.path)
+        if path.suffix.lower() in VIDEO_SUFFIXES and not entry.name.startswith("."):
+            index.setdefault(path.stem, path)
+    return index

@@ -1,0 +1,202 @@
+"""One clip's media -> its feature sequences, with the offline encoders by default.
+
+audio  : the audio track (or a separate audio file) at 16 kHz -> each audio encoder (50 Hz)
+visual : frames at ``fps`` -> the main face tracked and cropped -> the visual encoder
+text   : the corpus's transcript, or when there is none the Whisper tiny.en transcript -> minilm
+
+Everything that can be missing is allowed to be: no audio track, no face, no transcript. The
+clip is then *degraded*, not failed: its manifest entry lists the flags (``no-audio``,
+``no-face``, ``asr-transcript``, ...), and the model later predicts from what is there.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from esva.data.sources import ClipSource
+from esva.data.store import StreamFeatures
+from esva.encoders import create_encoder
+from esva.encoders.base import EncodedFeatures, Encoder
+from esva.errors import EsvaError
+from esva.media.types import AudioClip, FaceTrack
+
+# Encode face frames in chunks so that a long video never holds all its crops at once.
+FACE_CHUNK = 512
+
+
+@dataclass
+class ExtractConfig:
+    audio: list[str] = field(default_factory=lambda: ["whisper-tiny"])
+    visual: list[str] = field(default_factory=lambda: ["fer-cnn"])
+    text: list[str] = field(default_factory=list)
+    fps: float = 25.0  # video sampling rate for faces
+    faces: str = "haar"  # face detector: haar | mtcnn
+    asr: bool = True  # transcribe speech when a text encoder is asked and the corpus has no text
+    encoder_options: dict[str, dict] = field(default_factory=dict)  # per encoder name
+
+    @property
+    def encoders(self) -> list[str]:
+        return [*self.audio, *self.visual, *self.text]
+
+
+@dataclass
+class ClipFeatures:
+    """The output of one clip: streams by encoder name, plus what the manifest records."""
+
+    streams: dict[str, StreamFeatures]
+    info: dict = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
+
+
+def _stream(enc: EncodedFeatures) -> StreamFeatures:
+    return StreamFeatures(enc.features, enc.fps, enc.start_s, enc.mask, enc.record.to_dict())
+
+
+class FeatureExtractor:
+    """Loads the encoders once; ``extract(source)`` turns one clip into its feature streams."""
+
+    def __init__(self, config: ExtractConfig, pretrained: bool = True) -> None:
+        self.config = config
+        opts = config.encoder_options
+        self.encoders: dict[str, Encoder] = {}
+        for name in config.encoders:
+            enc = create_encoder(name, pretrained=pretrained, **opts.get(name, {}))
+            expected = (
+                "audio" if name in config.audio else "visual" if name in config.visual else "text"
+            )
+            if enc.modality != expected:
+                raise EsvaError(f"encoder {name!r} is a {enc.modality} encoder, not {expected}")
+            self.encoders[name] = enc
+        self.asr = None
+        if config.text and config.asr:
+            self.asr = create_encoder("asr-whisper-tiny", pretrained=pretrained)
+        self._face_config = None
+        if config.visual:
+            from esva.media.faces import FaceTrackerConfig
+
+            first = self.encoders[config.visual[0]]
+            self._face_config = FaceTrackerConfig(
+                detector=config.faces, size=first.face_size, grey=first.face_grey
+            )
+
+    @property
+    def records(self) -> dict[str, dict]:
+        return {name: enc.record.to_dict() for name, enc in self.encoders.items()}
+
+    def extract(self, source: ClipSource) -> ClipFeatures:
+        t0 = time.perf_counter()
+        out = ClipFeatures(streams={})
+        clip = self._audio(source, out) if (self.config.audio or self.config.text) else None
+        if clip is not None:
+            for name in self.config.audio:
+                out.streams[name] = _stream(self.encoders[name].encode(clip))
+        if self.config.visual:
+            self._visual(source, out)
+        if self.config.text:
+            self._text(source, clip, out)
+        if not any(s.mask.any() for s in out.streams.values()):
+            raise EsvaError(
+                "no usable audio, face or text in the clip", source.video or source.audio
+            )
+        out.info["seconds"] = time.perf_counter() - t0
+        return out
+
+    # --- modalities ---------------------------------------------------------------------------
+    def _audio(self, source: ClipSource, out: ClipFeatures) -> AudioClip | None:
+        from esva.media.decode import load_audio
+
+        path = source.audio or source.video
+        if path is None:
+            out.flags.append("no-audio")
+            return None
+        clip = load_audio(path, missing_ok=True)
+        if clip is None or len(clip.samples) == 0:
+            out.flags.append("no-audio")
+            return None
+        clip.start_s += source.audio_offset_s
+        out.info.update(
+            audio_start_s=clip.start_s,
+            duration_s=clip.duration_s,
+            audio_rate=clip.native_sample_rate,
+        )
+        if clip.issues:
+            out.flags.append("audio-damaged")
+            out.info["audio_issues"] = list(clip.issues)
+        if float(np.abs(clip.samples).max(initial=0.0)) < 1e-4:
+            out.flags.append("silent")
+        return clip
+
+    def _visual(self, source: ClipSource, out: ClipFeatures) -> None:
+        from esva.media.decode import iter_frames, probe
+        from esva.media.faces import iter_faces
+
+        if source.video is None or not probe(source.video).has_video:
+            out.flags.append("no-video")
+            return
+        rows: dict[str, list[EncodedFeatures]] = {name: [] for name in self.config.visual}
+        n_frames = n_faces = 0
+        chunk: list = []
+
+        def flush() -> None:
+            nonlocal n_faces
+            track = FaceTrack(
+                crops=np.stack([f.crop for f in chunk]),
+                timestamps_s=np.array([f.time_s for f in chunk]),
+                mask=np.array([f.found for f in chunk]),
+                source=source.video,
+            )
+            n_faces += int(track.mask.sum())
+            for name in self.config.visual:
+                rows[name].append(self.encoders[name].encode(track))
+            chunk.clear()
+
+        first_time = 0.0
+        for face in iter_faces(iter_frames(source.video, fps=self.config.fps), self._face_config):
+            if n_frames == 0:
+                first_time = face.time_s
+            chunk.append(face)
+            n_frames += 1
+            if len(chunk) == FACE_CHUNK:
+                flush()
+        if chunk:
+            flush()
+        coverage = n_faces / n_frames if n_frames else 0.0
+        out.info.update(video_frames=n_frames, face_coverage=coverage)
+        if n_frames == 0:
+            out.flags.append("no-video")
+            return
+        if n_faces == 0:
+            out.flags.append("no-face")  # the visual stream is absent: not written
+            return
+        # iter_frames(fps=...) samples the video on a uniform grid from its first frame (each
+        # sample is the decoded frame nearest its grid time), so the stream is stored on that grid.
+        start = float(first_time)
+        for name, parts in rows.items():
+            feats = np.concatenate([p.features for p in parts])
+            mask = np.concatenate([p.mask for p in parts])
+            out.streams[name] = StreamFeatures(
+                feats, self.config.fps, start, mask, parts[0].record.to_dict()
+            )
+        out.info["video_start_s"] = start
+        if coverage < 0.5:
+            out.flags.append("few-faces")
+
+    def _text(self, source: ClipSource, clip: AudioClip | None, out: ClipFeatures) -> None:
+        text = source.text
+        if not text and self.asr is not None and clip is not None:
+            text = self.asr.transcribe(clip).text.strip()
+            out.flags.append("asr-transcript")
+        out.info["transcript"] = text or ""
+        if not text:
+            out.flags.append("no-text")
+            return
+        for name in self.config.text:
+            out.streams[name] = _stream(self.encoders[name].encode(text))
+
+
+def describe(path: Path | None) -> str:
+    return str(path) if path is not None else "-"

@@ -1,0 +1,171 @@
+"""Run the extraction over many clips: resumable, parallel, and sharded across ranks.
+
+* Clips already in the store (manifest entry + matching file hashes) are skipped.
+* ``workers > 1`` runs clips in that many processes (one torch thread each; on a 2-core laptop
+  ``workers=2`` uses both cores).
+* Under ``accelerate launch`` / ``torchrun`` every rank takes its shard of the clip list
+  (``clips[rank::world]``) and writes into the same store; rank 0 writes the manifest at the end.
+  This is how a large corpus is spread over a cluster with the same engine as training.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from esva.data.sources import ClipSource
+from esva.errors import EsvaError
+from esva.extract.pipeline import ExtractConfig, FeatureExtractor
+from esva.extract.store import FeatureStore
+
+
+@dataclass
+class ExtractSummary:
+    done: int = 0
+    skipped: int = 0
+    degraded: dict[str, int] = field(default_factory=dict)  # flag -> clips
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (clip, reason)
+    seconds: float = 0.0
+    store: dict[str, int] = field(default_factory=dict)  # status counts over the whole store
+
+    def to_dict(self) -> dict:
+        return {
+            "done": self.done,
+            "skipped": self.skipped,
+            "degraded": self.degraded,
+            "failed": [{"clip": c, "reason": r} for c, r in self.failed],
+            "seconds": self.seconds,
+            "store": self.store,
+        }
+
+
+# --- worker side ----------------------------------------------------------------------------------
+_WORKER: tuple[FeatureExtractor, FeatureStore, list[str]] | None = None
+
+
+def _init_worker(config: ExtractConfig, out: str, threads: int) -> None:
+    global _WORKER
+    import torch
+
+    torch.set_num_threads(threads)
+    extractor = FeatureExtractor(config)
+    _WORKER = (extractor, FeatureStore(out), config.encoders)
+
+
+def _process(source: ClipSource) -> tuple[str, str, list[str], str]:
+    """Extract one clip into the store; returns (clip, status, flags, reason)."""
+    extractor, store, encoders = _WORKER
+    try:
+        features = extractor.extract(source)
+    except EsvaError as exc:
+        store.write_failed(source, encoders, str(exc))
+        return source.name, "failed", [], str(exc)
+    entry = store.write_clip(source, features, encoders)
+    return source.name, entry["status"], entry["flags"], ""
+
+
+# --- driver ---------------------------------------------------------------------------------
+def _distributed() -> tuple[int, int, object | None]:
+    """(rank, world size, accelerate state) under accelerate/torchrun; else (0, 1, None)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1, None
+    from accelerate import PartialState
+
+    state = PartialState(cpu=True)
+    return state.process_index, state.num_processes, state
+
+
+def run_extract(
+    sources: list[ClipSource],
+    out: str | Path,
+    config: ExtractConfig,
+    workers: int = 1,
+    retry_failed: bool = False,
+    progress: bool = True,
+) -> ExtractSummary:
+    if not sources:
+        raise EsvaError("no clips to extract")
+    names = [s.name for s in sources]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})[:3]
+        raise EsvaError(f"clip names must be unique; repeated: {dup}")
+    started = time.perf_counter()
+    store = FeatureStore(out)
+    store.check_settings(config)
+    rank, world, state = _distributed()
+    shard = sources[rank::world]
+    todo = [s for s in shard if not store.is_done(s.name, config.encoders, retry_failed)]
+    summary = ExtractSummary(skipped=len(shard) - len(todo))
+    if todo:
+        workers = max(1, min(workers, len(todo)))
+        bar = _Bar(
+            progress and rank == 0,
+            len(todo),
+            f"extract (rank {rank}/{world})" if world > 1 else "extract",
+        )
+        try:
+            if workers == 1:
+                _init_worker(config, str(out), threads=max(1, (os.cpu_count() or 1) // world))
+                results = map(_process, todo)
+                for result in results:
+                    _account(summary, result, bar)
+            else:
+                ctx = mp.get_context("spawn")  # fork after torch/OpenMP init is unsafe
+                with ctx.Pool(workers, _init_worker, (config, str(out), 1)) as pool:
+                    for result in pool.imap_unordered(_process, todo):
+                        _account(summary, result, bar)
+        finally:
+            bar.close()
+    if state is not None:
+        state.wait_for_everyone()
+    if rank == 0:
+        summary.store = store.finalize(sources, config)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _account(summary: ExtractSummary, result: tuple[str, str, list[str], str], bar: _Bar) -> None:
+    clip, status, flags, reason = result
+    if status == "failed":
+        summary.failed.append((clip, reason))
+    else:
+        summary.done += 1
+        for flag in flags:
+            summary.degraded[flag] = summary.degraded.get(flag, 0) + 1
+    bar.advance()
+
+
+class _Bar:
+    def __init__(self, enabled: bool, total: int, title: str) -> None:
+        self.progress = None
+        if enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self.progress = Progress(
+                TextColumn(title),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                transient=False,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task(title, total=total)
+
+    def advance(self) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, advance=1)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
