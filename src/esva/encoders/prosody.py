@@ -95,6 +95,10 @@ class ProsodyConfig:
     perturbation_window_s: float = 0.1  # glottal cycles within this span enter jitter/shimmer
     tilt_low_hz: float = 100.0
     tilt_high_hz: float = 5000.0  # capped at the Nyquist frequency
+    # Long audio is analysed in chunks (with context on both sides) so that memory stays
+    # bounded: one pass over a 20-minute file took 1.8 GB, chunks of 60 s take ~150 MB.
+    chunk_s: float = 60.0
+    context_s: float = 2.0
 
 
 def _frames(x: np.ndarray, centres: np.ndarray, width: int) -> np.ndarray:
@@ -144,10 +148,17 @@ class ProsodyEncoder(Encoder):
         hop = round(self.config.hop_s * sr)
         n_frames = max(1, len(x) // hop) if len(x) else 0
         features = np.zeros((n_frames, self.dim), np.float32)
+        times = (np.arange(n_frames) + 0.5) * hop / sr  # frame centres, clip-relative
+        per_chunk = max(1, round(self.config.chunk_s / self.config.hop_s))
+        context = round(self.config.context_s * sr)
+        for a in range(0, n_frames, per_chunk):
+            b = min(n_frames, a + per_chunk)
+            s0, s1 = max(0, a * hop - context), min(len(x), b * hop + context)
+            seg, seg_times = x[s0:s1], times[a:b] - s0 / sr
+            features[a:b, 6:9] = self._loudness_and_tilt(seg, sr, seg_times)
+            features[a:b, [1, 2, 3, 4, 5, 9]] = self._voice(seg, sr, seg_times)
         if n_frames:
-            times = (np.arange(n_frames) + 0.5) * hop / sr  # frame centres, clip-relative
-            features[:, 6:9] = self._loudness_and_tilt(x, sr, times)
-            features[:, [0, 1, 2, 3, 4, 5, 9]] = self._voice(x, sr, times)
+            self._clip_level(features)
         return EncodedFeatures(
             features=features,
             fps=sr / hop,
@@ -155,6 +166,21 @@ class ProsodyEncoder(Encoder):
             mask=np.ones(n_frames, bool),
             record=self.record,
         )
+
+    @staticmethod
+    def _clip_level(features: np.ndarray) -> None:
+        """What needs the whole clip (done after the chunks are joined, in place): the energy
+        delta across chunk joins, and the F0 contour interpolated over unvoiced frames (edges
+        held) in semitones relative to the clip's median voiced F0."""
+        features[:, 7] = np.gradient(features[:, 6]) if len(features) > 1 else 0.0
+        voiced = features[:, 2] > 0
+        if not voiced.any():
+            features[:, [0, 1]] = 0.0
+            return
+        log2_f0 = features[voiced, 1].astype(np.float64)
+        contour = np.interp(np.arange(len(features)), np.flatnonzero(voiced), log2_f0)
+        features[:, 0] = 12.0 * (contour - np.median(log2_f0))
+        features[:, 1] = contour
 
     def _loudness_and_tilt(self, x: np.ndarray, sr: int, times: np.ndarray) -> np.ndarray:
         """``(T, 3)``: energy dB, its centred difference, spectral tilt in dB/kHz."""
@@ -176,21 +202,22 @@ class ProsodyEncoder(Encoder):
         return np.stack([energy, delta, tilt], axis=1)
 
     def _voice(self, x: np.ndarray, sr: int, times: np.ndarray) -> np.ndarray:
-        """``(T, 7)``: f0 semitones, log2 f0, voiced, strength, jitter, shimmer, HNR (Praat)."""
+        """``(T, 6)``: log2 f0 (voiced frames; 0 elsewhere), voiced, strength, jitter, shimmer,
+        HNR (Praat). The clip-level F0 contour is made from it by :meth:`_clip_level`."""
         import parselmouth
         from parselmouth.praat import call
 
         cfg = self.config
-        out = np.zeros((len(times), 7))
+        out = np.zeros((len(times), 7))  # column 0 is filled at clip level
         sound = parselmouth.Sound(x, sampling_frequency=sr)
         try:
             pitch = sound.to_pitch_ac(
                 time_step=cfg.hop_s, pitch_floor=cfg.pitch_floor, pitch_ceiling=cfg.pitch_ceiling
             )
         except parselmouth.PraatError:  # shorter than Praat's pitch window (3 / pitch_floor)
-            return out
+            return out[:, 1:]
         if pitch.n_frames == 0:
-            return out
+            return out[:, 1:]
         idx = _nearest(times, pitch.t1, pitch.dt, pitch.n_frames)
         f0 = pitch.selected_array["frequency"][idx]
         voiced = f0 > 0
@@ -199,13 +226,9 @@ class ProsodyEncoder(Encoder):
         out[:, 2] = voiced
         out[:, 3] = np.clip(strength[idx], 0.0, 1.0)
         if not voiced.any():
-            return out
+            return out[:, 1:]
 
-        # F0 contour: log frequency, interpolated across unvoiced frames (edges held).
-        log2_f0 = np.log2(f0[voiced] / 100.0)
-        contour = np.interp(np.arange(len(times)), np.flatnonzero(voiced), log2_f0)
-        out[:, 0] = 12.0 * (contour - np.median(log2_f0))
-        out[:, 1] = contour
+        out[voiced, 1] = np.log2(f0[voiced] / 100.0)
 
         # Jitter and shimmer over the glottal cycles near each voiced frame.
         pulses = call([sound, pitch], "To PointProcess (cc)")
@@ -229,11 +252,11 @@ class ProsodyEncoder(Encoder):
             # on a 200-Hz sawtooth + noise at a true HNR of 15.2 dB it measures 15.5 dB (AC: 12.1).
             hnr = sound.to_harmonicity_cc(time_step=cfg.hop_s, minimum_pitch=cfg.pitch_floor)
         except parselmouth.PraatError:  # too short for one analysis window
-            return out
+            return out[:, 1:]
         if hnr.n_frames:
             values = hnr.values[0][_nearest(times, hnr.t1, hnr.dt, hnr.n_frames)]
             out[:, 6] = np.where(voiced & (values > -100.0), values, 0.0)
-        return out
+        return out[:, 1:]
 
 
 @register_encoder("prosody", "Praat prosody at 50 Hz (F0, voicing, jitter, shimmer, energy, ...)")
