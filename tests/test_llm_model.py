@@ -115,6 +115,11 @@ def test_save_load_round_trip(model: EmotionLLM, tmp_path: Path) -> None:
     with torch.no_grad():
         assert not torch.allclose(fresh(feats, prompts, TARGETS).logits, before, atol=1e-3)
 
+    half = EmotionLLM.from_pretrained(out, dtype="bfloat16").eval()  # same LM, other dtype
+    assert half.lm.get_input_embeddings().weight.dtype == torch.bfloat16
+    with torch.no_grad():
+        torch.testing.assert_close(half(feats, prompts, TARGETS).logits, before, atol=0.2, rtol=0.1)
+
     trainable = EmotionLLM.from_pretrained(out, trainable=True)
     names = {n for n, p in trainable.named_parameters() if p.requires_grad}
     assert names == {n for n, p in model.named_parameters() if p.requires_grad}

@@ -48,7 +48,7 @@ def _features(b: int = 2) -> dict:
 def test_build_prompt() -> None:
     text = build_prompt("recognition", ["audio", "joint"], "I'm fine <VisualHere>.", ["a", "b"])
     assert text.startswith("<audio><AudioHere></audio> <joint><JointHere></joint> ")
-    assert "The person in video says: I'm fine . [emotion]" in text  # look-alike removed
+    assert "The person in video says: I'm fine. [emotion]" in text  # look-alike removed
     assert text.endswith("represents: a, b.")
     assert "<VisualHere>" not in text and "  " not in text
     reasoning = build_prompt("reasoning", ["audio"])

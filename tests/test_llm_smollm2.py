@@ -22,7 +22,7 @@ def smollm2():
     return load_backbone(DEFAULT_BACKBONE, download=False)  # from the cache: offline
 
 
-def test_conversion_is_cached_and_checked() -> None:
+def test_conversion_is_cached_and_checked(smollm2) -> None:
     from esva.weights import SOURCES, tree_sha256
 
     directory = convert_gguf(DEFAULT_BACKBONE, download=False)
@@ -47,7 +47,7 @@ def test_chat_answer_offline(smollm2) -> None:
     assert "paris" in answer.lower(), answer
 
 
-def test_emotion_llm_on_smollm2() -> None:
+def test_emotion_llm_on_smollm2(smollm2) -> None:  # the fixture makes sure it is converted
     torch.manual_seed(0)
     config = EmotionLLMConfig(streams={"audio": 32, "joint": 32}, tokens={"joint": 4})
     model = EmotionLLM.build(config, download=False)  # its own copy: LoRA is injected in place

@@ -110,7 +110,13 @@ def run_demo(cfg: DemoConfig) -> dict:
         t0 = time.perf_counter()
         res = train(run)
         train_s = time.perf_counter() - t0
-        ev = evaluate_model(res.best_dir, data, out / "eval" / key, split="test")
+        ev = evaluate_model(
+            res.best_dir,
+            data,
+            out / "eval" / key,
+            split="test",
+            title=f"{name} on the synthetic test speakers",
+        )
         m = ev["metrics"]
         row = {
             k: m[k] for k in ("accuracy", "weighted_f1", "macro_f1", "uar", "mse", "n") if k in m

@@ -7,13 +7,14 @@ This is what ``esva align FILE`` runs:
    face tracked through every decoded video frame at its real timestamp, with grey face and
    mouth crops. MTCNN is the default detector: the talking-head clips this is meant for are
    often in profile, where OpenCV's frontal Haar cascade loses the face (measured on the
-   ``av_sync`` clips: Haar found the face in 65 % of the frames of a profile clip, MTCNN in
-   100 %, at ~2x the cost of Haar with the tracker's region-of-interest search).
-2. **features** (:meth:`SyncSpace.features`): log-mel audio frames and pooled mouth pixels on one
-   50 Hz grid (Eq. 3), projected by the shipped sync heads into one space.
+   ``av_sync`` clips: on a profile PC-AVS clip Haar found the face in 65-68 % of the frames,
+   MTCNN in 100 %; with the tracker's region-of-interest search MTCNN took 0.5-1.3 s per
+   3-6 s clip on one core, and found the face in every frame of all 36 real clips).
+2. **features** (:meth:`SyncSpace.features`): log-mel audio frames and pooled mouth + face
+   pixels on one 50 Hz grid (Eq. 3), projected by the shipped sync heads into one space.
 3. **estimate** (:func:`esva.align.estimate_offset`): Eq. 4-6 and 8-9, sub-frame.
 
-Decoding and face tracking dominate the cost (~1 s per 3 s of 30 fps video on one core), so
+Decoding and face tracking dominate the cost (0.1-0.3 s per second of video on one core), so
 :func:`load_clip_media` can cache its result in a directory (the benchmark and tests do; the CLI
 does not). A file with no audio stream, or in which no face is found, raises a one-line
 :class:`~esva.errors.EsvaError`.
@@ -26,11 +27,13 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from esva.align.offsets import OffsetEstimate, estimate_offset
 from esva.align.sync_space import SyncFeatures, SyncSpace, load_sync_space
@@ -42,6 +45,11 @@ from esva.media.types import AudioClip, FaceTrack
 
 MEDIA_CACHE_VERSION = "1"  # bump when what load_clip_media returns changes
 MIN_FACE_COVERAGE = 0.2  # below this share of frames with a face, the estimate is not trusted
+SILENCE_PEAK = 1e-4  # audio whose samples never exceed this (-80 dBFS) is digital silence
+# Below this confidence the peak of C(τ) is flagged: measured with held-out heads on the 36 real
+# clips, in-sync clips gave 0.07-0.37 (median 0.20), the same videos with another clip's audio
+# 0.03-0.35 (median 0.09); the threshold flags 2 of 36 real pairings and 22 of 36 unrelated ones.
+MIN_CONFIDENCE = 0.1
 
 
 @dataclass
@@ -153,7 +161,15 @@ def load_clip_media(
     clip = load_audio(audio_path)
     if clip is None or len(clip.samples) == 0:
         raise EsvaError("audio stream has no samples", display_name(audio_path))
-    track = track_faces(iter_frames(video, max_side=config.max_side), config.tracker(), video)
+    # MTCNN's nets are tiny: torch's intra-op threads cost more in synchronisation than they
+    # gain (measured on a 3.3 s RAVDESS clip on 2 busy cores: 9 s with 1 thread, 31 s with 2),
+    # so tracking runs on one thread and the caller's setting is restored afterwards.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        track = track_faces(iter_frames(video, max_side=config.max_side), config.tracker(), video)
+    finally:
+        torch.set_num_threads(threads)
     if not track.mask.any():
         raise EsvaError(
             f"no face found in any of its {len(track.mask)} frames "
@@ -191,6 +207,7 @@ class ClipAlignment:
     peak_z: float
     local_offsets_ms: list[float | None]  # per window; None where the window lacks data
     window_start_s: list[float]
+    window_s: float
     fps: float  # the grid the estimate was made on
     max_offset_ms: float
     face_coverage: float
@@ -208,7 +225,7 @@ class ClipAlignment:
                 "cost": _clean(e.cost),
             }
         out = {k: v for k, v in asdict(self).items() if k != "estimate"}
-        out["offset_ms"] = round(self.offset_ms, 3)
+        out["offset_ms"] = round(self.offset_ms, 3) if math.isfinite(self.offset_ms) else None
         return {**out, **curves}
 
 
@@ -247,26 +264,33 @@ def align_media(
     est = estimate_from_features(feats, space, config)
     flags = []
     coverage = media.track.coverage
+    samples = media.audio.samples
+    silent = len(samples) == 0 or float(np.max(np.abs(samples))) < SILENCE_PEAK
+    defined = est.defined and not silent
     if coverage < MIN_FACE_COVERAGE:
         flags.append(f"face found in only {100 * coverage:.0f} % of the frames")
-    if not est.defined:
+    if silent:
+        flags.append("the audio is silent: there is nothing to align")
+    elif not est.defined:
         flags.append("the audio and the face never overlap in time")
-    elif est.confidence < 0.05:
-        flags.append("no clear peak in C(τ): silence, no lip motion, or unrelated audio")
+    elif est.confidence < MIN_CONFIDENCE:
+        flags.append("no clear peak in C(τ): little speech or lip motion, or unrelated audio")
     edge = abs(abs(est.tau_s) * 1000.0 - config.max_offset_ms) < 1000.0 / feats.fps
-    if est.defined and edge:
+    if defined and edge:
         flags.append("the best offset is at the edge of the search range; raise --max-offset-ms")
     local = [
-        None if not math.isfinite(v) else round(-1000.0 * float(v), 3) for v in est.local_tau_s
+        None if silent or not math.isfinite(v) else round(-1000.0 * float(v), 3)
+        for v in est.local_tau_s
     ]
     return ClipAlignment(
         file=display_name(media.video_path),
         audio_file=display_name(media.audio_path),
-        offset_ms=est.audio_lag_ms if est.defined else float("nan"),
+        offset_ms=est.audio_lag_ms if defined else float("nan"),
         confidence=round(est.confidence, 4),
         peak_z=round(est.peak_z, 4),
         local_offsets_ms=local,
         window_start_s=[round(float(s) + feats.start_s, 3) for s in est.window_start_s],
+        window_s=config.window_s,
         fps=feats.fps,
         max_offset_ms=config.max_offset_ms,
         face_coverage=round(coverage, 4),
@@ -313,8 +337,7 @@ def plot_alignment(result: ClipAlignment, out: str | os.PathLike) -> Path:
     ax1.legend(fontsize=8)
     starts = np.asarray(result.window_start_s, dtype=float)
     local = np.array([np.nan if v is None else v for v in result.local_offsets_ms], dtype=float)
-    window = est.d_local.shape[1] and (est.window_start_s[1] - est.window_start_s[0]) * 2
-    ax2.plot(starts + (window or 0) / 2, local, "o-", label="local offset τ_i* (Eq. 6)")
+    ax2.plot(starts + result.window_s / 2, local, "o-", label="local offset τ_i* (Eq. 6)")
     if math.isfinite(result.offset_ms):
         ax2.axhline(result.offset_ms, color="k", ls="--", lw=1, label="global τ*")
     ax2.set_xlabel("time (s, window centre)")
@@ -327,26 +350,100 @@ def plot_alignment(result: ClipAlignment, out: str | os.PathLike) -> Path:
     return out
 
 
-def delay_audio(audio: AudioClip, lag_s: float, drift_s: float = 0.0) -> AudioClip:
+def delay_audio(
+    audio: AudioClip,
+    lag_s: float = 0.0,
+    drift_s: float = 0.0,
+    delay_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> AudioClip:
     """The same clip with its waveform delayed by ``lag_s`` (> 0: the audio lags the video).
 
     With ``drift_s`` the delay changes linearly over the clip, from ``lag_s - drift_s / 2`` at
-    its start to ``lag_s + drift_s / 2`` at its end (a clock-rate mismatch). The length and
-    ``start_s`` are kept: samples shifted in from outside the clip are silence. Fractional-sample
-    delays are linearly interpolated. Used to inject known offsets into real recordings.
+    its start to ``lag_s + drift_s / 2`` at its end (a clock-rate mismatch); ``delay_fn`` maps
+    times since the clip's start (s) to any delay (s) instead. The length and ``start_s`` are
+    kept: samples shifted in from outside the clip are silence. Fractional-sample delays are
+    linearly interpolated; a constant whole-sample delay is an exact copy. Used to inject known
+    offsets into real recordings (in the waveform, before any feature is computed).
     """
     x = np.asarray(audio.samples, np.float32)
-    n = len(x)
-    t = np.arange(n, dtype=np.float64)
-    delay = lag_s + drift_s * (t / max(n - 1, 1) - 0.5)
-    src = t - delay * audio.sample_rate
-    shifted = np.interp(src, t, x, left=0.0, right=0.0).astype(np.float32)
-    if drift_s == 0.0 and abs(lag_s * audio.sample_rate - round(lag_s * audio.sample_rate)) < 1e-9:
-        # Whole samples: an exact copy, no interpolation at all.
-        k = round(lag_s * audio.sample_rate)
+    n, rate = len(x), audio.sample_rate
+    whole = lag_s * rate
+    if delay_fn is None and drift_s == 0.0 and abs(whole - round(whole)) < 1e-6:
+        k = round(whole)
         shifted = np.zeros_like(x)
-        if k >= 0:
-            shifted[k:] = x[: n - k] if k < n else shifted[k:]
-        else:
-            shifted[: n + k] = x[-k:] if -k < n else shifted[: n + k]
+        if 0 <= k < n:
+            shifted[k:] = x[: n - k]
+        elif -n < k < 0:
+            shifted[:k] = x[-k:]
+        return dataclasses.replace(audio, samples=shifted)
+    t = np.arange(n, dtype=np.float64)
+    if delay_fn is not None:
+        delay = np.asarray(delay_fn(t / rate), dtype=np.float64)
+    else:
+        delay = lag_s + drift_s * (t / max(n - 1, 1) - 0.5)
+    shifted = np.interp(t - delay * rate, t, x, left=0.0, right=0.0).astype(np.float32)
     return dataclasses.replace(audio, samples=shifted)
+
+
+def random_bursts(
+    duration_s: float, share: float, rng: np.random.Generator, length_s: float = 1.0
+) -> list[tuple[float, float]]:
+    """Non-overlapping ``length_s`` bursts covering about ``share`` of ``duration_s``."""
+    slots = max(1, int(duration_s // length_s))
+    chosen = rng.choice(slots, size=round(share * slots), replace=False)
+    return [(float(i * length_s), float((i + 1) * length_s)) for i in sorted(chosen)]
+
+
+def add_noise_bursts(
+    audio: AudioClip,
+    bursts: list[tuple[float, float]],
+    rng: np.random.Generator,
+    snr_db: tuple[float, float] = (0.0, 10.0),
+) -> AudioClip:
+    """White noise over each (start, end) burst (s from the clip's start) at an SNR drawn from
+    ``snr_db``, relative to the RMS of the whole clip's signal."""
+    x = np.array(audio.samples, np.float32)
+    rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) or 1e-3
+    for start, end in bursts:
+        a, b = round(start * audio.sample_rate), round(end * audio.sample_rate)
+        snr = rng.uniform(*snr_db)
+        noise = rng.standard_normal(max(0, min(b, len(x)) - a)).astype(np.float32)
+        x[a : a + len(noise)] += noise * rms / 10 ** (snr / 20)
+    return dataclasses.replace(audio, samples=np.clip(x, -1.0, 1.0))
+
+
+def degrade_track(
+    track: FaceTrack,
+    blurred: list[tuple[float, float]] = (),
+    dropped: list[tuple[float, float]] = (),
+    sigma_px: float = 2.0,
+) -> FaceTrack:
+    """Blur the face and mouth crops inside ``blurred`` spans (Gaussian, ``sigma_px`` on the
+    mouth crop, scaled for the face crop), and freeze them inside ``dropped`` spans (a dropped
+    frame shows the last frame that arrived). Times are seconds from the track's first frame."""
+    import cv2
+
+    crops, mouths = track.crops.copy(), None if track.mouths is None else track.mouths.copy()
+    t = np.asarray(track.timestamps_s) - (track.timestamps_s[0] if len(track.timestamps_s) else 0)
+
+    def inside(spans) -> np.ndarray:
+        hit = np.zeros(len(t), bool)
+        for start, end in spans:
+            hit |= (t >= start) & (t < end)
+        return hit
+
+    def blur(img: np.ndarray, sigma: float) -> np.ndarray:
+        out = cv2.GaussianBlur(img, (0, 0), sigma)
+        return out.reshape(img.shape)
+
+    face_sigma = sigma_px * (crops.shape[1] / mouths.shape[1] if mouths is not None else 1.0)
+    for i in np.flatnonzero(inside(blurred)):
+        crops[i] = blur(crops[i], face_sigma)
+        if mouths is not None:
+            mouths[i] = blur(mouths[i], sigma_px)
+    for i in np.flatnonzero(inside(dropped)):
+        if i > 0:
+            crops[i] = crops[i - 1]
+            if mouths is not None:
+                mouths[i] = mouths[i - 1]
+    return dataclasses.replace(track, crops=crops, mouths=mouths)

@@ -32,6 +32,7 @@ def evaluate_model(
     labels_file: str = "labels.csv",
     streams: dict[str, str] | None = None,
     batch_size: int = 64,
+    title: str | None = None,
 ) -> dict:
     """Score ``model_dir`` on the clips of ``split`` (all clips when None) under ``data_root``."""
     from esva.train.recipe import make_loader, predict_loader
@@ -103,7 +104,7 @@ def evaluate_model(
             [guess[n] for n in names],
             classes,
             out / "confusion.png",
-            title=f"ESVA on {Path(data_root).name} ({split or 'all'})",
+            title=title or f"ESVA on {Path(data_root).name} ({split or 'all'})",
         )
     result["modalities_missing"] = int(sum(1 for u in used if u.count("+") + 1 < len(streams_used)))
     result["mean_offset_confidence"] = (

@@ -19,7 +19,6 @@ kill -9) leaves only clips that are either complete or recomputed on resume.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 from pathlib import Path
 
@@ -27,20 +26,12 @@ from esva.data.sources import ClipSource
 from esva.data.store import clip_path, write_stream
 from esva.errors import EsvaError
 from esva.extract.pipeline import ClipFeatures, ExtractConfig
-from esva.io import atomic_write, read_json, write_json
+from esva.io import atomic_write, file_sha256, read_json, write_json
 
 SETTINGS = "extract.json"
 MANIFEST_DIR = "manifest"
 MANIFEST = "manifest.jsonl"
 LABELS = "labels.csv"
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class FeatureStore:

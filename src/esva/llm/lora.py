@@ -8,6 +8,8 @@ from ``requires_grad`` parameters can never touch the base LM.
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -45,13 +47,22 @@ class LoraSettings:
         )
 
 
+@contextlib.contextmanager
+def quiet_peft():
+    """Hide the FutureWarning peft triggers by calling a transformers API deprecated in v5."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
+        yield
+
+
 def apply_lora(model: nn.Module, settings: LoraSettings):
     """Wrap a causal LM with fresh LoRA adapters; everything but the adapters is frozen."""
     from peft import get_peft_model
 
     model.requires_grad_(False)
     try:
-        peft_model = get_peft_model(model, settings.to_peft())
+        with quiet_peft():
+            peft_model = get_peft_model(model, settings.to_peft())
     except ValueError as exc:  # e.g. target modules that this architecture does not have
         raise EsvaError(f"cannot add LoRA adapters to the language model: {exc}") from None
     check_lora_only(peft_model)

@@ -41,7 +41,7 @@ from esva.llm.backbone import (
     load_backbone,
     torch_dtype,
 )
-from esva.llm.lora import LoraSettings, apply_lora, check_lora_only
+from esva.llm.lora import LoraSettings, apply_lora, check_lora_only, quiet_peft
 from esva.llm.projector import FeatureProjector, ProjectorConfig, Stream
 from esva.llm.prompt import IGNORE_INDEX, Assembly, assemble, build_prompts, chat_wrap
 
@@ -136,13 +136,15 @@ class EmotionLLM(nn.Module):
         directory: str | Path,
         *,
         backbone: str | None = None,
+        dtype: str | None = None,
         trainable: bool = False,
         download: bool = True,
     ) -> EmotionLLM:
         """Reload a :meth:`save_pretrained` directory onto its base LM.
 
         ``backbone`` overrides where the base LM is found (e.g. LLaMA-2 moved to another path);
-        it must still be the same LM, or this raises an :class:`EsvaError`.
+        it must still be the same LM, or this raises an :class:`EsvaError`. ``dtype`` overrides
+        the LM weights' dtype (e.g. float32 on a CPU for a model tuned in bfloat16 on a GPU).
         """
         from peft import PeftModel
 
@@ -153,6 +155,9 @@ class EmotionLLM(nn.Module):
         config = EmotionLLMConfig.from_dict(meta.get("config"), directory / CONFIG_NAME)
         if backbone is not None:
             config.backbone = backbone
+        if dtype is not None:
+            torch_dtype(dtype)
+            config.dtype = dtype
         lm, tokenizer = load_backbone(config.backbone, config.dtype, download=download)
         why = fingerprint_mismatch(meta.get("backbone", {}), fingerprint(lm))
         if why is not None:
@@ -161,7 +166,8 @@ class EmotionLLM(nn.Module):
             )
         saved_backbone = meta["backbone"]
         try:
-            peft_model = PeftModel.from_pretrained(lm, directory, is_trainable=trainable)
+            with quiet_peft():
+                peft_model = PeftModel.from_pretrained(lm, directory, is_trainable=trainable)
         except (OSError, ValueError, RuntimeError) as exc:
             raise EsvaError(f"cannot load the LoRA adapters ({exc})", directory) from None
         if trainable:

