@@ -18,6 +18,26 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def _umask() -> int:
+    """The process umask (read via /proc where possible: setting it to read it back is racy)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _as_created(path: str | Path, directory: bool = False) -> None:
+    """Give a temporary file/dir the permissions open()/mkdir() would have (mkstemp and mkdtemp
+    make them private, 0600/0700, which would leak into the renamed result)."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_write(
     path: str | Path, mode: str = "w", encoding: str | None = "utf-8", newline: str | None = None
@@ -26,6 +46,7 @@ def atomic_write(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _as_created(tmp)
     binary = "b" in mode
     try:
         with os.fdopen(
@@ -50,6 +71,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         prefix=f".{path.stem}.", suffix=f"{path.suffix}.tmp", dir=path.parent
     )
     os.close(fd)
+    _as_created(tmp)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -69,6 +91,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    _as_created(tmp, directory=True)
     try:
         yield tmp
         old = None

@@ -247,7 +247,7 @@ def train(run: RunConfig, resume: bool = False) -> TrainResult:
             )
         accelerator.load_state(str(ckpt_dir))
         state = saved["state"]
-    elif main and ckpt_dir.exists():
+    elif ckpt_dir.exists():  # every rank checks: one rank raising alone would hang the others
         raise EsvaError(
             "output directory already holds a run; pass --resume to continue it or choose "
             "another --out",
