@@ -53,13 +53,14 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
                 "model": {
                     "backbone": "tiny-random-llama",
                     "lora": {"r": 4, "alpha": 8},
-                    "max_new_tokens": 48,
+                    "max_new_tokens": 24,
                 },
                 "data": {
                     "root": "store",
                     "streams": {"audio": "prosody"},
                     "classes": CLASSES,
                     "cues": {"voice": "prosody"},
+                    "reasoning": 0.5,
                 },
                 "train": {"epochs": 1, "batch_size": 4, "lr": 1e-2, "progress": False},
             }
@@ -81,6 +82,9 @@ def test_train_llm_then_explain_json(trained, capsys) -> None:
     voice_cues = result["cues"]["voice"]
     assert voice_cues["f0_hz"] == pytest.approx(225, rel=0.1)  # 110 + 50*2 + 5*3 Hz
     assert (root / "run" / "merr" / "MERR_fine_grained.json").exists()  # built for training
+    meta = json.loads((best / "esva_llm_data.json").read_text())
+    assert len(meta["standardize"]["audio"]["mean"]) == 10  # the prosody columns
+    assert meta["records"]["prosody"]["name"] == "prosody"
 
     assert main(["explain", str(wav), "--model", str(best), "--no-asr"]) == 0
     out = capsys.readouterr().out

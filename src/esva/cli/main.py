@@ -25,16 +25,21 @@ app = typer.Typer(
 def _register() -> None:
     from esva.cli import score
     from esva.cli import weights as weights_cli
+    from esva.cli.align import align
     from esva.cli.demo import demo
     from esva.cli.extract import extract
+    from esva.cli.llm import explain, train_llm
     from esva.cli.predict import predict
     from esva.cli.train import evaluate, train
 
     app.command()(demo)
     app.command()(train)
     app.command()(evaluate)
+    app.command()(align)
     app.command()(extract)
     app.command()(predict)
+    app.command("train-llm")(train_llm)
+    app.command()(explain)
     app.add_typer(score.app, name="score")
     app.add_typer(weights_cli.app, name="weights")
 

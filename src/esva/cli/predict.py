@@ -12,7 +12,12 @@ import typer
 def predict(
     file: Annotated[Path, typer.Argument(help="A video (with its audio track) or an audio file.")],
     model: Annotated[
-        Path | None, typer.Option("--model", help="Model folder from `esva train`.")
+        Path | None,
+        typer.Option(
+            "--model",
+            help="Model folder from `esva train` (default: the shipped RAVDESS speech model; "
+            "non-commercial, see esva/assets/default_model/MODEL_CARD.md).",
+        ),
     ] = None,
     audio: Annotated[
         Path | None, typer.Option("--audio", help="Separate audio for a silent video.")
@@ -25,15 +30,22 @@ def predict(
     hop: Annotated[float, typer.Option(help="Timeline hop (s).")] = 1.0,
 ) -> None:
     """Predict the emotion of FILE with a trained ESVA model."""
-    from esva.errors import EsvaError
+    from esva.assets import model_extractor
     from esva.model import ESVAModel
     from esva.predict import plot_timeline, predict_file
 
-    if model is None:
-        raise EsvaError("no model given: pass --model DIR (a folder written by `esva train`)")
+    shipped = model is None
+    if shipped:
+        from esva.assets import default_model_dir
+
+        model = default_model_dir()  # hash-checked: a damaged install is a one-line error
     esva_model = ESVAModel.from_pretrained(model)
-    pred = predict_file(file, esva_model, audio=audio, window_s=window, hop_s=hop)
-    pred.model = str(model)
+    # The folder's encoder_options.json (e.g. the Whisper layer) shapes the extraction.
+    extractor = model_extractor(model, esva_model)
+    pred = predict_file(
+        file, esva_model, audio=audio, window_s=window, hop_s=hop, extractor=extractor
+    )
+    pred.model = "default (esva/assets/default_model)" if shipped else str(model)
     if plot is not None:
         plot_timeline(pred, esva_model.config.classes, plot)
     if as_json:
@@ -49,6 +61,11 @@ def predict(
     for label, p in sorted(pred.probabilities.items(), key=lambda kv: -kv[1]):
         table.add_row(label, f"{p:.3f}")
     console.print(table)
+    if shipped:
+        console.print(
+            "model: the shipped default (RAVDESS acted English speech, 8 classes; "
+            "non-commercial, CC BY-NC-SA 4.0)"
+        )
     offset = (
         "n/a (needs audio and a face)"
         if pred.offset_ms is None

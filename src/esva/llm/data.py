@@ -15,7 +15,9 @@ Features come from a feature store (``esva extract``): ``streams`` maps each LM 
 (a lower-case word: it becomes the ``<AudioHere>`` placeholder) to the store folder(s) that hold
 it; ``"whisper-tiny+prosody"`` joins two encoders frame by frame, on the first one's frame rate
 and the container clock (:func:`esva.data.dataset.combine`). :func:`file_features` produces the
-same streams for a raw media file with the same encoders (``esva explain``).
+same streams for a raw media file with the same encoders (``esva explain``). With
+``standardize`` every dimension is z-scored with the training clips' statistics
+(:func:`feature_stats`), which travel with the model.
 """
 
 from __future__ import annotations
@@ -60,6 +62,10 @@ class LLMDataConfig:
     )
     transcripts: str | None = None  # name,sentence CSV (default: the store's ASR transcripts)
     subtitles: bool = True  # put the transcript in the prompt, as Emotion-LLaMA does
+    # z-score every feature dimension with the training clips' mean and std (stored with the
+    # model): raw streams mix scales (prosody's energy in dB is ~-50, Whisper's ~1), and the
+    # projector is a single linear layer.
+    standardize: bool = True
     recognition: float = 1.0  # share of clips with a recognition sample
     reasoning: float = 1.0  # share of clips with a reasoning sample (needs a caption)
     # Splits, as esva.train.config.DataConfig: a `split` column, or held-out speakers.
@@ -124,6 +130,59 @@ def load_streams(
     return out
 
 
+Stats = dict[str, tuple[np.ndarray, np.ndarray]]  # stream -> (mean (D,), std (D,))
+
+
+def feature_stats(root: Path, names: Sequence[str], streams: Mapping[str, str]) -> Stats:
+    """Per-dimension mean and std of each stream over the valid frames of ``names``."""
+    sums: dict[str, list] = {}
+    for name in names:
+        for stream, (x, m) in load_streams(root, name, streams).items():
+            valid = x[m].astype(np.float64)
+            acc = sums.setdefault(stream, [0, 0.0, 0.0])
+            acc[0] += len(valid)
+            acc[1] = acc[1] + valid.sum(axis=0)
+            acc[2] = acc[2] + (valid**2).sum(axis=0)
+    stats = {}
+    for stream, (n, s1, s2) in sums.items():
+        mean = s1 / n
+        std = np.sqrt(np.maximum(s2 / n - mean**2, 0.0))
+        # A constant dimension (e.g. a prosody column a corpus never uses) is only centred.
+        std = np.where(std < 1e-6, 1.0, std)
+        stats[stream] = (mean.astype(np.float32), std.astype(np.float32))
+    return stats
+
+
+def standardize(
+    features: dict[str, tuple[np.ndarray, np.ndarray]], stats: Stats | None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """z-score the valid frames of each stream that has statistics; padding stays zero."""
+    if not stats:
+        return features
+    out = {}
+    for stream, (x, m) in features.items():
+        if stream in stats:
+            mean, std = stats[stream]
+            x = np.where(m[:, None], (x - mean) / std, 0.0).astype(np.float32)
+        out[stream] = (x, m)
+    return out
+
+
+def stats_to_json(stats: Stats | None) -> dict | None:
+    if not stats:
+        return None
+    return {s: {"mean": m.tolist(), "std": d.tolist()} for s, (m, d) in stats.items()}
+
+
+def stats_from_json(data: Mapping | None) -> Stats | None:
+    if not data:
+        return None
+    return {
+        s: (np.asarray(v["mean"], np.float32), np.asarray(v["std"], np.float32))
+        for s, v in data.items()
+    }
+
+
 def stream_dims(root: Path, names: Sequence[str], streams: Mapping[str, str]) -> dict[str, int]:
     """Width of each stream, from the first clip that has its files (headers only)."""
     dims: dict[str, int] = {}
@@ -155,8 +214,10 @@ class InstructionDataset(Dataset):
         transcripts: Mapping[str, str] | None = None,
         seed: int = 0,
         tasks: Sequence[str] = TASKS,
+        stats: Stats | None = None,
     ) -> None:
         self.root = Path(root)
+        self.stats = stats
         self.config = config
         self.clips = list(clips)
         self.classes = list(classes)
@@ -195,7 +256,7 @@ class InstructionDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.samples[index]
         clip = self.clips[sample.clip]
-        features = load_streams(self.root, clip.name, self.config.streams)
+        features = standardize(load_streams(self.root, clip.name, self.config.streams), self.stats)
         if not features:
             raise EsvaError(f"clip {clip.name!r} has no usable feature file", self.root)
         target = clip.label if sample.task == "recognition" else self.captions.get(clip.name)
@@ -245,7 +306,9 @@ def collate_instructions(items: Sequence[dict[str, Any]], classes: Sequence[str]
 # ----------------------------------------------------------------------------- provenance
 
 
-def data_meta(config: LLMDataConfig, classes: Sequence[str]) -> dict[str, Any]:
+def data_meta(
+    config: LLMDataConfig, classes: Sequence[str], stats: Stats | None = None
+) -> dict[str, Any]:
     """What ``esva explain`` needs to rebuild the features of a raw file: which encoder made
     each folder (and as which modality), with the records the store holds for them."""
     root = Path(config.root)
@@ -271,6 +334,7 @@ def data_meta(config: LLMDataConfig, classes: Sequence[str]) -> dict[str, Any]:
         "records": records,
         "classes": list(classes),
         "subtitles": config.subtitles,
+        "standardize": stats_to_json(stats),
         "data": dataclasses.asdict(config),
     }
 
@@ -323,14 +387,18 @@ def file_features(
         audio=Path(audio) if audio else (path if is_audio else None),
     )
     extracted = extractor.extract(source)
-    features = {}
+    arrays = {}
     for stream, spec in meta["streams"].items():
         names = spec.split("+")
         if all(n in extracted.streams for n in names):
             s = [extracted.streams[n] for n in names]
             x, m = combine(s, s[0].fps)
             if m.any():
-                features[stream] = (torch.from_numpy(x)[None], torch.from_numpy(m)[None])
+                arrays[stream] = (x, m)
+    arrays = standardize(arrays, stats_from_json(meta.get("standardize")))
+    features = {
+        s: (torch.from_numpy(x)[None], torch.from_numpy(m)[None]) for s, (x, m) in arrays.items()
+    }
     if not features:
         raise EsvaError(
             "none of the model's feature streams could be extracted from the file", path

@@ -46,8 +46,10 @@ from esva.llm.data import (
     InstructionDataset,
     LLMDataConfig,
     Sample,
+    Stats,
     collate_instructions,
     data_meta,
+    feature_stats,
     read_transcripts,
     store_transcripts,
     stream_dims,
@@ -164,6 +166,7 @@ class LLMData:
     test: InstructionDataset | None
     classes: list[str]
     dims: dict[str, int]
+    stats: Stats | None = None  # standardisation of the streams (from the training clips)
 
 
 def split_clips(clips: list[ClipLabel], data: LLMDataConfig, seed: int):
@@ -217,16 +220,22 @@ def load_data(run: LLMRunConfig, out_dir: Path | None = None) -> LLMData:
         captions = reasoning_captions(data, clips, transcripts, (out_dir or root) / MERR_DIR)
     dims = stream_dims(root, names, data.streams)
     splits = split_clips(clips, data, seed)
+    train_clips = [c for c in splits["train"] if c.label]
+    stats = None
+    if data.standardize and train_clips:
+        stats = feature_stats(root, [c.name for c in train_clips], data.streams)
 
     def make(part: list[ClipLabel], tasks=("recognition", "reasoning")):
         if not part:
             return None
-        return InstructionDataset(root, data, part, classes, captions, transcripts, seed, tasks)
+        return InstructionDataset(
+            root, data, part, classes, captions, transcripts, seed, tasks, stats
+        )
 
-    train = make([c for c in splits["train"] if c.label])
+    train = make(train_clips)
     if train is None or len(train) == 0:
         raise EsvaError("no training samples", root / data.labels)
-    return LLMData(train, make(splits["val"]), make(splits["test"]), classes, dims)
+    return LLMData(train, make(splits["val"]), make(splits["test"]), classes, dims, stats)
 
 
 def make_loader(dataset: InstructionDataset, batch_size: int, sampler=None) -> DataLoader:
@@ -259,7 +268,14 @@ def generate_answers(
     if limit and len(clips) > limit:  # evenly spread: the table is often sorted by class
         clips = clips[:: len(clips) // limit][:limit]
     view = InstructionDataset(
-        dataset.root, dataset.config, clips, dataset.classes, {}, dataset.transcripts, tasks=()
+        dataset.root,
+        dataset.config,
+        clips,
+        dataset.classes,
+        {},
+        dataset.transcripts,
+        tasks=(),
+        stats=dataset.stats,
     )
     view.samples = [Sample(i, task) for i in range(len(clips))]  # targets are not used
     answers: dict[str, str] = {}
@@ -351,12 +367,20 @@ class LLMTrainResult:
     main_process: bool = True
 
 
-def _fingerprint(run: LLMRunConfig) -> dict:
+# May change between a run and its resume: the epoch budget (training longer), where the run
+# folder is (moved or copied), and what only affects speed or reporting.
+_RESUMABLE = {
+    "train": ("epochs", "out_dir", "progress", "threads", "checkpoint_every", "eval_batch_size"),
+    "data": ("val_limit",),
+}
+
+
+def _fingerprint(run: LLMRunConfig | dict) -> dict:
     """What must not change between a run and its resume."""
-    d = run.to_dict()
-    for key in ("epochs", "progress", "threads", "checkpoint_every", "eval_batch_size"):
-        d["train"].pop(key, None)
-    d["data"].pop("val_limit", None)
+    d = json.loads(json.dumps(run if isinstance(run, dict) else run.to_dict()))
+    for section, keys in _RESUMABLE.items():
+        for key in keys:
+            d.get(section, {}).pop(key, None)
     return d
 
 
@@ -397,7 +421,7 @@ def train_llm(run: LLMRunConfig, resume: bool = False) -> LLMTrainResult:
     }
     if wrong:
         raise EsvaError(f"model.streams widths {wrong} (config, store) do not match")
-    meta = data_meta(run.data, data.classes)
+    meta = data_meta(run.data, data.classes, data.stats)
 
     model = EmotionLLM.build(run.model)
     trainable = _trainable_keys(model)
@@ -434,7 +458,7 @@ def train_llm(run: LLMRunConfig, resume: bool = False) -> LLMTrainResult:
     }
     if resume:
         saved = json.loads((ckpt_dir / "trainer_state.json").read_text())
-        if saved["fingerprint"] != _fingerprint(run):
+        if _fingerprint(saved["fingerprint"]) != _fingerprint(run):
             raise EsvaError(
                 "cannot resume: the checkpoint was made with a different config", ckpt_dir
             )

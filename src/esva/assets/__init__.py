@@ -1,0 +1,89 @@
+"""Files shipped inside the package: the default ESVA model that ``esva predict`` uses.
+
+``default_model_dir()`` is the folder of that model: ``config.json``, ``model.safetensors`` and
+``encoder_options.json`` (the Whisper layer its features come from), with ``MODEL_CARD.md``
+beside them (training data, licence, label set, cross-validated scores and known limits). Every
+file is checked against the sha256 recorded below before it is used, so a truncated or altered
+install fails with one line naming the file instead of silently giving different predictions.
+
+The weights are rebuilt bit for bit by ``python benchmarks/train_default_model.py`` (fixed
+seed, fixed clip order, one thread); that script prints the hashes to record here. They were
+trained on RAVDESS (CC BY-NC-SA 4.0), so the weights are for non-commercial use only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from esva.errors import EsvaError
+from esva.io import file_sha256
+
+if TYPE_CHECKING:
+    from esva.extract.pipeline import FeatureExtractor
+
+DEFAULT_MODEL = "default_model"
+# Encoder settings a model folder may carry beside config.json (e.g. which Whisper layer made
+# its features): ``esva predict`` must extract a new file exactly as the training data was.
+ENCODER_OPTIONS = "encoder_options.json"
+
+# sha256 of each shipped file, as printed by benchmarks/train_default_model.py.
+DEFAULT_MODEL_SHA256: dict[str, str] = {
+    "config.json": "d528e1f038f32834f96d6f67703f65197d0336197f59b3a26bdb6aeca34e48cb",
+    "encoder_options.json": "8afa2bebd9681f80c1e012aaa369152ed495a4d3194e9adc88066c6b8b4c12fb",
+    "model.safetensors": "40684d102cf9769bcdc2fc8e20599d4d3106b6191de38d8c85930ee27735bdab",
+}
+
+
+def verify_files(directory: str | Path, expected: Mapping[str, str]) -> Path:
+    """Check that ``directory`` holds each file of ``expected`` with that sha256."""
+    directory = Path(directory)
+    for name, sha in expected.items():
+        path = directory / name
+        if not path.is_file():
+            raise EsvaError("file of the shipped model is missing; reinstall esva", path)
+        if file_sha256(path) != sha:
+            raise EsvaError(
+                "file of the shipped model does not match its recorded sha256 (corrupted or "
+                "altered); reinstall esva",
+                path,
+            )
+    return directory
+
+
+def default_model_dir(verify: bool = True) -> Path:
+    """The shipped default model's folder, hash-checked unless ``verify=False``."""
+    directory = Path(__file__).resolve().parent / DEFAULT_MODEL
+    return verify_files(directory, DEFAULT_MODEL_SHA256) if verify else directory
+
+
+def model_extractor(directory: str | Path, model) -> FeatureExtractor | None:
+    """The feature extractor for ``model`` (loaded from ``directory``) honouring the folder's
+    ``encoder_options.json``; None when there is none (esva.predict's defaults then apply).
+
+    ``predict_file(path, model, extractor=model_extractor(directory, model))`` is how to use the
+    shipped model from Python: its Whisper features come from a chosen layer, not the last one.
+    """
+    from esva.extract.pipeline import FeatureExtractor
+    from esva.io import read_json
+    from esva.predict import extract_config_for
+
+    path = Path(directory) / ENCODER_OPTIONS
+    if not path.exists():
+        return None
+    options = read_json(path)
+    if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
+        raise EsvaError("encoder options must map encoder names to option mappings", path)
+    config = extract_config_for(model)
+    config.encoder_options = options
+    return FeatureExtractor(config)
+
+
+__all__ = [
+    "DEFAULT_MODEL_SHA256",
+    "ENCODER_OPTIONS",
+    "default_model_dir",
+    "model_extractor",
+    "verify_files",
+]

@@ -1,0 +1,122 @@
+"""The default model shipped with the package: hash-checked, loads, predicts without --model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import esva.assets
+from esva.assets import DEFAULT_MODEL_SHA256, default_model_dir, model_extractor, verify_files
+from esva.cli.main import main
+from esva.errors import EsvaError
+from esva.evaluate.labels import RAVDESS_CLASSES
+from esva.model import ESVAModel
+
+
+def _predict_json(capsys, *args: str) -> dict:
+    rc = main(["predict", *args, "--json"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    return json.loads(out.out)
+
+
+def _voice(path, seconds: float = 2.5, sr: int = 16_000):
+    """A voiced, vowel-like sound with vibrato (not speech: only the pipeline is tested)."""
+    t = np.arange(int(seconds * sr)) / sr
+    f0 = 160 * (1 + 0.08 * np.sin(2 * np.pi * 3 * t))
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    x = sum(np.sin(k * phase) / k for k in range(1, 12)) * 0.1 * np.hanning(len(t))
+    sf.write(path, x.astype(np.float32), sr)
+    return path
+
+
+def test_shipped_files_match_recorded_hashes_and_size():
+    directory = default_model_dir()  # raises if any file differs from its recorded sha256
+    assert set(DEFAULT_MODEL_SHA256) == {"config.json", "encoder_options.json", "model.safetensors"}
+    assert all(len(sha) == 64 for sha in DEFAULT_MODEL_SHA256.values())
+    assert (directory / "model.safetensors").stat().st_size <= 20 * 1024 * 1024
+    card = (directory / "MODEL_CARD.md").read_text()
+    assert "CC BY-NC-SA 4.0" in card and "non-commercial" in card.lower()
+
+
+def test_loads_as_an_audio_model_over_the_ravdess_classes():
+    model = ESVAModel.from_pretrained(default_model_dir())
+    assert model.config.classes == list(RAVDESS_CLASSES)
+    assert model.config.modalities == ["audio"]
+    assert "whisper-tiny" in model.config.encoders["audio"].split("+")
+
+
+def test_extracts_new_files_with_the_recorded_whisper_layer():
+    directory = default_model_dir()
+    model = ESVAModel.from_pretrained(directory)
+    extractor = model_extractor(directory, model)
+    options = json.loads((directory / "encoder_options.json").read_text())
+    assert extractor.config.encoder_options == options
+    assert extractor.config.audio == model.config.encoders["audio"].split("+")
+    layer = options["whisper-tiny"]["layer"]
+    assert str(extractor.encoders["whisper-tiny"].config.layer) == str(layer)
+
+
+def test_hash_check_refuses_a_corrupted_file(tmp_path):
+    copy = tmp_path / "model"
+    shutil.copytree(default_model_dir(), copy)
+    verify_files(copy, DEFAULT_MODEL_SHA256)  # intact copy passes
+    weights = copy / "model.safetensors"
+    blob = bytearray(weights.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF  # one flipped byte in the middle of the tensors
+    weights.write_bytes(bytes(blob))
+    with pytest.raises(EsvaError, match=r"model\.safetensors.*sha256"):
+        verify_files(copy, DEFAULT_MODEL_SHA256)
+    (copy / "config.json").unlink()
+    with pytest.raises(EsvaError, match="missing"):
+        verify_files(copy, {"config.json": DEFAULT_MODEL_SHA256["config.json"]})
+
+
+def test_cli_refuses_a_damaged_install_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(esva.assets.DEFAULT_MODEL_SHA256, "model.safetensors", "0" * 64)
+    rc = main(["predict", str(_voice(tmp_path / "a.wav"))])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "model.safetensors" in err and "sha256" in err
+
+
+def test_predict_without_model_on_a_generated_audio_file(tmp_path, capsys):
+    pred = _predict_json(capsys, str(_voice(tmp_path / "voice.wav")))
+    assert pred["label"] in RAVDESS_CLASSES
+    assert abs(sum(pred["probabilities"].values()) - 1.0) < 1e-4
+    assert pred["modalities"] == ["audio"] and pred["missing"] == []
+    assert pred["model"].startswith("default")
+    assert pred["timeline"] and pred["offset_ms"] is None  # no video stream in the model
+
+
+@pytest.mark.shared
+def test_predict_real_ravdess_clips(shared_data, capsys):
+    """Clips the model was trained on (all 20 actors): the pipeline must reproduce the
+    training features, so (nearly) all of these strong-intensity takes come out right."""
+    speech = shared_data / "ravdess_speech"
+    takes = {  # emotion code -> label, actors 03 (male) and 10 (female), strong intensity
+        "05": "angry",
+        "03": "happy",
+        "04": "sad",
+        "08": "surprised",
+    }
+    right, total = 0, 0
+    for actor in ("03", "10"):
+        for code, label in takes.items():
+            path = speech / f"Actor_{actor}" / f"03-01-{code}-02-01-01-{actor}.flac"
+            pred = _predict_json(capsys, str(path))
+            right += pred["label"] == label
+            total += 1
+    assert right >= total - 2, f"{right}/{total} training clips predicted right"
+
+
+@pytest.mark.shared
+def test_predict_real_video_uses_its_audio_track(shared_data, capsys):
+    video = shared_data / "ravdess_av" / "Actor_01" / "01-01-08-02-02-02-01.mp4"
+    pred = _predict_json(capsys, str(video))
+    assert pred["label"] in RAVDESS_CLASSES
+    assert pred["modalities"] == ["audio"]
