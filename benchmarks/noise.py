@@ -153,6 +153,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results", type=Path, default=rb.RESULTS)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
+        "--seeds", type=int, nargs="+", default=list(rb.SEEDS), help="ESVA training seeds"
+    )
+    parser.add_argument(
         "--prepare-only",
         action="store_true",
         help="only write the corrupted audio and extract its features (e.g. while "
@@ -162,7 +165,9 @@ def main(argv: list[str] | None = None) -> None:
     if not args.data.is_dir():
         sys.exit(f"RAVDESS speech not found at {args.data} (set ESVA_SHARED or --data)")
     t0 = time.perf_counter()
-    bench = rb.Bench(args.data, args.work, args.folds_file, args.results, args.workers)
+    bench = rb.Bench(
+        args.data, args.work, args.folds_file, args.results, args.workers, tuple(args.seeds)
+    )
     bench.prepare()
     choice = args.work / "layer_choice.json"
     layer = json.loads(choice.read_text())["chosen"] if choice.exists() else bench.choose_layer()[0]

@@ -37,10 +37,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ravdess as rb
 
 # --- the configuration chosen by cross-validation (results/ravdess.md) -------------------------
-LAYER = "last"  # Whisper tiny.en hidden state (the default of `create_encoder("whisper-tiny")`)
-STREAMS = "whisper-tiny+prosody"  # the audio stream spec
-FLAGS: dict[str, bool] = {}  # full ESVA: MSFE + supervised contrastive
-EPOCHS = 14  # median best epoch of the 15 CV runs of this configuration
+# Chosen on the validation actors only (seed 0, mean over the 5 folds; results/ravdess.md):
+# Whisper layer 2 (val F1 0.768 vs last 0.724, mean of 4 layers 0.761), then among the
+# variants on that layer: w/o contrastive 0.777 > full ESVA 0.768 > w/o MSFE 0.748 >
+# whisper-tiny+prosody 0.693. So the shipped model is ESVA with MSFE and without the
+# supervised contrastive term (the difference is within one fold's noise; we follow the rule).
+LAYER = "2"  # Whisper tiny.en hidden state after encoder layer 2 (of 4)
+STREAMS = "whisper-tiny"  # the audio stream spec
+FLAGS: dict[str, bool] = {"use_contrastive": False}
+EPOCHS = 14  # median best epoch of that configuration's cross-validation runs (11,12,14,14,21)
 SEED = 0
 
 

@@ -108,7 +108,14 @@ def predict_file(
     window_s: float = 2.0,
     hop_s: float = 1.0,
     extractor: FeatureExtractor | None = None,
+    measure_offset: bool = True,
 ) -> Prediction:
+    """Emotion, probabilities, a windowed timeline and the audio lag of one media file.
+
+    The offset comes from the model's own alignment module when it reads both audio and video;
+    for a model without a visual stream (like the shipped audio-only default) a video's offset is
+    measured by the shipped sync heads instead (``esva align``), flagged as such.
+    """
     path = Path(path)
     if not path.exists():
         raise EsvaError("file not found", path)
@@ -153,9 +160,12 @@ def predict_file(
             )
     used = [s for s, p in out.present.items() if bool(p[0])]
     offset_ms = conf = None
+    flags = list(features.flags)
     if out.tau_frames is not None and "joint" in used:
         offset_ms = float(-1000.0 * out.tau_frames[0] / cfg.align_fps)
         conf = float(out.offset_confidence[0])
+    elif measure_offset and not is_audio:
+        offset_ms, conf = _offset_from_sync_space(path, audio, flags)
     return Prediction(
         file=str(path),
         label=cfg.classes[int(probs.argmax())],
@@ -164,11 +174,29 @@ def predict_file(
         offset_confidence=conf,
         modalities=used,
         missing=[m for m in cfg.modalities if m not in used],
-        flags=features.flags,
+        flags=flags,
         timeline=timeline,
         valence=float(out.valence[0]) if out.valence is not None else None,
         transcript=features.info.get("transcript"),
     )
+
+
+def _offset_from_sync_space(
+    video: Path, audio: str | Path | None, flags: list[str]
+) -> tuple[float | None, float | None]:
+    """Audio lag and confidence from ``esva align``'s sync space; None (flagged) if undefined."""
+    from esva.align.clip import align_clip
+
+    try:
+        result = align_clip(video, audio)
+    except EsvaError as err:
+        flags.append(f"offset not measured: {err}")
+        return None, None
+    flags.extend(result.flags)
+    if not np.isfinite(result.offset_ms):
+        return None, None
+    flags.append("offset measured by the shipped sync heads (esva align)")
+    return float(result.offset_ms), float(result.confidence)
 
 
 def plot_timeline(pred: Prediction, classes: list[str], path: str | Path) -> Path:

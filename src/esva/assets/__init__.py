@@ -30,9 +30,9 @@ ENCODER_OPTIONS = "encoder_options.json"
 
 # sha256 of each shipped file, as printed by benchmarks/train_default_model.py.
 DEFAULT_MODEL_SHA256: dict[str, str] = {
-    "config.json": "d528e1f038f32834f96d6f67703f65197d0336197f59b3a26bdb6aeca34e48cb",
-    "encoder_options.json": "8afa2bebd9681f80c1e012aaa369152ed495a4d3194e9adc88066c6b8b4c12fb",
-    "model.safetensors": "40684d102cf9769bcdc2fc8e20599d4d3106b6191de38d8c85930ee27735bdab",
+    "config.json": "01a33a82a43c05484c808ffdafcb1160e5f7a8b3695b7862c51bf92703089db8",
+    "encoder_options.json": "bf070cbeccef5e65f395a250007106c2f01e79182f999fdffdb0e10f2ada20e1",
+    "model.safetensors": "0dc148a98bcef90c79bcd807830cf6093da37e3a18812091a786333852acdff6",
 }
 
 
