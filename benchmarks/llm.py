@@ -292,13 +292,17 @@ def examples(fold0_best: Path, clips, test_names: set[str], n: int = 3) -> list[
     out = []
     for c in picked[:n]:
         t0 = time.perf_counter()
-        r = explain_file(c.audio, fold0_best, max_new_tokens=96, asr=False)
+        # asr=True: the model was trained with the statement as its subtitle, so the prompt
+        # gets the transcript of the file, exactly as `esva explain` does by default.
+        r = explain_file(c.audio, fold0_best, max_new_tokens=96, asr=True)
         out.append(
             {
                 "clip": c.name,
                 "gold": c.label,
                 "label": r["label"],
                 "explanation": r["explanation"],
+                "transcript": r["transcript"],
+                "flags": r["flags"],
                 "seconds": time.perf_counter() - t0,
             }
         )
@@ -471,6 +475,8 @@ def report(s: dict, args) -> str:
         for e in s["examples"]:
             lines.append(
                 f"- `{e['clip']}` (gold {e['gold']}): **{e['label']}**: {e['explanation']}"
+                + (f' — transcript: "{e["transcript"]}"' if e.get("transcript") else "")
+                + (f" — flags: {'; '.join(e['flags'])}" if e.get("flags") else "")
             )
         lines.append("")
     lines += ["## MERR-style captions (builder output)", ""]

@@ -222,7 +222,8 @@ def main(argv: list[str] | None = None) -> None:
             table[n][name] = baseline_on(*feats, bench.folds, kind_)
         means = {n: np.mean([r["test"]["weighted_f1"] for r in v[name]]) for n, v in table.items()}
         print(f"[noise] {name}: weighted F1 {means}", flush=True)
-    write_report(args.results, table, layer)
+    command = "python benchmarks/noise.py" + (" " + " ".join(argv or sys.argv[1:])).rstrip()
+    write_report(args.results, table, layer, tuple(args.seeds), command)
     print(f"[noise] done in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
 
 
@@ -232,7 +233,9 @@ def _extract(clips: list, folder: Path, encoder: str, layer: str | None, workers
     return folder / "stores" / slug / encoder
 
 
-def write_report(results: Path, table: dict, layer: str) -> Path:
+def write_report(
+    results: Path, table: dict, layer: str, seeds: tuple[int, ...], command: str
+) -> Path:
     from esva.io import atomic_write, write_json
 
     conds = ["clean"] + [cond_name(k, s) for k, s in CONDITIONS]
@@ -247,7 +250,8 @@ def write_report(results: Path, table: dict, layer: str) -> Path:
         "Same 5 speaker-independent folds and the same clean-trained models as "
         "results/ravdess.md; only the test actors' audio is corrupted (white noise, or babble "
         f"of {BABBLE_TALKERS} training-fold actors' clips), at 10 and 5 dB SNR (whole-clip RMS). "
-        f"Weighted F1, mean ± std over folds (x 3 seeds for ESVA). Whisper layer `{layer}`.",
+        f"Weighted F1, mean ± std over folds (x {len(seeds)} seed(s) {list(seeds)} for ESVA). "
+        f"Whisper layer `{layer}`.",
         "",
         "| model | " + " | ".join(conds) + " | mean drop (points) |",
         "|---|" + "---|" * (len(conds) + 1),
@@ -290,7 +294,7 @@ def write_report(results: Path, table: dict, layer: str) -> Path:
         "Video blur (downscale x2, x4): only Actor_01 has video; see results/ravdess_av.md "
         "(sanity check, not a score).",
         "",
-        "Command: `python benchmarks/noise.py`",
+        f"Command: `{command}`",
         "",
     ]
     with atomic_write(results / "noise.md") as handle:

@@ -120,3 +120,16 @@ def test_one_line_errors(trained, tmp_path: Path, capsys) -> None:
     config = str(root / "llm.yaml")
     rc = main(["train-llm", "--config", config, "--out", str(tmp_path / "y"), "--resume"])
     _one_line_error(capsys, rc, "nothing to resume")
+
+
+def test_explain_flags_a_label_the_explanation_contradicts(trained, monkeypatch) -> None:
+    """Recognition and reasoning are two generations: a disagreement is flagged, not hidden."""
+    from esva.cli.llm import explain_file
+    from esva.llm.model import EmotionLLM
+
+    root, best = trained
+    answers = iter(["angry", "Her voice is soft and slow. Therefore, it is: sad."])
+    monkeypatch.setattr(EmotionLLM, "generate", lambda self, *a, **k: [next(answers)])
+    result = explain_file(root / "media" / "angry_3.wav", best, asr=False)
+    assert result["label"] == "angry" and result["label_from_explanation"] == "sad"
+    assert any("explanation concludes 'sad'" in flag for flag in result["flags"])

@@ -83,6 +83,10 @@ def explain_file(
         cues["voice"] = {k: val for k, val in vars(v).items() if val is not None}
     if face is not None and (f := face_cues(face.features, face.mask, face.fps, face.start_s)):
         cues["face"] = vars(f)
+    flags = list(found.flags)
+    if label and from_explanation and label != from_explanation:
+        # Two prompts, two answers: say so rather than hide the disagreement.
+        flags.append(f"the explanation concludes {from_explanation!r}, the recognition {label!r}")
     return {
         "file": str(path),
         # The recognition answer decides; an unparseable one falls back to the explanation's
@@ -96,7 +100,7 @@ def explain_file(
         "classes": classes,
         "streams": sorted(found.features),
         "transcript": found.transcript,
-        "flags": found.flags,
+        "flags": flags,
         "cues": cues,
         "model": str(model_dir),
     }
