@@ -170,7 +170,12 @@ def tiny_llama(seed: int = 0, hidden: int = 64, layers: int = 2):
 
 def _load_dir(path: Path, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    # transformers draws a per-tensor "Loading weights" bar on stderr; a 135M model loads in
+    # under a second, so the bar is only noise in `esva explain` output.
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
@@ -178,6 +183,9 @@ def _load_dir(path: Path, dtype: torch.dtype):
         raise EsvaError(
             f"cannot load a causal language model from this directory ({exc})", path
         ) from None
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     return model, tokenizer
 
 
