@@ -106,7 +106,7 @@ def predict_file(
     model: ESVAModel,
     audio: str | Path | None = None,
     window_s: float = 2.0,
-    hop_s: float = 1.0,
+    hop_s: float = 0.5,
     extractor: FeatureExtractor | None = None,
     measure_offset: bool = True,
 ) -> Prediction:

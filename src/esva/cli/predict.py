@@ -27,7 +27,7 @@ def predict(
         Path | None, typer.Option("--plot", help="Write the timeline as a PNG.")
     ] = None,
     window: Annotated[float, typer.Option(help="Timeline window (s).")] = 2.0,
-    hop: Annotated[float, typer.Option(help="Timeline hop (s).")] = 1.0,
+    hop: Annotated[float, typer.Option(help="Timeline hop (s).")] = 0.5,
 ) -> None:
     """Predict the emotion of FILE with a trained ESVA model."""
     from esva.assets import model_extractor
@@ -55,7 +55,9 @@ def predict(
     from rich.table import Table
 
     console = Console()
-    table = Table(title=f"{file.name}: [bold]{pred.label}[/]")
+    # The verdict on its own line: a table title wraps mid-name in narrow terminals.
+    console.print(f"{file.name}: [bold]{pred.label}[/]")
+    table = Table()
     table.add_column("emotion")
     table.add_column("p", justify="right")
     for label, p in sorted(pred.probabilities.items(), key=lambda kv: -kv[1]):
@@ -80,9 +82,17 @@ def predict(
     if pred.flags:
         console.print(f"[yellow]flags: {', '.join(pred.flags)}[/]")
     if len(pred.timeline) > 1:
-        console.print(
-            "timeline: "
-            + "  ".join(f"{w['start_s']:.0f}-{w['end_s']:.0f}s {w['label']}" for w in pred.timeline)
-        )
+        console.print("timeline: " + ", ".join(_runs(pred.timeline)))
     if plot is not None:
         console.print(f"timeline plot -> {plot}")
+
+
+def _runs(timeline: list[dict]) -> list[str]:
+    """Consecutive windows with one label merged: '0.0-3.0 s neutral' (window extents)."""
+    runs: list[list] = []
+    for w in timeline:
+        if runs and runs[-1][2] == w["label"]:
+            runs[-1][1] = w["end_s"]
+        else:
+            runs.append([w["start_s"], w["end_s"], w["label"]])
+    return [f"{a:.1f}-{b:.1f} s {label}" for a, b, label in runs]
