@@ -124,3 +124,14 @@ def test_predict_real_video_uses_its_audio_track(shared_data, capsys):
     # and RAVDESS is recorded in sync (to about one 33 ms frame)
     assert pred["offset_ms"] is not None and abs(pred["offset_ms"]) < 100
     assert any("sync heads" in flag for flag in pred["flags"])
+
+
+def test_timeline_text_merges_runs_of_one_label():
+    from esva.cli.predict import _runs
+
+    windows = [
+        {"start_s": 0.0, "end_s": 2.0, "label": "calm"},
+        {"start_s": 0.5, "end_s": 2.5, "label": "calm"},
+        {"start_s": 1.0, "end_s": 3.0, "label": "sad"},
+    ]
+    assert _runs(windows) == ["0.0-2.5 s calm", "1.0-3.0 s sad"]
