@@ -41,9 +41,33 @@ def register_encoder(
     return wrap
 
 
+# Where each built-in encoder lives, so that create_encoder imports only that module: importing
+# them all pulled in transformers' HuBERT/ViT code (~7 s of start-up per extraction worker,
+# measured) even when only whisper-tiny and fer-cnn were asked for.
+_MODULE_OF: dict[str, str] = {
+    **dict.fromkeys(("hubert", "wav2vec2", "wavlm"), "esva.encoders.ssl_audio"),
+    **dict.fromkeys(("mae", "videomae", "clip", "eva"), "esva.encoders.vision"),
+    **dict.fromkeys(("whisper-tiny", "whisper"), "esva.encoders.whisper"),
+    "asr-whisper-tiny": "esva.encoders.asr",
+    "fer-cnn": "esva.encoders.fer_cnn",
+    "minilm": "esva.encoders.minilm",
+    "prosody": "esva.encoders.prosody",
+}
+
+
 def _load_all() -> None:
     for module in _ENCODER_MODULES:
         importlib.import_module(module)
+
+
+def _load_for(name: str) -> None:
+    """Import the module that registers ``name`` (all of them for an unknown name)."""
+    if name in _FACTORIES:
+        return
+    if name in _MODULE_OF:
+        importlib.import_module(_MODULE_OF[name])
+    if name not in _FACTORIES:
+        _load_all()
 
 
 def list_encoders() -> dict[str, str]:
@@ -54,7 +78,7 @@ def list_encoders() -> dict[str, str]:
 
 def create_encoder(name: str, pretrained: bool = True, **kwargs: Any) -> Encoder:
     """Build the encoder registered as ``name`` (``pretrained=False``: random weights)."""
-    _load_all()
+    _load_for(name)
     if name not in _FACTORIES:
         known = ", ".join(sorted(_FACTORIES)) or "none"
         raise EsvaError(f"unknown encoder {name!r} (known: {known})")
