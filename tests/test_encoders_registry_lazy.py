@@ -23,3 +23,9 @@ def test_creating_prosody_does_not_import_the_transformers_encoders():
     loaded = out.stdout
     assert "esva.encoders.prosody" in loaded
     assert "esva.encoders.ssl_audio" not in loaded and "esva.encoders.vision" not in loaded
+
+
+def test_encoder_names_match_the_registered_ones():
+    from esva.encoders import encoder_names
+
+    assert encoder_names() >= set(list_encoders())

@@ -18,7 +18,7 @@ import torch
 
 from esva.data.dataset import collate, combine, modality_fps
 from esva.data.sources import AUDIO_SUFFIXES, ClipSource
-from esva.encoders import list_encoders
+from esva.encoders import encoder_names
 from esva.errors import EsvaError
 from esva.extract.pipeline import ExtractConfig, FeatureExtractor
 from esva.io import atomic_path
@@ -46,7 +46,7 @@ class Prediction:
 
 def extract_config_for(model: ESVAModel) -> ExtractConfig:
     """The extraction settings that reproduce the features a model was trained on."""
-    known = list_encoders()
+    known = encoder_names()  # names only: importing every encoder module costs seconds
     specs = model.config.encoders or {}
     parts: dict[str, list[str]] = {"audio": [], "visual": [], "text": []}
     for modality in model.config.modalities:

@@ -6,13 +6,19 @@ and the sha256 of its weights (so a feature file says exactly what produced it).
 """
 
 from esva.encoders.base import EncodedFeatures, Encoder, EncoderRecord
-from esva.encoders.registry import create_encoder, list_encoders, register_encoder
+from esva.encoders.registry import (
+    create_encoder,
+    encoder_names,
+    list_encoders,
+    register_encoder,
+)
 
 __all__ = [
     "EncodedFeatures",
     "Encoder",
     "EncoderRecord",
     "create_encoder",
+    "encoder_names",
     "list_encoders",
     "register_encoder",
 ]

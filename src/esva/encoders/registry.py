@@ -70,6 +70,11 @@ def _load_for(name: str) -> None:
         _load_all()
 
 
+def encoder_names() -> set[str]:
+    """Names ``create_encoder`` accepts, without importing the encoder modules."""
+    return set(_MODULE_OF) | set(_FACTORIES)
+
+
 def list_encoders() -> dict[str, str]:
     """Registered encoder names with a one-line description each."""
     _load_all()
