@@ -334,8 +334,11 @@ def main() -> None:
     if args.only == "speed":
         write_json(RESULTS / "llm_speed.json", summary)
         return
-    if "speed" not in summary and (RESULTS / "llm_speed.json").exists():
+    if "speed" in summary:  # measured now; kept for later runs that only train
+        write_json(RESULTS / "llm_speed.json", {"speed": summary["speed"]})
+    elif (RESULTS / "llm_speed.json").exists():
         summary["speed"] = json.loads((RESULTS / "llm_speed.json").read_text())["speed"]
+        summary["speed_source"] = "results/llm_speed.json (an earlier `--only all|speed` run)"
 
     clips = load_clips(shared / "ravdess_speech")
     folds = get_folds(clips, FOLDS_FILE)
@@ -382,7 +385,7 @@ def report(s: dict, args) -> str:
     lines = [
         "# LLM path on RAVDESS speech (issue 6)",
         "",
-        f"`python benchmarks/llm.py --folds {args.folds} --epochs {args.epochs}` started "
+        f"`python benchmarks/llm.py {' '.join(sys.argv[1:])}` started "
         f"{s['started']}, {platform.machine()}, torch {torch.__version__}, "
         f"{args.threads} thread(s) on 2 shared CPU cores (load average "
         f"{os.getloadavg()[0]:.1f} at the end). SmolLM2-135M-Instruct + projectors + LoRA "
@@ -450,8 +453,9 @@ def report(s: dict, args) -> str:
         "",
     ]
     if s.get("speed"):
+        source = f" — from {s['speed_source']}" if s.get("speed_source") else ""
         lines += [
-            "## CPU speed and memory (fresh process each)",
+            f"## CPU speed and memory (fresh process each){source}",
             "",
             markdown_table(
                 SPEED_HEADER,
