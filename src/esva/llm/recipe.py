@@ -56,6 +56,7 @@ from esva.llm.data import (
 )
 from esva.llm.model import EmotionLLM, EmotionLLMConfig
 from esva.llm.parse import label_last_word, label_strict
+from esva.train.progress import EpochProgress
 
 CHECKPOINT = "checkpoint"
 BEST = "best"
@@ -470,7 +471,11 @@ def train_llm(run: LLMRunConfig, resume: bool = False) -> LLMTrainResult:
         write_json(out_dir / "run_config.json", run.to_dict())
 
     started = time.perf_counter()
-    progress = _Progress(enabled=main and tcfg.progress)
+    progress = EpochProgress(
+        main and tcfg.progress,
+        "train_loss",
+        ("val_loss", "val_weighted_f1", "val_weighted_f1_last_word"),
+    )
     for epoch in range(state["epoch"], tcfg.epochs):
         t0 = time.perf_counter()
         model.train()
@@ -599,57 +604,3 @@ def _save_checkpoint(accelerator, ckpt_dir: Path, state: dict, fingerprint: dict
         with atomic_write(ckpt_dir.parent / STEPS) as handle:
             handle.writelines(json.dumps(s) + "\n" for s in state["steps"])
     accelerator.wait_for_everyone()
-
-
-class _Progress:
-    """A rich progress bar over an epoch's batches and one summary line per epoch."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.bar = None
-        if enabled:
-            from rich.console import Console
-
-            self.console = Console(stderr=True)
-
-    def start(self, title: str, total: int, done: int = 0) -> None:
-        if not self.enabled:
-            return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.3f}"),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=True,
-        )
-        self.bar.start()
-        self.task = self.bar.add_task(title, total=total, completed=done, loss=float("nan"))
-
-    def advance(self, loss: float) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, advance=1, loss=loss)
-
-    def stop(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-            self.bar = None
-
-    def log(self, record: dict, improved: bool) -> None:
-        if not self.enabled:
-            return
-        parts = [f"epoch {record['epoch']:>3}", f"loss {record['train_loss']:.3f}"]
-        for key in ("val_loss", "val_weighted_f1", "val_weighted_f1_last_word"):
-            if key in record:
-                parts.append(f"{key[4:]} {record[key]:.3f}")
-        parts.append(f"{record['seconds']:.1f}s")
-        self.console.print("  ".join(parts) + ("  [green]*best[/]" if improved else ""))

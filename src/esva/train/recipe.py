@@ -36,6 +36,7 @@ from esva.evaluate.classification import score_classification
 from esva.io import atomic_write, write_json
 from esva.model import ESVAModel
 from esva.train.config import DataConfig, RunConfig
+from esva.train.progress import EpochProgress
 from esva.train.sampler import EpochSampler
 
 CHECKPOINT = "checkpoint"
@@ -260,7 +261,9 @@ def train(run: RunConfig, resume: bool = False) -> TrainResult:
         run_dict = run.to_dict()
         write_json(out_dir / "run_config.json", run_dict)
     started = time.perf_counter()
-    progress = _Progress(enabled=main and tcfg.progress)
+    progress = EpochProgress(
+        main and tcfg.progress, "train_total", ("val_weighted_f1", "val_accuracy", "val_loss")
+    )
     unwrapped = accelerator.unwrap_model(model)
     for epoch in range(state["epoch"], tcfg.epochs):
         if state["bad_epochs"] >= tcfg.patience:
@@ -359,60 +362,3 @@ def _save_checkpoint(
         os.replace(tmp, ckpt_dir)
         shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
-
-
-class _Progress:
-    """A rich progress bar for the batches of an epoch and one summary line per epoch."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.bar = None
-        if enabled:
-            from rich.console import Console
-
-            self.console = Console(stderr=True)
-
-    def start(self, title: str, total: int) -> None:
-        if not self.enabled:
-            return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.3f}"),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=True,
-        )
-        self.bar.start()
-        self.task = self.bar.add_task(title, total=total, loss=float("nan"))
-
-    def advance(self, loss: float) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, advance=1, loss=loss)
-
-    def stop(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-            self.bar = None
-
-    def log(self, record: dict, improved: bool) -> None:
-        if not self.enabled:
-            return
-        parts = [
-            f"epoch {record['epoch']:>3}",
-            f"loss {record.get('train_total', float('nan')):.3f}",
-        ]
-        for key in ("val_weighted_f1", "val_accuracy", "val_loss"):
-            if key in record:
-                parts.append(f"{key[4:]} {record[key]:.3f}")
-        parts.append(f"{record['seconds']:.1f}s")
-        self.console.print("  ".join(parts) + ("  [green]*best[/]" if improved else ""))
