@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch.utils.data import DataLoader
 
 from esva.data.labels import ClipLabel, read_clip_table
@@ -56,6 +55,7 @@ from esva.llm.data import (
 )
 from esva.llm.model import EmotionLLM, EmotionLLMConfig
 from esva.llm.parse import label_last_word, label_strict
+from esva.train.config import config_section, read_yaml
 from esva.train.progress import EpochProgress
 
 CHECKPOINT = "checkpoint"
@@ -114,7 +114,7 @@ class LLMRunConfig:
         unknown = sorted(set(raw) - {"model", "data", "train"})
         if unknown:
             raise EsvaError(f"unknown config sections {unknown}", source)
-        data = _section(LLMDataConfig, raw.get("data") or {}, "data", source)
+        data = config_section(LLMDataConfig, raw.get("data") or {}, "data", source)
         model = dict(raw.get("model") or {})
         infer = not model.get("streams")
         if infer:  # width 1 validates; train_llm puts in the store's widths
@@ -122,39 +122,20 @@ class LLMRunConfig:
         return cls(
             EmotionLLMConfig.from_dict(model, source),
             data,
-            _section(LLMTrainConfig, raw.get("train") or {}, "train", source),
+            config_section(LLMTrainConfig, raw.get("train") or {}, "train", source),
             infer,
         )
 
     @classmethod
     def load(cls, path: str | Path) -> LLMRunConfig:
         path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise EsvaError("config file not found", path) from None
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise EsvaError(f"not valid YAML ({' '.join(str(exc).split())})", path) from None
-        run = cls.from_dict(raw, path)
+        run = cls.from_dict(read_yaml(path), path)
         # Relative paths in the data section are relative to the config file.
         for key in ("root", "merr", "transcripts"):
             value = getattr(run.data, key)
             if value and not Path(value).is_absolute():
                 setattr(run.data, key, str((path.parent / value).resolve()))
         return run
-
-
-def _section(kind: type, values: Any, name: str, source):
-    if not isinstance(values, dict):
-        raise EsvaError(f"'{name}' section must be a mapping", source)
-    known = {f.name for f in dataclasses.fields(kind)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise EsvaError(f"unknown keys {unknown} in '{name}' (known: {sorted(known)})", source)
-    try:
-        return kind(**values)
-    except TypeError as exc:
-        raise EsvaError(f"bad '{name}' section ({exc})", source) from None
 
 
 # ----------------------------------------------------------------------------- data

@@ -77,27 +77,32 @@ class RunConfig:
             raise EsvaError(f"unknown config sections {unknown}", source)
         return cls(
             ESVAConfig.from_dict(raw["model"], source),
-            _section(DataConfig, raw.get("data") or {}, "data", source),
-            _section(TrainConfig, raw.get("train") or {}, "train", source),
+            config_section(DataConfig, raw.get("data") or {}, "data", source),
+            config_section(TrainConfig, raw.get("train") or {}, "train", source),
         )
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
         path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise EsvaError("config file not found", path) from None
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise EsvaError(f"not valid YAML ({' '.join(str(exc).split())})", path) from None
-        run = cls.from_dict(raw, path)
+        run = cls.from_dict(read_yaml(path), path)
         # Relative data roots are relative to the config file, so configs travel with data.
         if not Path(run.data.root).is_absolute():
             run.data.root = str((path.parent / run.data.root).resolve())
         return run
 
 
-def _section(kind: type, values: dict[str, Any], name: str, source: str | Path | None):
+def read_yaml(path: Path) -> Any:
+    """The parsed YAML of a run config; a missing or malformed file is a one-line error."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EsvaError("config file not found", path) from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise EsvaError(f"not valid YAML ({' '.join(str(exc).split())})", path) from None
+
+
+def config_section(kind: type, values: Any, name: str, source: str | Path | None):
+    """Build dataclass ``kind`` from a config section, refusing unknown keys by name."""
     if not isinstance(values, dict):
         raise EsvaError(f"'{name}' section must be a mapping", source)
     known = {f.name for f in dataclasses.fields(kind)}
