@@ -50,29 +50,23 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import train_sync_space as recipe
-from esva.align.baselines import (
+from esva.align.offsets import estimate_offset
+from esva.io import atomic_write
+from esva.sync.baselines import (
     dtw_offset,
     dtw_path_offset,
     energy_mouth_offset,
     xcorr_raw_offset,
 )
-from esva.align.clip import (
-    ClipAlignConfig,
-    add_noise_bursts,
-    degrade_track,
-    delay_audio,
-    estimate_from_features,
-    random_bursts,
-)
-from esva.align.controllers import (
+from esva.sync.controllers import (
     StreamConfig,
     make_controllers,
     stream_estimates,
     tracking_metrics,
 )
-from esva.align.offsets import estimate_offset
-from esva.align.sync_space import SyncSpace, SyncTrainConfig
-from esva.io import atomic_write
+from esva.sync.degrade import add_noise_bursts, degrade_track, delay_audio, random_bursts
+from esva.sync.estimate import ClipAlignConfig, estimate_from_features
+from esva.sync.space import SyncSpace, SyncTrainConfig
 
 GRID_MS = list(range(-400, 401, 40))
 FRACTIONAL_MS = [-347, -213, -117, -57, -13, 13, 57, 117, 213, 347]

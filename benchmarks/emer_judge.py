@@ -5,8 +5,8 @@
 
 Data: ``../shared/data/mer_reference/emer_baselines/`` (AffectGPT's EMER-v1: 100 Chinese
 references in ``gt.csv`` and six systems' answers). The judge scores every system's answers for
-clue overlap and label overlap (0-10, :mod:`esva.llm.judge`); the per-system means are then
-rank-correlated with the published scores (judged by gpt-3.5-turbo-16k-0613, now retired).
+clue overlap and label overlap (0-10, :mod:`esva.evaluate.emer_judge`); the per-system means are
+then rank-correlated with the published scores (judged by gpt-3.5-turbo-16k-0613, now retired).
 
 Two controls show whether the judge reads the texts at all: the reference scored against
 itself (should be near 10) and one system's answers paired with *another* sample's reference
@@ -46,8 +46,7 @@ def main() -> None:
 
     import torch
 
-    from esva.io import read_json, write_json
-    from esva.llm.judge import (
+    from esva.evaluate.emer_judge import (
         JUDGE_NOTE,
         PUBLISHED_EMER,
         EmerJudge,
@@ -55,6 +54,7 @@ def main() -> None:
         rank_correlation,
         read_reasons,
     )
+    from esva.io import read_json, write_json
 
     torch.set_num_threads(args.threads)
     data = require_shared() / "mer_reference" / "emer_baselines"

@@ -7,10 +7,10 @@
 What runs, on the speaker-independent folds of the core benchmark
 (``benchmarks/folds/ravdess_speech_k5.json``; test actors only scored):
 
-1. MERR-style captions for all 1200 clips (:mod:`esva.llm.merr`: prosody cues against each
+1. MERR-style captions for all 1200 clips (:mod:`esva.recipes.captions`: prosody cues against each
    actor's median clip, the RAVDESS statement, the label), plus the builder on the 7 full
    audio-video takes of Actor_01 with face cues (fer-cnn): examples go into the results;
-2. per fold, instruction tuning (:mod:`esva.llm.recipe`) on whisper-tiny (last layer) +
+2. per fold, instruction tuning (:mod:`esva.recipes.train_llm`) on whisper-tiny (last layer) +
    prosody features, recognition on every training clip plus reasoning on a share of them;
    then the test actors' recognition answers -> labels (strict parser and Emotion-LLaMA's
    last-word rule) -> MER2023 scores, and reasoning answers for a subset -> emotion words ->
@@ -95,7 +95,7 @@ def write_transcripts(path: Path, clips) -> None:
 
 def build_captions(clips, prosody: Path) -> dict:
     """MERR files for all clips (speaker-relative prosody cues, statement, label)."""
-    from esva.llm.merr import build_merr, cues_from_store, write_merr
+    from esva.recipes.captions import build_merr, cues_from_store, write_merr
 
     out = WORK / "merr"
     if (out / "MERR_fine_grained.json").exists():
@@ -115,7 +115,7 @@ def av_captions(shared: Path) -> dict:
     from esva.data.datasets import load_dataset
     from esva.extract.pipeline import ExtractConfig
     from esva.extract.run import run_extract
-    from esva.llm.merr import build_merr, cues_from_store
+    from esva.recipes.captions import build_merr, cues_from_store
 
     clips = list(load_dataset("ravdess", shared / "ravdess_av", modalities=("av",)))
     store = WORK / "stores" / "actor01-av"
@@ -135,7 +135,7 @@ def run_fold(fold: int, view: Path, classes: list[str], epochs: int, threads: in
     from esva.evaluate.openset import score_openset
     from esva.evaluate.wheel import load_wheel_mapping, score_wheel
     from esva.llm.parse import emotion_words
-    from esva.llm.recipe import (
+    from esva.recipes.train_llm import (
         LLMRunConfig,
         generate_answers,
         load_data,

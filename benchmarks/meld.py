@@ -69,7 +69,7 @@ def text_job(store: Path, seed: int, runs: Path) -> Job:
 
 
 def embeddings(store: Path, names: list[str]) -> np.ndarray:
-    from esva.data.store import clip_path, read_stream
+    from esva.data.streams import clip_path, read_stream
 
     return np.stack([read_stream(clip_path(store, "minilm", n)).features[0] for n in names])
 

@@ -106,7 +106,7 @@ def corrupt(bench: rb.Bench, kind: str, snr: float, folder: Path) -> list:
 
 def evaluate_runs(results: list[dict], runs: Path, tag: str, view: Path, out: Path) -> list[dict]:
     """Score each clean-trained run (fold x seed) on the corrupted test clips of its fold."""
-    from esva.evaluate.run import evaluate_model
+    from esva.recipes.evaluate_model import evaluate_model
 
     scored = []
     for r in results:

@@ -182,7 +182,7 @@ def model_config(
     modality: str = "audio",
     extra_streams: Sequence[tuple[str, str]] = (),
 ):
-    from esva.config import ESVAConfig
+    from esva.model.config import ESVAConfig
 
     dims = {
         f"{m}_dim": sum(DIMS[s] for s in spec.split("+"))
@@ -195,10 +195,10 @@ def run_job(job: Job) -> dict:
     """Train one run (early stopping on the validation actors), score the test actors."""
     import torch
 
-    from esva.evaluate.run import evaluate_model
     from esva.model import ESVAModel
-    from esva.train.config import DataConfig, RunConfig, TrainConfig
-    from esva.train.recipe import train
+    from esva.recipes.config import DataConfig, RunConfig, TrainConfig
+    from esva.recipes.evaluate_model import evaluate_model
+    from esva.recipes.train_esva import train
 
     torch.set_num_threads(1)  # one thread per run: runs are reproducible and share 2 cores well
     out = Path(job.out)
@@ -361,7 +361,7 @@ def linear_baseline(
 
 def classes_of(clips: Iterable) -> list[str]:
     """The RAVDESS classes present in ``clips``, in the corpus's code order."""
-    from esva.evaluate.labels import RAVDESS_CLASSES
+    from esva.labelsets import RAVDESS_CLASSES
 
     present = {c.label for c in clips}
     return [c for c in RAVDESS_CLASSES if c in present] or sorted(present)
@@ -402,7 +402,7 @@ def egemaps_features(sources: list, cache: Path, audio_of: Callable | None = Non
 
 def mean_pooled(view: Path, stream: str, names: Sequence[str]) -> dict[str, np.ndarray]:
     """Mean over each clip's valid frames of a stored stream (the 'plain mean-pool' input)."""
-    from esva.data.store import clip_path, read_stream
+    from esva.data.streams import clip_path, read_stream
 
     out = {}
     for name in names:

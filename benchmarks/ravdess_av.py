@@ -109,9 +109,9 @@ def jobs(store: Path, runs: Path, classes: tuple[str, ...]) -> dict[str, Job]:
 
 def offsets(model_dir: Path, store: Path, names: list[str]) -> dict[str, tuple[float, float]]:
     """Audio lag (ms, positive = audio late) and confidence per video clip, from the model."""
-    from esva.data.dataset import FeatureDataset
     from esva.model import ESVAModel
-    from esva.train.recipe import make_loader, predict_loader
+    from esva.model.inputs import FeatureDataset
+    from esva.recipes.train_esva import make_loader, predict_loader
 
     model = ESVAModel.from_pretrained(model_dir)
     ds = FeatureDataset(store, model.config, "labels_av.csv", dict(model.config.encoders))
@@ -172,7 +172,7 @@ def blurred_clips(clips: list, folder: Path, factor: int) -> list:
 
 
 def face_stats(store: Path, names: list[str]) -> dict[str, float]:
-    from esva.extract.store import FeatureStore
+    from esva.extract.feature_store import FeatureStore
 
     st = FeatureStore(store)
     return {n: float(st.entry(n)["info"].get("face_coverage", 0.0)) for n in names}
@@ -180,7 +180,7 @@ def face_stats(store: Path, names: list[str]) -> dict[str, float]:
 
 def fer_similarity(clean: Path, noisy: Path, names: list[str]) -> float:
     """Mean cosine similarity of the clip-mean fer-cnn features, clean vs blurred."""
-    from esva.data.store import clip_path, read_stream
+    from esva.data.streams import clip_path, read_stream
 
     sims = []
     for n in names:
@@ -193,9 +193,9 @@ def fer_similarity(clean: Path, noisy: Path, names: list[str]) -> float:
 
 
 def predictions(model_dir: Path, store: Path, names: list[str]) -> dict[str, str]:
-    from esva.data.dataset import FeatureDataset
     from esva.model import ESVAModel
-    from esva.train.recipe import make_loader, predict_loader
+    from esva.model.inputs import FeatureDataset
+    from esva.recipes.train_esva import make_loader, predict_loader
 
     model = ESVAModel.from_pretrained(model_dir)
     ds = FeatureDataset(store, model.config, "labels_av.csv", dict(model.config.encoders))
@@ -216,9 +216,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not (args.shared / "ravdess_av").is_dir():
         sys.exit(f"RAVDESS audio-video not found under {args.shared} (set ESVA_SHARED)")
-    from esva.evaluate.labels import RAVDESS_CLASSES
+    from esva.apps.predict import predict_file
+    from esva.labelsets import RAVDESS_CLASSES
     from esva.model import ESVAModel
-    from esva.predict import predict_file
 
     t0 = time.perf_counter()
     clips = load_clips(args.shared)

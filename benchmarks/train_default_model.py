@@ -57,8 +57,8 @@ def build(data: Path, work: Path, workers: int) -> Path:
     from esva.assets import ENCODER_OPTIONS
     from esva.io import atomic_dir, atomic_write, write_json
     from esva.model import CONFIG_NAME, WEIGHTS_NAME, ESVAModel
-    from esva.train.config import DataConfig, RunConfig, TrainConfig
-    from esva.train.recipe import train
+    from esva.recipes.config import DataConfig, RunConfig, TrainConfig
+    from esva.recipes.train_esva import train
 
     torch.set_num_threads(1)
     clips = sorted(rb.load_clips(data), key=lambda c: c.name)

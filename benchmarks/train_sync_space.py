@@ -32,17 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from esva.align.clip import (
-    ClipAlignConfig,
-    ClipMedia,
-    add_noise_bursts,
-    degrade_track,
-    delay_audio,
-    estimate_from_features,
-    load_clip_media,
-    random_bursts,
-)
-from esva.align.controllers import (
+from esva.sync.clip_media import ClipMedia, load_clip_media
+from esva.sync.controllers import (
     UNCERTAINTY_FILE,
     StreamConfig,
     UncertaintyNet,
@@ -51,7 +42,9 @@ from esva.align.controllers import (
     save_uncertainty,
     stream_estimates,
 )
-from esva.align.sync_space import (
+from esva.sync.degrade import add_noise_bursts, degrade_track, delay_audio, random_bursts
+from esva.sync.estimate import ClipAlignConfig, estimate_from_features
+from esva.sync.space import (
     ASSET_DIR,
     VISUAL_KINDS,
     SyncSpace,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter1d
 
-from esva.align.controllers import (
+from esva.sync.controllers import (
     Backstepping,
     FixedGain,
     FuzzyGain,
@@ -21,7 +21,7 @@ from esva.align.controllers import (
     stream_estimates,
     tracking_metrics,
 )
-from esva.align.sync_space import SyncFeatures, SyncSpace, SyncSpaceConfig
+from esva.sync.space import SyncFeatures, SyncSpace, SyncSpaceConfig
 
 HOP = 0.5
 

@@ -7,15 +7,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from esva.align.baselines import dtw_offset, energy_mouth_offset, xcorr_raw_offset
-from esva.align.clip import (
-    ClipAlignConfig,
-    align_media,
-    delay_audio,
-    estimate_from_features,
-    load_clip_media,
-)
-from esva.align.sync_space import (
+from esva.media.types import AudioClip, FaceTrack
+from esva.sync.baselines import dtw_offset, energy_mouth_offset, xcorr_raw_offset
+from esva.sync.clip_media import load_clip_media
+from esva.sync.degrade import delay_audio
+from esva.sync.estimate import ClipAlignConfig, align_media, estimate_from_features
+from esva.sync.space import (
     SyncFeatures,
     SyncSpace,
     SyncSpaceConfig,
@@ -25,7 +22,6 @@ from esva.align.sync_space import (
     to_grid,
     train_sync_space,
 )
-from esva.media.types import AudioClip, FaceTrack
 
 CLIP = "ravdess_av/Actor_01/01-01-01-01-01-01-01.mp4"  # 3.3 s, 29.97 fps (one frame 33.4 ms)
 FRAME_MS = 1000.0 / 29.97

@@ -129,8 +129,8 @@ def test_train_bad_configs(small_corpus, tmp_path, capsys, config_text, fragment
 
 
 def test_evaluate_with_a_checkpoint_from_another_config(small_corpus, tmp_path, capsys):
-    from esva.config import ESVAConfig
     from esva.model import ESVAModel
+    from esva.model.config import ESVAConfig
 
     ESVAModel(ESVAConfig(audio_dim=40)).save_pretrained(tmp_path / "m")
     rc = main(

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from esva.llm.recipe import LLMRunConfig
-from esva.train.config import RunConfig
+from esva.recipes.config import RunConfig
+from esva.recipes.train_llm import LLMRunConfig
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 

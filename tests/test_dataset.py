@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from esva.config import ESVAConfig
-from esva.data.dataset import FeatureDataset, collate, to_rate
-from esva.data.labels import read_clip_table
-from esva.data.store import StreamFeatures, clip_path, read_stream, write_stream
+from esva.data.clip_table import read_clip_table
+from esva.data.streams import StreamFeatures, clip_path, read_stream, to_rate, write_stream
 from esva.data.synthetic import SyntheticConfig, generate_corpus, read_offsets
 from esva.errors import EsvaError
+from esva.model.config import ESVAConfig
+from esva.model.inputs import FeatureDataset, collate
 
 
 def _cfg(**kw):

@@ -13,7 +13,7 @@ import esva.assets
 from esva.assets import DEFAULT_MODEL_SHA256, default_model_dir, model_extractor, verify_files
 from esva.cli.main import main
 from esva.errors import EsvaError
-from esva.evaluate.labels import RAVDESS_CLASSES
+from esva.labelsets import RAVDESS_CLASSES
 from esva.model import ESVAModel
 
 

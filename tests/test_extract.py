@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from esva.cli.main import main
-from esva.config import ESVAConfig
-from esva.data.store import read_stream
+from esva.data.streams import read_stream
 from esva.extract.inputs import resolve_inputs
 from esva.model import ESVAModel
+from esva.model.config import ESVAConfig
 from media_factory import write_media
 
 # Light encoders so that the tests run in seconds: Praat prosody (no weights) and the FER CNN

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from esva.data.datasets import get_adapter, list_adapters
-from esva.data.labelmap import DROP, LABEL_MAPS, MER6, classes_for, map_labels
+from esva.data.label_mapping import DROP, LABEL_MAPS, MER6, classes_for, map_labels
 from esva.data.sources import ClipSource
 from esva.errors import EsvaError
 

@@ -13,8 +13,8 @@ from typing import ClassVar
 import pytest
 
 from esva.errors import EsvaError
-from esva.llm import judge
-from esva.llm.judge import (
+from esva.evaluate import emer_judge as judge
+from esva.evaluate.emer_judge import (
     JUDGE_NOTE,
     PUBLISHED_EMER,
     RETIRED_JUDGE,

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from esva.data.clip_table import ClipLabel
 from esva.data.datasets import merr as merr_dataset
-from esva.data.labels import ClipLabel
-from esva.data.store import StreamFeatures, clip_path, write_stream
+from esva.data.streams import StreamFeatures, clip_path, write_stream
 from esva.errors import EsvaError
-from esva.llm import merr
 from esva.llm.parse import label_strict
+from esva.recipes import captions as merr
 
 FPS = 50.0
 

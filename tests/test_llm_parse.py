@@ -6,7 +6,8 @@ from itertools import combinations
 
 import pytest
 
-from esva.evaluate.labels import RAVDESS_CLASSES
+from esva.evaluate.wheel import lexicon_from_formats
+from esva.labelsets import RAVDESS_CLASSES
 from esva.llm.parse import (
     OV_LEXICON,
     SYNONYM_GROUPS,
@@ -14,7 +15,6 @@ from esva.llm.parse import (
     emotion_words,
     label_last_word,
     label_strict,
-    lexicon_from_formats,
 )
 
 

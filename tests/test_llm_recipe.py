@@ -13,11 +13,11 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from esva.data.store import StreamFeatures, clip_path, write_stream
+from esva.data.streams import StreamFeatures, clip_path, write_stream
 from esva.errors import EsvaError
-from esva.llm import recipe
 from esva.llm.data import InstructionDataset, LLMDataConfig, collate_instructions
-from esva.llm.recipe import LLMRunConfig, load_data, load_trained, train_llm
+from esva.recipes import train_llm as recipe
+from esva.recipes.train_llm import LLMRunConfig, load_data, load_trained, train_llm
 
 CLASSES = ["neutral", "happy", "sad", "angry"]
 

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from esva.config import ESVAConfig
 from esva.errors import EsvaError
 from esva.model import ESVAModel
+from esva.model.config import ESVAConfig
 
 
 def _batch(b=4, ta=100, tv=50, with_text=True, seed=0):

@@ -11,7 +11,8 @@ from sklearn.metrics import balanced_accuracy_score, f1_score
 from esva.errors import EsvaError
 from esva.evaluate.classification import score_classification
 from esva.evaluate.confusion import confusion_counts, per_class_table, plot_confusion, row_normalise
-from esva.evaluate.labels import MER2023_CLASSES, RAVDESS_CLASSES, parse_classes
+from esva.evaluate.mer_files import parse_classes
+from esva.labelsets import MER2023_CLASSES, RAVDESS_CLASSES
 
 # 7 samples; "x" is a prediction-only name that must be ignored.
 GOLD = ["neutral", "neutral", "neutral", "angry", "happy", "happy", "sad"]

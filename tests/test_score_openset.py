@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from esva.errors import EsvaError
-from esva.evaluate.labels import (
+from esva.evaluate.mer_files import (
     parse_groups_mer2024,
     parse_groups_strict,
     parse_list_mer2024,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from esva.errors import EsvaError
-from esva.evaluate.labels import parse_column, parse_list_mer2025, read_openset
+from esva.evaluate.mer_files import parse_column, parse_list_mer2025, read_openset
 from esva.evaluate.wheel import WHEELS, load_wheel_mapping, map_label, score_wheel
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "mer_reference"

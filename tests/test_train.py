@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from esva.config import ESVAConfig
 from esva.errors import EsvaError
 from esva.model import ESVAModel
-from esva.train.config import DataConfig, RunConfig, TrainConfig
-from esva.train.recipe import train, weights_sha256
+from esva.model.config import ESVAConfig
+from esva.recipes.config import DataConfig, RunConfig, TrainConfig
+from esva.recipes.train_esva import train, weights_sha256
 
 
 def _run(corpus: Path, out: Path, epochs: int, **train_kw) -> RunConfig:

@@ -1,6 +1,6 @@
 """The epoch progress display both recipes share."""
 
-from esva.train.progress import EpochProgress
+from esva.recipes.progress import EpochProgress
 
 
 def test_summary_line_names_loss_and_the_validation_keys_present():

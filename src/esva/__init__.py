@@ -8,7 +8,7 @@ The package reads like the paper's Figure 1, one way from raw media to answers:
 ``esva.align``     audio-video temporal alignment (Eq. 3-9)
 ``esva.fusion``    attention pooling, modality fusion, the ESVA model and its config
 ``esva.data``      feature-sequence datasets and the synthetic demo corpus
-``esva.train``     the training recipe (accelerate: CPU, one GPU or many)
+``esva.recipes``     the training recipe (accelerate: CPU, one GPU or many)
 ``esva.evaluate``  scorers conformant with MERTools (MER2023 / MER2024 / MER2025) and reports
 """
 

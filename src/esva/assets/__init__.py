@@ -60,14 +60,14 @@ def default_model_dir(verify: bool = True) -> Path:
 
 def model_extractor(directory: str | Path, model) -> FeatureExtractor | None:
     """The feature extractor for ``model`` (loaded from ``directory``) honouring the folder's
-    ``encoder_options.json``; None when there is none (esva.predict's defaults then apply).
+    ``encoder_options.json``; None when there is none (esva.apps.predict's defaults then apply).
 
     ``predict_file(path, model, extractor=model_extractor(directory, model))`` is how to use the
     shipped model from Python: its Whisper features come from a chosen layer, not the last one.
     """
+    from esva.apps.predict import extract_config_for
     from esva.extract.pipeline import FeatureExtractor
     from esva.io import read_json
-    from esva.predict import extract_config_for
 
     path = Path(directory) / ENCODER_OPTIONS
     if not path.exists():

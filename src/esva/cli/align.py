@@ -41,9 +41,10 @@ def align(
     Prints the global offset τ* (Eq. 9, sub-frame), its confidence (0-1, peak sharpness) and
     the offsets of 1-s windows over time (drift).
     """
-    from esva.align.clip import ClipAlignConfig, ClipMediaConfig, align_media, load_clip_media
-    from esva.align.sync_space import load_sync_space
     from esva.errors import EsvaError
+    from esva.sync.clip_media import ClipMediaConfig, load_clip_media
+    from esva.sync.estimate import ClipAlignConfig, align_media
+    from esva.sync.space import load_sync_space
 
     if detector not in ("mtcnn", "haar"):
         raise EsvaError(f"unknown face detector {detector!r} (choose mtcnn or haar)")
@@ -53,7 +54,7 @@ def align(
     config = ClipAlignConfig(max_offset_ms=max_offset_ms, window_s=window_s, hop_s=window_s / 2)
     result = align_media(media, space, config)
     if plot is not None:
-        from esva.align.clip import plot_alignment
+        from esva.apps.align import plot_alignment
 
         plot_alignment(result, plot)
     if as_json:

@@ -21,7 +21,7 @@ def demo(
     from rich.console import Console
     from rich.markdown import Markdown
 
-    from esva.demo import DemoConfig, run_demo
+    from esva.apps.demo import DemoConfig, run_demo
 
     if out.exists() and any(out.iterdir()):
         from esva.errors import EsvaError

@@ -30,8 +30,8 @@ def train_llm(
 ) -> None:
     """Instruction-tune feature projectors + LoRA on a language model (SmolLM2 offline by
     default) for emotion recognition and reasoning; runs under accelerate."""
-    from esva.llm.recipe import LLMRunConfig
-    from esva.llm.recipe import train_llm as run_training
+    from esva.recipes.train_llm import LLMRunConfig
+    from esva.recipes.train_llm import train_llm as run_training
 
     run = LLMRunConfig.load(config)
     if out is not None:
@@ -55,9 +55,9 @@ def explain_file(
 ) -> dict[str, Any]:
     """Label and explanation of one media file by a model from ``esva train-llm``."""
     from esva.llm.data import file_features
-    from esva.llm.merr import face_cues, voice_cues
     from esva.llm.parse import label_last_word, label_strict
-    from esva.llm.recipe import load_trained
+    from esva.recipes.captions import face_cues, voice_cues
+    from esva.recipes.train_llm import load_trained
 
     model, meta = load_trained(model_dir)
     found = file_features(path, meta, audio=audio, asr=asr)

@@ -30,9 +30,9 @@ def predict(
     hop: Annotated[float, typer.Option(help="Timeline hop (s).")] = 0.5,
 ) -> None:
     """Predict the emotion of FILE with a trained ESVA model."""
+    from esva.apps.predict import plot_timeline, predict_file
     from esva.assets import model_extractor
     from esva.model import ESVAModel
-    from esva.predict import plot_timeline, predict_file
 
     shipped = model is None
     if shipped:

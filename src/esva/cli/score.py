@@ -103,7 +103,7 @@ def mer2023(
 ) -> None:
     """MER2023 discrete metrics (see the command help)."""
     from esva.evaluate.classification import score_classification
-    from esva.evaluate.labels import check_names, parse_classes, read_discrete
+    from esva.evaluate.mer_files import check_names, parse_classes, read_discrete
 
     class_list = parse_classes(classes)
     gold_labels, gold_valence = read_discrete(gold, class_list)

@@ -22,8 +22,8 @@ def train(
     epochs: Annotated[int | None, typer.Option(help="Override train.epochs.")] = None,
 ) -> None:
     """Train an ESVA model on a feature dataset (runs under accelerate: CPU, one GPU or many)."""
-    from esva.train.config import RunConfig
-    from esva.train.recipe import train as run_training
+    from esva.recipes.config import RunConfig
+    from esva.recipes.train_esva import train as run_training
 
     run = RunConfig.load(config)
     if out is not None:
@@ -55,7 +55,7 @@ def evaluate(
     ] = False,
 ) -> None:
     """Predict a feature dataset with a trained model and score it (MERTools-conformant metrics)."""
-    from esva.evaluate.run import evaluate_model
+    from esva.recipes.evaluate_model import evaluate_model
 
     result = evaluate_model(model, data, out, None if split == "all" else split, labels)["metrics"]
     if as_json:

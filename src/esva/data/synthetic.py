@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from esva.config import MER_CLASSES
-from esva.data.store import StreamFeatures, clip_path, write_stream
+from esva.data.streams import StreamFeatures, clip_path, write_stream
 from esva.io import atomic_write, write_json
+from esva.labelsets import MER2023_CLASSES as MER_CLASSES
 
 # class -> (short-scale Hz, long-scale Hz, pulses in sync, valence)
 CLASS_CUES: dict[str, tuple[float, float, bool, float]] = {

@@ -44,6 +44,7 @@ from esva.encoders.layers import LayerSelector
 from esva.encoders.registry import register_encoder
 from esva.errors import EsvaError
 from esva.media.types import AudioClip
+from esva.settings import refuse_unknown
 
 # Hub ids used when no --path is given (they must already be in the user's HF cache). Base-size
 # models: they run on a CPU laptop; pass a large checkpoint's directory with --path for more.
@@ -244,10 +245,9 @@ def _build(
     config: PretrainedConfig | dict[str, Any] | None,
     options: dict[str, Any],
 ) -> SSLAudioEncoder:
-    known = {f.name for f in fields(SSLAudioConfig)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise EsvaError(f"encoder {name!r}: unknown option(s) {unknown} (known: {sorted(known)})")
+    refuse_unknown(
+        options, (f.name for f in fields(SSLAudioConfig)), None, f"option(s) of encoder {name!r}"
+    )
     checkpoint = load_checkpoint(
         name, model_class, pretrained=pretrained, path=path, model_id=model_id, config=config
     )

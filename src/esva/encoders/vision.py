@@ -59,6 +59,7 @@ from esva.encoders.layers import LayerSelector
 from esva.encoders.registry import register_encoder
 from esva.errors import EsvaError
 from esva.media.types import FaceTrack
+from esva.settings import refuse_unknown
 
 # Hub ids used when no --path is given (they must already be in the user's HF cache). EVA has no
 # transformers-native checkpoint to default to: it always needs --path or model_id.
@@ -339,9 +340,7 @@ def _build(
     options: dict[str, Any],
 ) -> _VisionEncoder:
     known = {f.name for f in fields(VisionConfig)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise EsvaError(f"encoder {name!r}: unknown option(s) {unknown} (known: {sorted(known)})")
+    refuse_unknown(options, known, None, f"option(s) of encoder {name!r}")
     cfg = VisionConfig(**options)
     checkpoint = load_checkpoint(
         name,

@@ -27,7 +27,8 @@ from sklearn.metrics import (
 )
 
 from esva.errors import EsvaError
-from esva.evaluate.labels import MER2023_CLASSES, check_names
+from esva.evaluate.mer_files import check_names
+from esva.labelsets import MER2023_CLASSES
 
 # MERTools' weight of the valence MSE in the combined MER2023 score.
 VALENCE_MSE_WEIGHT = 0.25

@@ -6,7 +6,7 @@ group the union of both lists into synonym groups and caches the answer per samp
 (``calculate_openset_overlap_rate_mer2024``) is then deterministic:
 
 1. parse both lists with the quote-splitting parser
-   (:func:`~esva.evaluate.labels.parse_list_mer2024`) and lower-case every word;
+   (:func:`~esva.evaluate.mer_files.parse_list_mer2024`) and lower-case every word;
 2. map each word to the first word of its synonym group (a word in several groups takes the
    last group's, as MERTools' dict update does; words in no group map to themselves; the group
    words themselves are *not* lower-cased, as in MERTools);
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from esva.errors import EsvaError
-from esva.evaluate.labels import (
+from esva.evaluate.mer_files import (
     check_names,
     parse_column,
     parse_groups_mer2024,

@@ -34,7 +34,7 @@ Two mapping sources are supported (``source``):
   official file.
 
 Conformance notes: gold/prediction lists are parsed with MER2025's ``string_to_list`` (split on
-quotes and commas, strip; :func:`~esva.evaluate.labels.parse_list_mer2025`) and lower-cased. The
+quotes and commas, strip; :func:`~esva.evaluate.mer_files.parse_list_mer2025`) and lower-cased. The
 scorer was checked against the mapping files, not against a published score on real predictions
 (none ships with the reference files), so exact agreement with the official numbers on a full
 MER2025 submission is untested.
@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 
 from esva.errors import EsvaError
-from esva.evaluate.labels import (
+from esva.evaluate.mer_files import (
     check_names,
     parse_column,
     parse_list_mer2025,
@@ -189,6 +189,15 @@ def read_formats(path: str | Path) -> dict[str, list[str]]:
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise EsvaError(f"is not a readable CSV file ({type(exc).__name__})", path) from None
     return mapping
+
+
+def lexicon_from_formats(path: str | Path) -> dict[str, str]:
+    """``word form -> base word`` from MER2025's ``format.csv`` (first base of each form)."""
+    return {
+        form.lower(): bases[0].lower()
+        for form, bases in read_formats(path).items()
+        if bases and form.isalpha()
+    }
 
 
 def load_wheel_mapping(wheel_dir: str | Path, source: str = "mer2025") -> WheelMapping:

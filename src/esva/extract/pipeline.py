@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from esva.data.sources import ClipSource
-from esva.data.store import StreamFeatures
+from esva.data.streams import StreamFeatures
 from esva.encoders import create_encoder
 from esva.encoders.base import EncodedFeatures, Encoder
 from esva.errors import EsvaError

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from esva.data.sources import ClipSource
 from esva.errors import EsvaError
+from esva.extract.feature_store import FeatureStore
 from esva.extract.pipeline import ExtractConfig, FeatureExtractor
-from esva.extract.store import FeatureStore
 
 
 @dataclass

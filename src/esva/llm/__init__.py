@@ -22,7 +22,7 @@ from esva.llm.backbone import (
 )
 from esva.llm.lora import LoraSettings, apply_lora
 from esva.llm.model import EmotionLLM, EmotionLLMConfig, LLMOutput, features_from_batch
-from esva.llm.parse import emotion_words, label_last_word, label_strict, lexicon_from_formats
+from esva.llm.parse import emotion_words, label_last_word, label_strict
 from esva.llm.projector import FeatureProjector, ProjectorConfig, segment_pool
 from esva.llm.prompt import (
     EMOTION_LLAMA_LABELS,
@@ -61,7 +61,6 @@ __all__ = [
     "fingerprint",
     "label_last_word",
     "label_strict",
-    "lexicon_from_formats",
     "load_backbone",
     "segment_pool",
     "tiny_llama",

@@ -14,7 +14,7 @@ sampler shuffles the mixed list each epoch.
 Features come from a feature store (``esva extract``): ``streams`` maps each LM feature stream
 (a lower-case word: it becomes the ``<AudioHere>`` placeholder) to the store folder(s) that hold
 it; ``"whisper-tiny+prosody"`` joins two encoders frame by frame, on the first one's frame rate
-and the container clock (:func:`esva.data.dataset.combine`). :func:`file_features` produces the
+and the container clock (:func:`esva.model.inputs.combine`). :func:`file_features` produces the
 same streams for a raw media file with the same encoders (``esva explain``). With
 ``standardize`` every dimension is z-scored with the training clips' statistics
 (:func:`feature_stats`), which travel with the model.
@@ -33,9 +33,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from esva.data.dataset import combine
-from esva.data.labels import ClipLabel
-from esva.data.store import StreamFeatures, clip_path, read_header, read_stream
+from esva.data.clip_table import ClipLabel
+from esva.data.streams import StreamFeatures, clip_path, combine, read_header, read_stream
 from esva.errors import EsvaError
 from esva.io import read_json
 from esva.llm.prompt import build_prompt
@@ -68,7 +67,7 @@ class LLMDataConfig:
     standardize: bool = True
     recognition: float = 1.0  # share of clips with a recognition sample
     reasoning: float = 1.0  # share of clips with a reasoning sample (needs a caption)
-    # Splits, as esva.train.config.DataConfig: a `split` column, or held-out speakers.
+    # Splits, as esva.recipes.config.DataConfig: a `split` column, or held-out speakers.
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"
@@ -95,7 +94,7 @@ class Sample:
 
 def read_transcripts(path: str | Path) -> dict[str, str]:
     """``{name: sentence}`` from a ``name,sentence`` CSV (MER2023's transcription files)."""
-    from esva.evaluate.labels import read_table
+    from esva.tables import read_table
 
     rows = read_table(path, ("name", "sentence"))
     return {name: row["sentence"].strip() for name, row in rows.items() if row["sentence"].strip()}
@@ -103,7 +102,7 @@ def read_transcripts(path: str | Path) -> dict[str, str]:
 
 def store_transcripts(root: str | Path, names: Sequence[str]) -> dict[str, str]:
     """Transcripts the store's manifest recorded (ASR or the corpus's text) for ``names``."""
-    from esva.extract.store import FeatureStore
+    from esva.extract.feature_store import FeatureStore
 
     store = FeatureStore(root)
     out = {}
@@ -246,7 +245,7 @@ class InstructionDataset(Dataset):
 
     @property
     def labels(self) -> list[int]:
-        """A class index per sample (for :class:`esva.train.sampler.EpochSampler`)."""
+        """A class index per sample (for :class:`esva.recipes.sampler.EpochSampler`)."""
         index = {c: i for i, c in enumerate(self.classes)}
         return [index.get(self.clips[s.clip].label or "", 0) for s in self.samples]
 

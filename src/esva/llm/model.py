@@ -44,6 +44,7 @@ from esva.llm.backbone import (
 from esva.llm.lora import LoraSettings, apply_lora, check_lora_only, quiet_peft
 from esva.llm.projector import FeatureProjector, ProjectorConfig, Stream
 from esva.llm.prompt import IGNORE_INDEX, Assembly, assemble, build_prompts, chat_wrap
+from esva.settings import refuse_unknown
 
 CONFIG_NAME = "esva_llm.json"
 PROJECTOR_NAME = "projector.safetensors"
@@ -83,10 +84,7 @@ class EmotionLLMConfig:
     def from_dict(cls, data: Any, source: str | Path | None = None) -> EmotionLLMConfig:
         if not isinstance(data, dict):
             raise EsvaError("LLM config must be a mapping", source)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise EsvaError(f"unknown LLM config keys {unknown} (known: {sorted(known)})", source)
+        refuse_unknown(data, (f.name for f in dataclasses.fields(cls)), source, "LLM config keys")
         try:
             return cls(**data)
         except EsvaError as exc:

@@ -18,15 +18,15 @@ Two label rules:
 
 :func:`emotion_words` turns an answer into open-vocabulary emotion words (for ``esva score ov``
 and the emotion-wheel variant): every non-negated word of an emotion lexicon, mapped to its base
-form, once, in order of appearance. The built-in lexicon is small; :func:`lexicon_from_formats`
-loads MER2025's ``format.csv`` (1255 emotion words with their inflections) instead.
+form, once, in order of appearance. The built-in lexicon is small;
+:func:`esva.evaluate.wheel.lexicon_from_formats` loads MER2025's ``format.csv`` (1255 emotion
+words with their inflections) instead.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 
 # MER2023's six classes (MERTools' order): the set Emotion-LLaMA's rule checks against.
 MER2023_LABELS: tuple[str, ...] = ("neutral", "angry", "happy", "sad", "worried", "surprise")
@@ -205,17 +205,6 @@ _OV_FORMS: dict[str, str] = {
 OV_LEXICON: dict[str, str] = {
     form: base for base, forms in _OV_FORMS.items() for form in [base, *forms.split()]
 }
-
-
-def lexicon_from_formats(path: str | Path) -> dict[str, str]:
-    """``word form -> base word`` from MER2025's ``format.csv`` (first base of each form)."""
-    from esva.evaluate.wheel import read_formats
-
-    return {
-        form.lower(): bases[0].lower()
-        for form, bases in read_formats(path).items()
-        if bases and form.isalpha()
-    }
 
 
 def emotion_words(answer: str, lexicon: Mapping[str, str] | None = None) -> list[str]:

@@ -5,7 +5,7 @@
 
 Each adapter lives in its own module and is imported only when asked for, so that listing the
 adapters costs nothing. ``get_adapter(name).classes`` is the corpus's own label set; the
-``esva.data.labelmap`` layer maps it onto the MER six classes.
+``esva.data.label_mapping`` layer maps it onto the MER six classes.
 """
 
 from __future__ import annotations

@@ -28,7 +28,8 @@ from esva.data.datasets.base import (
 )
 from esva.data.sources import ClipSource
 from esva.errors import EsvaError
-from esva.evaluate.labels import MER2023_CLASSES, read_table
+from esva.labelsets import MER2023_CLASSES
+from esva.tables import read_table
 
 CLASSES = MER2023_CLASSES
 LABEL_CSV = "label-disdim.csv"

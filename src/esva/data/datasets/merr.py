@@ -39,21 +39,11 @@ from esva.data.datasets.base import (
 )
 from esva.data.sources import ClipSource
 from esva.errors import EsvaError
-from esva.evaluate.labels import read_table
 from esva.io import atomic_write
+from esva.labelsets import MERR_CLASSES
+from esva.tables import read_table
 
-# Emotion-LLaMA's nine labels (first_face.py: the MER six, then fear, contempt, doubt).
-CLASSES: tuple[str, ...] = (
-    "neutral",
-    "angry",
-    "happy",
-    "sad",
-    "worried",
-    "surprise",
-    "fear",
-    "contempt",
-    "doubt",
-)
+CLASSES = MERR_CLASSES  # Emotion-LLaMA's nine labels
 COARSE_JSON = "MERR_coarse_grained.json"
 FINE_JSON = "MERR_fine_grained.json"
 COARSE_LIST = "MERR_coarse_grained.txt"

@@ -58,7 +58,7 @@ from esva.data.datasets.base import (
 )
 from esva.data.sources import ClipSource
 from esva.errors import EsvaError
-from esva.evaluate.labels import RAVDESS_CLASSES
+from esva.labelsets import RAVDESS_CLASSES
 
 CLASSES = RAVDESS_CLASSES  # code order 01..08
 MODALITIES = {"01": "av", "02": "video", "03": "audio"}

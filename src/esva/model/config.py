@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from esva.errors import EsvaError
-
-# The MER2023/MER2024 discrete label set (MERTools' order).
-MER_CLASSES: tuple[str, ...] = ("neutral", "angry", "happy", "sad", "worried", "surprise")
+from esva.labelsets import MER2023_CLASSES
+from esva.settings import refuse_unknown
 
 # Fields that change the shapes or meaning of the weights: a checkpoint only loads into a
 # config that agrees on all of them.
@@ -39,7 +38,7 @@ ARCHITECTURE_FIELDS: tuple[str, ...] = (
 @dataclass
 class ESVAConfig:
     # Label space.
-    classes: list[str] = field(default_factory=lambda: list(MER_CLASSES))
+    classes: list[str] = field(default_factory=lambda: list(MER2023_CLASSES))
     # Input feature dimensions; None = the modality is not used by this model.
     audio_dim: int | None = None
     visual_dim: int | None = None
@@ -141,10 +140,7 @@ class ESVAConfig:
     def from_dict(cls, data: dict[str, Any], source: str | Path | None = None) -> ESVAConfig:
         if not isinstance(data, dict):
             raise EsvaError("model config must be a mapping", source)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise EsvaError(f"unknown model config keys {unknown} (known: {sorted(known)})", source)
+        refuse_unknown(data, (f.name for f in dataclasses.fields(cls)), source, "model config keys")
         try:
             return cls(**data)
         except EsvaError as exc:

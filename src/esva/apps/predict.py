@@ -16,13 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from esva.data.dataset import collate, combine, modality_fps
 from esva.data.sources import AUDIO_SUFFIXES, ClipSource
+from esva.data.streams import combine
 from esva.encoders import encoder_names
 from esva.errors import EsvaError
 from esva.extract.pipeline import ExtractConfig, FeatureExtractor
 from esva.io import atomic_path
 from esva.model import ESVAModel
+from esva.model.inputs import collate, modality_fps
 
 
 @dataclass
@@ -185,7 +186,7 @@ def _offset_from_sync_space(
     video: Path, audio: str | Path | None, flags: list[str]
 ) -> tuple[float | None, float | None]:
     """Audio lag and confidence from ``esva align``'s sync space; None (flagged) if undefined."""
-    from esva.align.clip import align_clip
+    from esva.apps.align import align_clip
 
     try:
         result = align_clip(video, audio)

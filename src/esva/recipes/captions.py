@@ -29,7 +29,7 @@ Everything is written in MERR's own format (JSON objects keyed by clip name, rea
 ``MERR_fine_grained.json`` (``smp_reason_caption``, plus the label and the measured cues) and
 the annotation list ``MERR_fine_grained.txt`` (``name label``)::
 
-    python -m esva.llm.merr --store runs/feats --out runs/merr [--rewrite]
+    python -m esva.recipes.captions --store runs/feats --out runs/merr [--rewrite]
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from esva.data.datasets.merr import (
     read_merr_json,
     write_merr_json,
 )
-from esva.data.store import clip_path, read_stream
+from esva.data.streams import clip_path, read_stream
 from esva.errors import EsvaError
 from esva.io import atomic_write
 
@@ -292,7 +292,7 @@ def cues_from_store(
     ``transcripts``, else the clip's ``text``, else the store's manifest (ASR). Voice cues are
     then put relative to each speaker (:func:`relate_to_speakers`).
     """
-    from esva.extract.store import FeatureStore
+    from esva.extract.feature_store import FeatureStore
 
     root = Path(root)
     store = FeatureStore(root)
@@ -584,7 +584,7 @@ def write_merr(out_dir: str | Path, coarse: Mapping, fine: Mapping) -> dict[str,
     its nine classes, so it is written only when every label is one of them (RAVDESS's calm
     and disgust, e.g., are not).
     """
-    from esva.data.datasets.merr import CLASSES
+    from esva.labelsets import MERR_CLASSES as CLASSES
 
     out = Path(out_dir)
     paths = {"coarse": out / COARSE_JSON, "fine": out / FINE_JSON}
@@ -608,10 +608,12 @@ def read_reasoning(path: str | Path) -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m esva.llm.merr --store DIR --out DIR``: MERR files for a feature store."""
-    from esva.data.labels import read_clip_table
+    """``python -m esva.recipes.captions --store DIR --out DIR``: MERR files for a feature store."""
+    from esva.data.clip_table import read_clip_table
 
-    parser = argparse.ArgumentParser(prog="python -m esva.llm.merr", description=main.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m esva.recipes.captions", description=main.__doc__
+    )
     parser.add_argument("--store", required=True, type=Path, help="feature store with labels.csv")
     parser.add_argument("--out", required=True, type=Path, help="folder for the MERR files")
     parser.add_argument("--labels", default="labels.csv", help="clip table inside --store")

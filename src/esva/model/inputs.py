@@ -7,64 +7,23 @@ masked frames in front, so the alignment module sees the true recorded offset.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from esva.config import ESVAConfig
-from esva.data.labels import ClipLabel, read_clip_table
-from esva.data.store import StreamFeatures, clip_path, read_header, read_stream
+from esva.data.clip_table import ClipLabel, read_clip_table
+from esva.data.streams import clip_path, combine, read_header, read_stream
 from esva.errors import EsvaError
+from esva.model.config import ESVAConfig
 
 DEFAULT_STREAMS = {"audio": "audio", "visual": "visual", "text": "text"}
-
-
-def to_rate(stream: StreamFeatures, fps: float) -> tuple[np.ndarray, np.ndarray]:
-    """Resample a stream to ``fps`` on the container clock (linear), returning (features, mask).
-
-    Utterance-level streams (fps 0) are returned as they are.
-    """
-    x, m = stream.features, stream.mask
-    if stream.fps <= 0 or len(x) == 1:
-        return x, m
-    lead = stream.start_s
-    n = max(1, math.floor(((len(x) - 1) / stream.fps + lead) * fps) + 1)
-    t_out = np.arange(n) / fps
-    # Fractional input frame of each output frame; rounded so that float error cannot push an
-    # exact frame (e.g. 9.0000001) past the last one.
-    pos = np.round((t_out - lead) * stream.fps, 6)
-    lo = np.floor(pos).astype(np.int64)
-    frac = (pos - lo).astype(np.float32)
-    hi = np.where(frac > 0, lo + 1, lo)
-    inside = (lo >= 0) & (hi <= len(x) - 1)
-    lo_c, hi_c = lo.clip(0, len(x) - 1), hi.clip(0, len(x) - 1)
-    y = x[lo_c] * (1 - frac)[:, None] + x[hi_c] * frac[:, None]
-    mask = inside & m[lo_c] & m[hi_c]
-    return (y * mask[:, None]).astype(np.float32), mask
 
 
 def modality_fps(config: ESVAConfig, modality: str) -> float:
     """The frame rate the model wants a modality at (0 = utterance level, no resampling)."""
     return {"audio": config.audio_fps, "visual": config.visual_fps}.get(modality, 0.0)
-
-
-def combine(streams: list[StreamFeatures], fps: float) -> tuple[np.ndarray, np.ndarray]:
-    """Bring streams to ``fps`` on the container clock and concatenate their features.
-
-    One stream is just resampled; several (a stream spec like ``"whisper-tiny+prosody"``) are
-    cut to their common length and concatenated along the feature axis, valid where all are.
-    """
-    parts = [to_rate(s, fps) if fps else (s.features, s.mask) for s in streams]
-    if len(parts) == 1:
-        return parts[0]
-    n = min(len(x) for x, _ in parts)
-    x = np.concatenate([x[:n] for x, _ in parts], axis=1)
-    m = np.logical_and.reduce([m[:n] for _, m in parts])
-    return x * m[:, None], m
 
 
 @dataclass

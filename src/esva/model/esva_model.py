@@ -31,10 +31,10 @@ from esva.align import (
     shift,
     soft_min_alignment,
 )
-from esva.config import ESVAConfig
 from esva.errors import EsvaError
 from esva.fusion import AttentionPool, FusionClassifier
 from esva.io import atomic_dir
+from esva.model.config import ESVAConfig
 from esva.msfe import MSFE, MSFEConfig, supervised_contrastive_loss
 
 CONFIG_NAME = "config.json"

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from esva.data.datasets import canonical_name, get_adapter
 from esva.data.sources import ClipSource
 from esva.errors import EsvaError
-from esva.evaluate.labels import MER2023_CLASSES
+from esva.labelsets import MER2023_CLASSES
 
 log = logging.getLogger(__name__)
 

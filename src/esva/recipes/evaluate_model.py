@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from esva.data.dataset import FeatureDataset
 from esva.errors import EsvaError
 from esva.evaluate.classification import score_classification
 from esva.evaluate.confusion import plot_confusion
 from esva.io import atomic_write, write_json
 from esva.model import ESVAModel
+from esva.model.inputs import FeatureDataset
 
 
 def evaluate_model(
@@ -35,7 +35,7 @@ def evaluate_model(
     title: str | None = None,
 ) -> dict:
     """Score ``model_dir`` on the clips of ``split`` (all clips when None) under ``data_root``."""
-    from esva.train.recipe import make_loader, predict_loader
+    from esva.recipes.train_esva import make_loader, predict_loader
 
     model = ESVAModel.from_pretrained(model_dir)
     cfg = model.config

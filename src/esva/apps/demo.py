@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from esva.config import ESVAConfig
 from esva.data.synthetic import SyntheticConfig, generate_corpus, read_offsets
-from esva.evaluate.run import evaluate_model
 from esva.io import atomic_path, atomic_write, write_json
 from esva.model import ESVAModel
-from esva.train.config import DataConfig, RunConfig, TrainConfig
-from esva.train.recipe import make_loader, predict_loader, train
+from esva.model.config import ESVAConfig
+from esva.recipes.config import DataConfig, RunConfig, TrainConfig
+from esva.recipes.evaluate_model import evaluate_model
+from esva.recipes.train_esva import make_loader, predict_loader, train
 
 # Table 6's rows: the flag each ablation turns off.
 VARIANTS: dict[str, dict[str, bool]] = {
@@ -139,7 +139,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     # What the learned sync space buys: the same offsets with untrained (random) heads.
     untrained = ESVAModel(_model_config(syn, cfg))
     untrained.config.encoders = {"audio": "audio", "visual": "visual", "text": "text"}
-    from esva.data.dataset import FeatureDataset
+    from esva.model.inputs import FeatureDataset
 
     test = FeatureDataset(data, untrained.config)
     test = test.subset([c for c in test.clips if c.split == "test"])

@@ -47,9 +47,9 @@ import torch
 from torch import nn
 
 from esva.align.offsets import estimate_offset
-from esva.align.sync_space import ASSET_DIR, SyncFeatures, SyncSpace
 from esva.errors import EsvaError
 from esva.io import atomic_path
+from esva.sync.space import ASSET_DIR, SyncFeatures, SyncSpace
 
 UNCERTAINTY_FILE = "uncertainty.safetensors"
 

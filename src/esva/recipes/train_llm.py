@@ -1,6 +1,6 @@
 """Instruction tuning of :class:`~esva.llm.EmotionLLM`: projectors + LoRA, mixed tasks, accelerate.
 
-The loop is the core recipe's (:mod:`esva.train.recipe`) applied to the LM path:
+The loop is the core recipe's (:mod:`esva.recipes.train_esva`) applied to the LM path:
 
 * ``accelerate`` runs it on a CPU, one GPU or several (``accelerate launch``); AdamW on the
   trainable parameters only (projectors and LoRA: the base LM has no gradient), linear warm-up
@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from esva.data.labels import ClipLabel, read_clip_table
+from esva.data.clip_table import ClipLabel, read_clip_table
 from esva.errors import EsvaError
 from esva.io import atomic_dir, atomic_write, read_json, write_json
 from esva.llm.data import (
@@ -55,8 +55,8 @@ from esva.llm.data import (
 )
 from esva.llm.model import EmotionLLM, EmotionLLMConfig
 from esva.llm.parse import label_last_word, label_strict
-from esva.train.config import config_section, read_yaml
-from esva.train.progress import EpochProgress
+from esva.recipes.progress import EpochProgress
+from esva.settings import config_section, read_yaml, refuse_unknown
 
 CHECKPOINT = "checkpoint"
 BEST = "best"
@@ -111,9 +111,7 @@ class LLMRunConfig:
     def from_dict(cls, raw: Any, source: str | Path | None = None) -> LLMRunConfig:
         if not isinstance(raw, dict):
             raise EsvaError("LLM run config must be a mapping with model/data/train", source)
-        unknown = sorted(set(raw) - {"model", "data", "train"})
-        if unknown:
-            raise EsvaError(f"unknown config sections {unknown}", source)
+        refuse_unknown(raw, ("model", "data", "train"), source, "config sections")
         data = config_section(LLMDataConfig, raw.get("data") or {}, "data", source)
         model = dict(raw.get("model") or {})
         infer = not model.get("streams")
@@ -152,7 +150,7 @@ class LLMData:
 
 
 def split_clips(clips: list[ClipLabel], data: LLMDataConfig, seed: int):
-    from esva.train.recipe import split_clips as core_split  # same rule as the core recipe
+    from esva.recipes.train_esva import split_clips as core_split  # same rule as the core recipe
 
     return core_split(clips, data, seed)  # type: ignore[arg-type]  (same split fields)
 
@@ -161,7 +159,7 @@ def reasoning_captions(
     data: LLMDataConfig, clips: Sequence[ClipLabel], transcripts: Mapping[str, str], out: Path
 ) -> dict[str, str]:
     """The fine captions: from ``data.merr``, else built from the store's cues into ``out``."""
-    from esva.llm.merr import build_merr, cues_from_store, read_reasoning, write_merr
+    from esva.recipes.captions import build_merr, cues_from_store, read_reasoning, write_merr
 
     if data.merr:
         return read_reasoning(data.merr)
@@ -375,8 +373,8 @@ def train_llm(run: LLMRunConfig, resume: bool = False) -> LLMTrainResult:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from esva.train.recipe import _lr_lambda, param_groups
-    from esva.train.sampler import EpochSampler
+    from esva.recipes.sampler import EpochSampler
+    from esva.recipes.train_esva import _lr_lambda, param_groups
 
     tcfg = run.train
     out_dir = Path(tcfg.out_dir)

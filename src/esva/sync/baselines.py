@@ -1,6 +1,6 @@
 """Baselines for the audio-video offset: what ESVA's Eq. 9 in the learned space is measured against.
 
-All three read the same :class:`~esva.align.sync_space.SyncFeatures` grid as ESVA (log-mel
+All three read the same :class:`~esva.sync.space.SyncFeatures` grid as ESVA (log-mel
 audio frames and pooled mouth + face pixels at 50 Hz) and return a :class:`BaselineOffset` in
 the paper's convention (F_A(t) ~ F_V(t + τ); audio lag = −τ), searched over the same bounded
 range.
@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from esva.align.offsets import global_xcorr, parabolic_peak, shifted_products, standardize
-from esva.align.sync_space import SyncFeatures, SyncSpace, SyncSpaceConfig
+from esva.sync.space import SyncFeatures, SyncSpace, SyncSpaceConfig
 
 
 @dataclass

@@ -29,15 +29,15 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from torch.utils.data import DataLoader
 
-from esva.data.dataset import FeatureDataset, collate
-from esva.data.labels import ClipLabel
+from esva.data.clip_table import ClipLabel
 from esva.errors import EsvaError
 from esva.evaluate.classification import score_classification
 from esva.io import atomic_write, write_json
 from esva.model import ESVAModel
-from esva.train.config import DataConfig, RunConfig
-from esva.train.progress import EpochProgress
-from esva.train.sampler import EpochSampler
+from esva.model.inputs import FeatureDataset, collate
+from esva.recipes.config import DataConfig, RunConfig
+from esva.recipes.progress import EpochProgress
+from esva.recipes.sampler import EpochSampler
 
 CHECKPOINT = "checkpoint"
 BEST = "best"

@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from esva.config import ESVAConfig
 from esva.errors import EsvaError
+from esva.model.config import ESVAConfig
+from esva.settings import config_section, read_yaml, refuse_unknown
 
 
 @dataclass
@@ -72,9 +71,7 @@ class RunConfig:
             raise EsvaError(
                 "config needs a 'model' section (and optionally 'data', 'train')", source
             )
-        unknown = sorted(set(raw) - {"model", "data", "train"})
-        if unknown:
-            raise EsvaError(f"unknown config sections {unknown}", source)
+        refuse_unknown(raw, ("model", "data", "train"), source, "config sections")
         return cls(
             ESVAConfig.from_dict(raw["model"], source),
             config_section(DataConfig, raw.get("data") or {}, "data", source),
@@ -89,27 +86,3 @@ class RunConfig:
         if not Path(run.data.root).is_absolute():
             run.data.root = str((path.parent / run.data.root).resolve())
         return run
-
-
-def read_yaml(path: Path) -> Any:
-    """The parsed YAML of a run config; a missing or malformed file is a one-line error."""
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise EsvaError("config file not found", path) from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise EsvaError(f"not valid YAML ({' '.join(str(exc).split())})", path) from None
-
-
-def config_section(kind: type, values: Any, name: str, source: str | Path | None):
-    """Build dataclass ``kind`` from a config section, refusing unknown keys by name."""
-    if not isinstance(values, dict):
-        raise EsvaError(f"'{name}' section must be a mapping", source)
-    known = {f.name for f in dataclasses.fields(kind)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise EsvaError(f"unknown keys {unknown} in '{name}' (known: {sorted(known)})", source)
-    try:
-        return kind(**values)
-    except TypeError as exc:
-        raise EsvaError(f"bad '{name}' section ({exc})", source) from None

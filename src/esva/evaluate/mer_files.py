@@ -27,88 +27,18 @@ The two official variants are reproduced here because the scores depend on them:
 from __future__ import annotations
 
 import ast
-import csv
-import io
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from esva.errors import EsvaError
-
-# The six MER2023 classes, in MERTools' index order (emo2idx in MER2023's main-release.py).
-MER2023_CLASSES: tuple[str, ...] = ("neutral", "angry", "happy", "sad", "worried", "surprise")
-# RAVDESS emotion codes 01..08 (Livingstone & Russo 2018), in code order.
-RAVDESS_CLASSES: tuple[str, ...] = (
-    "neutral",
-    "calm",
-    "happy",
-    "sad",
-    "angry",
-    "fearful",
-    "disgust",
-    "surprised",
-)
-CLASS_SETS: dict[str, tuple[str, ...]] = {"mer2023": MER2023_CLASSES, "ravdess": RAVDESS_CLASSES}
+from esva.labelsets import CLASS_SETS, MER2023_CLASSES
+from esva.tables import read_table
 
 _QUOTES = re.compile("['\"]")
 _QUOTES_OR_COMMA = re.compile("['\",]")
 _BRACKETS = re.compile(r"[\[\]]")
-
-
-# ----------------------------------------------------------------------------- CSV tables
-def read_table(path: str | Path, required: Sequence[str]) -> dict[str, dict[str, str]]:
-    """Read a CSV with a header into ``{name: row}``, rows in file order.
-
-    ``required`` lists the columns that must be present (``name`` first); extra columns are
-    kept. Blank lines are skipped; a duplicate or empty ``name`` is an error.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise EsvaError("file not found", path)
-    if path.is_dir():
-        raise EsvaError("is a directory, expected a CSV file", path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # -sig: tolerate the BOM spreadsheets write
-    except UnicodeDecodeError:
-        raise EsvaError("is not UTF-8 text (expected a CSV file)", path) from None
-    except OSError as exc:
-        raise EsvaError(f"cannot be read ({exc.strerror})", path) from None
-    if not text.strip():
-        raise EsvaError(f"file is empty (expected a header line {','.join(required)})", path)
-
-    rows: dict[str, dict[str, str]] = {}
-    try:
-        reader = csv.reader(io.StringIO(text))
-        header = [column.strip() for column in next(reader)]
-        missing = [column for column in required if column not in header]
-        if missing:
-            raise EsvaError(
-                f"wrong CSV columns: expected {','.join(required)}, found {','.join(header)} "
-                f"(missing {', '.join(missing)})",
-                path,
-            )
-        for fields in reader:
-            if not any(field.strip() for field in fields):
-                continue
-            if len(fields) != len(header):
-                raise EsvaError(
-                    f"line {reader.line_num} has {len(fields)} fields but the header has "
-                    f"{len(header)}",
-                    path,
-                )
-            row = dict(zip(header, fields, strict=True))
-            name = row["name"].strip()
-            if not name:
-                raise EsvaError(f"line {reader.line_num} has an empty name", path)
-            if name in rows:
-                raise EsvaError(f"duplicate name {name!r} (line {reader.line_num})", path)
-            rows[name] = row
-    except csv.Error as exc:
-        raise EsvaError(f"is not a valid CSV file ({exc})", path) from None
-    if not rows:
-        raise EsvaError("has a header but no rows", path)
-    return rows
 
 
 def parse_classes(spec: str | Sequence[str] | None) -> tuple[str, ...]:

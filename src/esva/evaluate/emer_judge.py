@@ -418,8 +418,10 @@ def rank_correlation(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m esva.llm.judge --gt gt.csv PRED.csv ...``: EMER scores of prediction files."""
-    parser = argparse.ArgumentParser(prog="python -m esva.llm.judge", description=main.__doc__)
+    """``python -m esva.evaluate.emer_judge --gt gt.csv PRED.csv ...``: EMER scores of files."""
+    parser = argparse.ArgumentParser(
+        prog="python -m esva.evaluate.emer_judge", description=main.__doc__
+    )
     parser.add_argument("predictions", nargs="+", type=Path, help="names,<reasons> CSV files")
     parser.add_argument("--gt", required=True, type=Path, help="reference names,<reasons> CSV")
     parser.add_argument("--backbone", default="smollm2-135m-instruct", help="local judge LM")

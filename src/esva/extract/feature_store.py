@@ -5,7 +5,7 @@ what it needs)::
 
     OUT/
       extract.json                 settings and the encoders' records (name, version, sha256)
-      <encoder>/<clip>.safetensors features (T, D) + mask + fps/start metadata (esva.data.store)
+      <encoder>/<clip>.safetensors features (T, D) + mask + fps/start metadata (esva.data.streams)
       manifest/<clip>.json         one entry per clip, written last and atomically: "done" marker
       manifest.jsonl               all entries, in input order (rewritten at the end of a run)
       labels.csv                   name,discrete,valence,speaker,split — what ``esva train`` reads
@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 
 from esva.data.sources import ClipSource
-from esva.data.store import clip_path, write_stream
+from esva.data.streams import clip_path, write_stream
 from esva.errors import EsvaError
 from esva.extract.pipeline import ClipFeatures, ExtractConfig
 from esva.io import atomic_write, file_sha256, read_json, write_json

@@ -1,0 +1,30 @@
+"""The label sets esva knows by name: each class list is defined here once, in its source's order.
+
+``CLASS_SETS`` is what ``--classes mer2023`` / ``ravdess`` / ``merr`` resolve to.
+"""
+
+from __future__ import annotations
+
+# The six MER2023 classes, in MERTools' index order (emo2idx in MER2023's main-release.py).
+MER2023_CLASSES: tuple[str, ...] = ("neutral", "angry", "happy", "sad", "worried", "surprise")
+# RAVDESS emotion codes 01..08 (Livingstone & Russo 2018), in code order.
+RAVDESS_CLASSES: tuple[str, ...] = (
+    "neutral",
+    "calm",
+    "happy",
+    "sad",
+    "angry",
+    "fearful",
+    "disgust",
+    "surprised",
+)
+
+
+# Emotion-LLaMA's nine labels (first_face.py: the MER six, then fear, contempt, doubt).
+MERR_CLASSES: tuple[str, ...] = (*MER2023_CLASSES, "fear", "contempt", "doubt")
+
+CLASS_SETS: dict[str, tuple[str, ...]] = {
+    "mer2023": MER2023_CLASSES,
+    "ravdess": RAVDESS_CLASSES,
+    "merr": MERR_CLASSES,
+}

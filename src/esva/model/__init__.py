@@ -1,0 +1,11 @@
+"""The ESVA model (MSFE + alignment + fusion), its config, and the batches it eats.
+
+``config``      :class:`ESVAConfig`: every architectural and loss choice (the ablations are flags)
+``esva_model``  :class:`ESVAModel`: forward pass, the total loss of Eq. 7, save/load folders
+``inputs``      :class:`FeatureDataset` over a feature store and the padding ``collate``
+"""
+
+from esva.model.config import ESVAConfig
+from esva.model.esva_model import ESVAModel, ESVAOutput
+
+__all__ = ["ESVAConfig", "ESVAModel", "ESVAOutput"]

@@ -1,0 +1,64 @@
+"""CSV tables with a ``name`` column (MERTools' label and prediction files, corpus lists)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+from esva.errors import EsvaError
+
+
+def read_table(path: str | Path, required: Sequence[str]) -> dict[str, dict[str, str]]:
+    """Read a CSV with a header into ``{name: row}``, rows in file order.
+
+    ``required`` lists the columns that must be present (``name`` first); extra columns are
+    kept. Blank lines are skipped; a duplicate or empty ``name`` is an error.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise EsvaError("file not found", path)
+    if path.is_dir():
+        raise EsvaError("is a directory, expected a CSV file", path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # -sig: tolerate the BOM spreadsheets write
+    except UnicodeDecodeError:
+        raise EsvaError("is not UTF-8 text (expected a CSV file)", path) from None
+    except OSError as exc:
+        raise EsvaError(f"cannot be read ({exc.strerror})", path) from None
+    if not text.strip():
+        raise EsvaError(f"file is empty (expected a header line {','.join(required)})", path)
+
+    rows: dict[str, dict[str, str]] = {}
+    try:
+        reader = csv.reader(io.StringIO(text))
+        header = [column.strip() for column in next(reader)]
+        missing = [column for column in required if column not in header]
+        if missing:
+            raise EsvaError(
+                f"wrong CSV columns: expected {','.join(required)}, found {','.join(header)} "
+                f"(missing {', '.join(missing)})",
+                path,
+            )
+        for fields in reader:
+            if not any(field.strip() for field in fields):
+                continue
+            if len(fields) != len(header):
+                raise EsvaError(
+                    f"line {reader.line_num} has {len(fields)} fields but the header has "
+                    f"{len(header)}",
+                    path,
+                )
+            row = dict(zip(header, fields, strict=True))
+            name = row["name"].strip()
+            if not name:
+                raise EsvaError(f"line {reader.line_num} has an empty name", path)
+            if name in rows:
+                raise EsvaError(f"duplicate name {name!r} (line {reader.line_num})", path)
+            rows[name] = row
+    except csv.Error as exc:
+        raise EsvaError(f"is not a valid CSV file ({exc})", path) from None
+    if not rows:
+        raise EsvaError("has a header but no rows", path)
+    return rows
