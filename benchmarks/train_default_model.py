@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"RAVDESS speech not found at {args.data} (set ESVA_SHARED or --data)")
     os.environ["OMP_NUM_THREADS"] = "1"
     from esva.assets import DEFAULT_MODEL_SHA256, default_model_dir
-    from esva.io import file_sha256
+    from esva.hashing import file_sha256
 
     out = build(args.data, args.work, args.workers)
     hashes = {name: file_sha256(out / name) for name in DEFAULT_MODEL_SHA256}

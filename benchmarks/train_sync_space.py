@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from esva.hashing import file_sha256
 from esva.sync.clip_media import ClipMedia, load_clip_media
 from esva.sync.controllers import (
     UNCERTAINTY_FILE,
@@ -52,7 +53,7 @@ from esva.sync.space import (
     SyncTrainConfig,
     train_sync_space,
 )
-from esva.weights import cache_dir, file_sha256
+from esva.weights import cache_dir
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -10,7 +10,8 @@ import pytest
 import soundfile as sf
 
 import esva.assets
-from esva.assets import DEFAULT_MODEL_SHA256, default_model_dir, model_extractor, verify_files
+from esva.apps.predict import model_extractor
+from esva.assets import DEFAULT_MODEL_SHA256, default_model_dir, verify_files
 from esva.cli.main import main
 from esva.errors import EsvaError
 from esva.labelsets import RAVDESS_CLASSES

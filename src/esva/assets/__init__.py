@@ -15,13 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from esva.errors import EsvaError
-from esva.io import file_sha256
-
-if TYPE_CHECKING:
-    from esva.extract.pipeline import FeatureExtractor
+from esva.hashing import file_sha256
 
 DEFAULT_MODEL = "default_model"
 # Encoder settings a model folder may carry beside config.json (e.g. which Whisper layer made
@@ -58,32 +54,9 @@ def default_model_dir(verify: bool = True) -> Path:
     return verify_files(directory, DEFAULT_MODEL_SHA256) if verify else directory
 
 
-def model_extractor(directory: str | Path, model) -> FeatureExtractor | None:
-    """The feature extractor for ``model`` (loaded from ``directory``) honouring the folder's
-    ``encoder_options.json``; None when there is none (esva.apps.predict's defaults then apply).
-
-    ``predict_file(path, model, extractor=model_extractor(directory, model))`` is how to use the
-    shipped model from Python: its Whisper features come from a chosen layer, not the last one.
-    """
-    from esva.apps.predict import extract_config_for
-    from esva.extract.pipeline import FeatureExtractor
-    from esva.io import read_json
-
-    path = Path(directory) / ENCODER_OPTIONS
-    if not path.exists():
-        return None
-    options = read_json(path)
-    if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
-        raise EsvaError("encoder options must map encoder names to option mappings", path)
-    config = extract_config_for(model)
-    config.encoder_options = options
-    return FeatureExtractor(config)
-
-
 __all__ = [
     "DEFAULT_MODEL_SHA256",
     "ENCODER_OPTIONS",
     "default_model_dir",
-    "model_extractor",
     "verify_files",
 ]

@@ -30,8 +30,7 @@ def predict(
     hop: Annotated[float, typer.Option(help="Timeline hop (s).")] = 0.5,
 ) -> None:
     """Predict the emotion of FILE with a trained ESVA model."""
-    from esva.apps.predict import plot_timeline, predict_file
-    from esva.assets import model_extractor
+    from esva.apps.predict import model_extractor, plot_timeline, predict_file
     from esva.model import ESVAModel
 
     shipped = model is None

@@ -8,7 +8,6 @@ for the :class:`~esva.encoders.base.EncoderRecord` stored next to every feature 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -21,6 +20,7 @@ from safetensors import SafetensorError
 from transformers import PretrainedConfig, PreTrainedModel
 
 from esva.errors import EsvaError
+from esva.hashing import files_sha256, state_dict_sha256, text_sha256
 
 # Loading order transformers itself uses: safetensors before pickled .bin, an index for shards.
 _WEIGHT_NAMES = (
@@ -32,7 +32,6 @@ _WEIGHT_NAMES = (
 # Parameters only used for pre-training-time masking: a checkpoint without them is still whole.
 _MISSING_OK = ("masked_spec_embed",)
 # sha256 of a weights file, keyed by (path, size, mtime): hashing a 1 GB file takes seconds.
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
 
 
 @dataclass
@@ -256,33 +255,12 @@ def _weight_files(encoder: str, directory: Path) -> tuple[list[Path], bool]:
 
 def weights_sha256(files: list[Path]) -> str:
     """sha256 of one weights file; for shards, the sha256 of the shards' names and digests."""
-    digests = [(file.name, _file_sha256(file)) for file in files]
-    if len(digests) == 1:
-        return digests[0][1]
-    joined = "".join(f"{name} {digest}\n" for name, digest in digests)
-    return hashlib.sha256(joined.encode()).hexdigest()
-
-
-def _file_sha256(file: Path) -> str:
-    stat = file.stat()
-    key = (str(file.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        digest = hashlib.sha256()
-        with file.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _SHA_CACHE[key] = digest.hexdigest()
-    return _SHA_CACHE[key]
+    return files_sha256(files)
 
 
 def _state_dict_sha256(model: torch.nn.Module) -> str:
     """sha256 of randomly initialised weights (so two random models are told apart)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        # bytes, not numpy: numpy has no bfloat16
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()
+    return state_dict_sha256(model.state_dict())
 
 
 def _config_sha256(config: PretrainedConfig) -> str:
@@ -292,4 +270,4 @@ def _config_sha256(config: PretrainedConfig) -> str:
         for key, value in config.to_dict().items()
         if not key.startswith("_") and key not in ("transformers_version", "torch_dtype", "dtype")
     }
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
+    return text_sha256(json.dumps(fields, sort_keys=True, default=str))

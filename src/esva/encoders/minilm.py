@@ -121,7 +121,8 @@ class MiniLMEncoder(Encoder):
         self._version = ""
         self._sha256 = ""
         if pretrained:
-            from esva.weights import SOURCES, fetch, file_sha256
+            from esva.hashing import file_sha256
+            from esva.weights import SOURCES, fetch
 
             directory = fetch(WEIGHTS_SOURCE)
             max_len, self.normalize = read_sentence_transformers_recipe(directory)

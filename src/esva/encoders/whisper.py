@@ -475,7 +475,8 @@ def whisper_from_pretrained(
     """Whisper encoder of a transformers checkpoint: a local directory or a hub id."""
     from transformers import WhisperModel
 
-    from esva.weights import file_sha256, offline
+    from esva.hashing import file_sha256
+    from esva.weights import offline
 
     if path is None:
         raise EsvaError("encoder 'whisper' needs path=<checkpoint directory or hub id>")
@@ -510,9 +511,6 @@ def whisper_from_pretrained(
 
 
 def _hash_of_hashes(files: list[Path]) -> str:
-    import hashlib
+    from esva.hashing import digest_lines, file_sha256
 
-    from esva.weights import file_sha256
-
-    lines = "".join(f"{f.name} {file_sha256(f)}\n" for f in files)
-    return hashlib.sha256(lines.encode("utf-8")).hexdigest()
+    return digest_lines(f"{f.name} {file_sha256(f)}" for f in files)

@@ -26,7 +26,8 @@ from esva.data.sources import ClipSource
 from esva.data.streams import clip_path, write_stream
 from esva.errors import EsvaError
 from esva.extract.pipeline import ClipFeatures, ExtractConfig
-from esva.io import atomic_write, file_sha256, read_json, write_json
+from esva.hashing import file_sha256
+from esva.io import atomic_write, read_json, write_json
 
 SETTINGS = "extract.json"
 MANIFEST_DIR = "manifest"

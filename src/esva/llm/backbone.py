@@ -89,7 +89,8 @@ def convert_gguf(name: str = DEFAULT_BACKBONE, *, download: bool = True) -> Path
 
     A directory whose files still hash to the recorded sha256 is returned as it is.
     """
-    from esva.weights import SOURCES, fetch, tree_sha256
+    from esva.hashing import tree_sha256
+    from esva.weights import SOURCES, fetch
 
     target = converted_dir(name)
     sidecar = _sidecar(target)

@@ -13,7 +13,6 @@ with ``accelerate launch`` or ``torchrun`` and every rank takes its shard of eac
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -32,6 +31,7 @@ from torch.utils.data import DataLoader
 from esva.data.clip_table import ClipLabel
 from esva.errors import EsvaError
 from esva.evaluate.classification import score_classification
+from esva.hashing import state_dict_sha256
 from esva.io import atomic_write, write_json
 from esva.model import ESVAModel
 from esva.model.inputs import FeatureDataset, collate
@@ -183,11 +183,7 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 def weights_sha256(model: torch.nn.Module) -> str:
     """A hash of all weights, to compare models across processes or runs bit for bit."""
-    h = hashlib.sha256()
-    for key, value in sorted(model.state_dict().items()):
-        h.update(key.encode())
-        h.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
+    return state_dict_sha256(model.state_dict())
 
 
 def _fingerprint(run: RunConfig) -> dict:

@@ -16,7 +16,6 @@ does not). A file with no audio stream, or in which no face is found, raises a o
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 
 from esva.errors import EsvaError
+from esva.hashing import text_sha256
 from esva.io import atomic_path
 from esva.media.decode import display_name, iter_frames, load_audio, probe
 from esva.media.faces import FaceTrackerConfig, track_faces
@@ -74,7 +74,7 @@ def _cache_key(video: Path, audio: Path, config: ClipMediaConfig) -> str:
     for path in (video, audio):
         st = path.stat()
         parts.append(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}")
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
+    return text_sha256("\n".join(parts))[:24]
 
 
 def _save_media(path: Path, media: ClipMedia) -> None:

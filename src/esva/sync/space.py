@@ -36,7 +36,6 @@ verifies the hash before loading.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -50,6 +49,7 @@ from torch.nn import functional as F
 from esva.align.heads import SyncHeads
 from esva.align.offsets import global_xcorr, shifted_products, standardize
 from esva.errors import EsvaError
+from esva.hashing import file_sha256
 from esva.io import atomic_path, write_json
 from esva.media.types import AudioClip, FaceTrack
 
@@ -333,7 +333,7 @@ class SyncSpace(torch.nn.Module):
         state = {k: v.detach().float().contiguous().clone() for k, v in self.state_dict().items()}
         with atomic_path(weights) as tmp:
             save_file(state, str(tmp), metadata={"format": "esva-sync-heads-v1"})
-        digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+        digest = file_sha256(weights)
         record = {"config": asdict(self.config), "sha256": digest, **(meta or {})}
         write_json(directory / CONFIG_FILE, record)
         self.meta = record
@@ -355,7 +355,7 @@ class SyncSpace(torch.nn.Module):
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise EsvaError(f"sync-space config unreadable ({exc})", cfg_path) from None
         try:
-            digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+            digest = file_sha256(weights)
         except FileNotFoundError:
             raise EsvaError("sync-space weights not found", weights) from None
         if digest != record.get("sha256"):

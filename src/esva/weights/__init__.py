@@ -8,12 +8,9 @@ a safetensors state dict once. The table of what is available is :data:`SOURCES`
 from esva.weights.cache import (
     cache_dir,
     cached_path,
-    content_sha256,
     fetch,
-    file_sha256,
     load_converted,
     offline,
-    tree_sha256,
     verify,
 )
 from esva.weights.sources import SOURCES, WeightSource
@@ -23,11 +20,8 @@ __all__ = [
     "WeightSource",
     "cache_dir",
     "cached_path",
-    "content_sha256",
     "fetch",
-    "file_sha256",
     "load_converted",
     "offline",
-    "tree_sha256",
     "verify",
 ]

@@ -14,7 +14,6 @@ else (a truncated copy, a flipped bit): a corrupted entry is fetched or converte
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -29,7 +28,8 @@ from pathlib import Path, PurePosixPath
 import torch
 
 from esva.errors import EsvaError
-from esva.io import atomic_dir, atomic_path, atomic_write, file_sha256
+from esva.hashing import content_sha256, file_sha256
+from esva.io import atomic_dir, atomic_path, atomic_write
 from esva.weights.sources import SOURCES, WeightSource
 
 log = logging.getLogger(__name__)
@@ -38,26 +38,6 @@ PIP_TIMEOUT_S = 60  # pip's per-connection timeout: a dead network fails instead
 
 
 # ----------------------------------------------------------------------------- hashing
-
-
-def tree_sha256(path: str | Path) -> str:
-    """Hex sha256 of a directory: of its sorted ``"relpath sha256\\n"`` lines.
-
-    ``relpath`` is each regular file's path relative to ``path`` with ``/`` separators, so the
-    hash depends on the names and contents only (not on timestamps or the order on disk).
-    """
-    root = Path(path)
-    lines = sorted(
-        f"{p.relative_to(root).as_posix()} {file_sha256(p)}\n"
-        for p in root.rglob("*")
-        if p.is_file()
-    )
-    return hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
-
-
-def content_sha256(path: str | Path) -> str:
-    """:func:`tree_sha256` for a directory, :func:`file_sha256` for a file."""
-    return tree_sha256(path) if Path(path).is_dir() else file_sha256(path)
 
 
 # ----------------------------------------------------------------------------- locations

