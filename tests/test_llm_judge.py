@@ -185,3 +185,20 @@ def test_reading_emer_csv(tmp_path: Path) -> None:
         judge.read_reasons(tmp_path / "bad.csv")
     with pytest.raises(EsvaError, match="file not found"):
         judge.read_reasons(tmp_path / "none.csv")
+
+
+def test_score_emer_command_against_a_fake_server(fake_server: str, tmp_path: Path, capsys) -> None:
+    from esva.cli.main import main
+
+    gt, pred = tmp_path / "gt.csv", tmp_path / "system.csv"
+    gt.write_text("names,chi_reasons\ns1,He yells. He is angry.\ns2,She smiles. Happy.\n")
+    pred.write_text("names,chi_reasons\ns1,He shouts.\ns2,She grins.\n")
+    args = ["score", "emer", str(pred), "--gt", str(gt), "--api-url", fake_server]
+    assert main([*args, "--mode", "generate"]) == 0
+    out = capsys.readouterr().out
+    scores = json.loads(out[: out.rindex("}") + 1])
+    assert scores["system"]["n"] == 2 and scores["system"]["clue"] == 6.0  # the server's "6"
+    assert RETIRED_JUDGE in out
+    assert main([*args, "--mode", "vote"]) == 2
+    assert main(["score", "emer", str(pred), "--gt", str(tmp_path / "none.csv")]) == 2
+    assert "file not found" in capsys.readouterr().err

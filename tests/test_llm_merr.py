@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from esva.cli.main import main
 from esva.data.clip_table import ClipLabel
 from esva.data.datasets import merr as merr_dataset
 from esva.data.streams import StreamFeatures, clip_path, write_stream
@@ -153,7 +154,7 @@ def test_command_line(tmp_path: Path, capsys) -> None:
     with open(tmp_path / "store" / "labels.csv", "w") as handle:
         handle.write("name,discrete,speaker\n")
         handle.writelines(f"{c.name},{c.label},{c.speaker}\n" for c in clips)
-    assert merr.main(["--store", str(tmp_path / "store"), "--out", str(tmp_path / "m")]) == 0
+    assert main(["captions", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "m")]) == 0
     assert set(merr.read_reasoning(tmp_path / "m" / merr_dataset.FINE_JSON)) == {"a", "b"}
-    assert merr.main(["--store", str(tmp_path / "none"), "--out", str(tmp_path / "m")]) == 2
-    assert "labels file not found" in capsys.readouterr().out
+    assert main(["captions", "--store", str(tmp_path / "none"), "--out", str(tmp_path / "m")]) == 2
+    assert "labels file not found" in capsys.readouterr().err

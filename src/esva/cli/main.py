@@ -26,8 +26,10 @@ def _register() -> None:
     from esva.cli import score
     from esva.cli import weights as weights_cli
     from esva.cli.align import align
+    from esva.cli.captions import captions
     from esva.cli.demo import demo
     from esva.cli.extract import extract
+    from esva.cli.judge import emer
     from esva.cli.llm import explain, train_llm
     from esva.cli.predict import predict
     from esva.cli.train import evaluate, train
@@ -40,6 +42,8 @@ def _register() -> None:
     app.command()(predict)
     app.command("train-llm")(train_llm)
     app.command()(explain)
+    app.command()(captions)
+    score.app.command("emer")(emer)
     app.add_typer(score.app, name="score")
     app.add_typer(weights_cli.app, name="weights")
 

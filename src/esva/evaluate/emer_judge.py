@@ -31,7 +31,6 @@ Backends:
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
@@ -415,37 +414,3 @@ def rank_correlation(
         "kendall_p": float(p_tau),
         "n": len(names),
     }
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m esva.evaluate.emer_judge --gt gt.csv PRED.csv ...``: EMER scores of files."""
-    parser = argparse.ArgumentParser(
-        prog="python -m esva.evaluate.emer_judge", description=main.__doc__
-    )
-    parser.add_argument("predictions", nargs="+", type=Path, help="names,<reasons> CSV files")
-    parser.add_argument("--gt", required=True, type=Path, help="reference names,<reasons> CSV")
-    parser.add_argument("--backbone", default="smollm2-135m-instruct", help="local judge LM")
-    parser.add_argument("--api-url", help="OpenAI-compatible base URL (uses an API judge)")
-    parser.add_argument("--api-key", help="API key (or none for a local server)")
-    parser.add_argument("--api-model", default="gpt-4o-mini", help="API model name")
-    parser.add_argument("--mode", default="expected", choices=["expected", "generate"])
-    args = parser.parse_args(argv)
-    try:
-        backend: JudgeBackend = (
-            APIJudge(args.api_url, args.api_key, args.api_model)
-            if args.api_url
-            else LocalJudge(args.backbone)
-        )
-        judge = EmerJudge(backend, mode=args.mode)
-        references = read_reasons(args.gt)
-        results = {p.stem: judge.score(references, read_reasons(p)) for p in args.predictions}
-    except EsvaError as exc:
-        print(f"esva: error: {exc}")
-        return 2
-    print(json.dumps(results, indent=2, ensure_ascii=False))
-    print(JUDGE_NOTE)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -29,12 +29,11 @@ Everything is written in MERR's own format (JSON objects keyed by clip name, rea
 ``MERR_fine_grained.json`` (``smp_reason_caption``, plus the label and the measured cues) and
 the annotation list ``MERR_fine_grained.txt`` (``name label``)::
 
-    python -m esva.recipes.captions --store runs/feats --out runs/merr [--rewrite]
+    esva captions --store runs/feats --out runs/merr [--rewrite]
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -605,38 +604,3 @@ def read_reasoning(path: str | Path) -> dict[str, str]:
         for name, e in read_merr_json(path).items()
         if e.get("smp_reason_caption")
     }
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m esva.recipes.captions --store DIR --out DIR``: MERR files for a feature store."""
-    from esva.data.clip_table import read_clip_table
-
-    parser = argparse.ArgumentParser(
-        prog="python -m esva.recipes.captions", description=main.__doc__
-    )
-    parser.add_argument("--store", required=True, type=Path, help="feature store with labels.csv")
-    parser.add_argument("--out", required=True, type=Path, help="folder for the MERR files")
-    parser.add_argument("--labels", default="labels.csv", help="clip table inside --store")
-    parser.add_argument("--voice", default="prosody", help="prosody folder ('' for none)")
-    parser.add_argument("--face", default="fer-cnn", help="fer-cnn folder ('' for none)")
-    parser.add_argument("--rewrite", action="store_true", help="let SmolLM2 rewrite the reasoning")
-    args = parser.parse_args(argv)
-    try:
-        clips = read_clip_table(args.store / args.labels)
-        voice = args.voice if args.voice and (args.store / args.voice).is_dir() else None
-        face = args.face if args.face and (args.store / args.face).is_dir() else None
-        if voice is None and face is None:
-            raise EsvaError("the store has neither a prosody nor a fer-cnn folder", args.store)
-        cues = cues_from_store(args.store, clips, voice=voice, face=face)
-        classes = sorted({c.label for c in clips if c.label})
-        rewriter = LMRewriter(classes=classes) if args.rewrite else None
-        paths = write_merr(args.out, *build_merr(cues, rewriter))
-    except EsvaError as exc:
-        print(f"esva: error: {exc}")
-        return 2
-    print(f"{len(cues)} clips -> {', '.join(str(p) for p in paths.values())}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
