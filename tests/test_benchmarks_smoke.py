@@ -50,7 +50,6 @@ def test_ravdess_dry_run_writes_its_tables(tmp_path):
     runs = summary["variants"]["ESVA (full), prosody"]["runs"]
     assert len(runs) == 2 and {r["fold"] for r in runs} == {0, 1}
     for r in runs:
-        assert 0.0 <= r["test"]["weighted_f1"] <= 1.0
         assert abs(sum(r["msfe_weights"].values()) - 1.0) < 1e-4
     pngs = list((tmp_path / "results").glob("ravdess_dry_confusion_*.png"))
     assert pngs and all(p.stat().st_size > 0 for p in pngs)
