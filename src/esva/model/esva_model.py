@@ -41,6 +41,21 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
+def total_loss(
+    losses: dict[str, torch.Tensor], lambda_emo: float, mu_contrast: float
+) -> torch.Tensor:
+    """Eq. 7: L = L_align + λ·L_emo, plus μ·L_contrast (Eq. 2) when that term is on.
+
+    ``losses`` holds ``"emo"`` and, when computed, ``"align"`` (Eq. 8) and ``"contrast"``.
+    """
+    total = lambda_emo * losses["emo"]
+    if "align" in losses:
+        total = total + losses["align"]
+    if "contrast" in losses:
+        total = total + mu_contrast * losses["contrast"]
+    return total
+
+
 class FrameProjection(nn.Module):
     """Per-frame projection (no temporal context): visual, text, and audio without MSFE."""
 
@@ -180,12 +195,7 @@ class ESVAModel(nn.Module):
         out = self.fusion(pooled, present)
         if "label" in batch:
             losses.update(self._losses(batch, out, pooled, present))
-            total = c.lambda_emo * losses["emo"]
-            if "align" in losses:
-                total = total + losses["align"]
-            if "contrast" in losses:
-                total = total + c.mu_contrast * losses["contrast"]
-            losses["total"] = total
+            losses["total"] = total_loss(losses, c.lambda_emo, c.mu_contrast)
         return ESVAOutput(out.logits, out.valence, present, tau, conf, losses, frames)
 
     def _joint(self, batch, masks, hidden, present):
