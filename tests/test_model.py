@@ -138,3 +138,19 @@ def test_invalid_configs_are_one_line_errors(bad):
 def test_config_from_dict_rejects_unknown_keys():
     with pytest.raises(EsvaError, match="unknown model config keys"):
         ESVAConfig.from_dict({"audio_dim": 4, "use_msfee": True})
+
+
+def test_folders_from_before_the_projections_rename_still_load(tmp_path):
+    """Weights saved with the old ``encoders.`` prefix load into ``projections``."""
+    from safetensors.torch import load_file, save_file
+
+    model = ESVAModel(ESVAConfig(audio_dim=8, visual_dim=4, hidden_dim=8, sync_dim=4))
+    model.save_pretrained(tmp_path / "m")
+    path = tmp_path / "m" / "model.safetensors"
+    state = load_file(str(path))
+    assert any(k.startswith("projections.") for k in state)
+    old = {k.replace("projections.", "encoders.", 1): v for k, v in state.items()}
+    save_file(old, str(path))
+    again = ESVAModel.from_pretrained(tmp_path / "m")
+    for key, value in model.state_dict().items():
+        assert torch.equal(again.state_dict()[key], value), key

@@ -95,9 +95,10 @@ class ESVAModel(nn.Module):
         super().__init__()
         self.config = c = config
         h = c.hidden_dim
-        self.encoders = nn.ModuleDict()
+        # Per-modality projections of the encoders' features into the hidden size (MSFE for audio).
+        self.projections = nn.ModuleDict()
         if c.audio_dim is not None:
-            self.encoders["audio"] = (
+            self.projections["audio"] = (
                 MSFE(
                     MSFEConfig(
                         c.audio_dim,
@@ -114,9 +115,9 @@ class ESVAModel(nn.Module):
                 nn.Linear(h, h), nn.GELU(), nn.Linear(h, c.contrastive_dim)
             )
         if c.visual_dim is not None:
-            self.encoders["visual"] = FrameProjection(c.visual_dim, h, c.dropout)
+            self.projections["visual"] = FrameProjection(c.visual_dim, h, c.dropout)
         if c.text_dim is not None:
-            self.encoders["text"] = FrameProjection(c.text_dim, h, c.dropout)
+            self.projections["text"] = FrameProjection(c.text_dim, h, c.dropout)
         streams = list(c.modalities)
         if c.aligns:
             streams.append("joint")
@@ -132,7 +133,7 @@ class ESVAModel(nn.Module):
     # --- inspection ---------------------------------------------------------------------------
     def msfe_branch_weights(self) -> dict[str, float] | None:
         """Eq. 1's w_i keyed by each branch's receptive field in ms (None without MSFE)."""
-        enc = self.encoders["audio"] if "audio" in self.encoders else None  # noqa: SIM401
+        enc = self.projections["audio"] if "audio" in self.projections else None  # noqa: SIM401
         if not isinstance(enc, MSFE):
             return None
         w = enc.branch_weights().detach().cpu().tolist()
@@ -172,7 +173,7 @@ class ESVAModel(nn.Module):
         hidden, pooled, frames = {}, {}, {}
         for m in c.modalities:
             if m in masks:
-                hidden[m] = self.encoders[m](batch[m], masks[m])
+                hidden[m] = self.projections[m](batch[m], masks[m])
                 pooled[m], _ = self.pools[m](hidden[m], masks[m])
                 frames[m] = (hidden[m], masks[m])
             else:
@@ -286,6 +287,11 @@ class ESVAModel(nn.Module):
             raise EsvaError("no model.safetensors in the model directory", directory) from None
         except Exception as exc:  # safetensors raises its own error types for corrupt files
             raise EsvaError(f"cannot read weights ({exc})", weights) from None
+        # Folders written before the projections were named so call them "encoders.".
+        state = {
+            ("projections." + k.removeprefix("encoders.") if k.startswith("encoders.") else k): v
+            for k, v in state.items()
+        }
         load_state(model, state, weights)
         return model
 
