@@ -124,7 +124,7 @@ def test_one_line_errors(trained, tmp_path: Path, capsys) -> None:
 
 def test_explain_flags_a_label_the_explanation_contradicts(trained, monkeypatch) -> None:
     """Recognition and reasoning are two generations: a disagreement is flagged, not hidden."""
-    from esva.cli.llm import explain_file
+    from esva.apps.explain import explain_file
     from esva.llm.model import EmotionLLM
 
     root, best = trained
