@@ -37,6 +37,7 @@ from esva.model import ESVAModel
 from esva.model.inputs import collate, modality_fps
 
 SHORT_CLIP_S = 0.5  # below this, one utterance's emotion is not in the clip: flagged
+MIN_SYNC_FPS = 20.0  # a face track sampled below this is too coarse for lip sync: flagged
 COVERAGE_FPS = 50.0  # grid on which face coverage is measured (the sync space's rate)
 SYNC_TRACK = "mtcnn, every frame"  # the face track esva align makes (sync tool defaults)
 SYNC_HEADS_FLAG = "offset measured by the shipped sync heads (esva align)"
@@ -56,6 +57,8 @@ class FileAnalysis:
     flags: list[str]
     track: FaceTrack | None = None  # the face track the offset is measured on
     track_source: str | None = None  # how that track was made ("mtcnn, every frame", ...)
+    track_detector: str | None = None  # haar | mtcnn
+    track_fps: float | None = None  # the track's sampling rate; None: every decoded frame
 
     @property
     def audio(self) -> AudioClip | None:
@@ -141,11 +144,15 @@ def analyse_file(
             features.audio = _load_audio(source)  # a visual-only model: the sound for the offset
         if extractor.config.visual:
             result.track = features.track
-            result.track_source = f"{extractor.config.faces}, {extractor.config.fps:g} fps"
+            result.track_source = (
+                f"{extractor.config.faces} face track at {extractor.config.fps:g} fps"
+            )
+            result.track_detector, result.track_fps = extractor.config.faces, extractor.config.fps
         elif sync_track:
             try:
                 result.track = _sync_face_track(source.video)
                 result.track_source = SYNC_TRACK
+                result.track_detector = "mtcnn"
             except EsvaError as err:
                 result.flags.append(f"offset not measured: {err}")
     if result.duration_s < SHORT_CLIP_S:
@@ -205,14 +212,19 @@ def measure_offset(analysis: FileAnalysis, space=None) -> tuple[float | None, fl
         return None, None
     if analysis.track_source == SYNC_TRACK:
         flags.append(SYNC_HEADS_FLAG)
-    else:
-        flags.append(
-            f"offset measured by the shipped sync heads on a {analysis.track_source} track"
-        )
-    if analysis.track_source and analysis.track_source.startswith("haar"):
+        return float(result.offset_ms), float(result.confidence)
+    flags.append(
+        f"offset measured by the shipped sync heads on the model's {analysis.track_source}"
+    )
+    if analysis.track_detector == "haar":
         flags.append(
             "offset measured on a haar face track: haar loses profile faces (extract with "
             "--faces mtcnn for talking heads in profile)"
+        )
+    if analysis.track_fps is not None and analysis.track_fps < MIN_SYNC_FPS:
+        flags.append(
+            f"offset measured on a {analysis.track_fps:g} fps face track: the sync heads read "
+            f"every frame (25-30 fps); below {MIN_SYNC_FPS:g} fps lip motion is undersampled"
         )
     return float(result.offset_ms), float(result.confidence)
 
