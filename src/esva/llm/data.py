@@ -14,7 +14,7 @@ sampler shuffles the mixed list each epoch.
 Features come from a feature store (``esva extract``): ``streams`` maps each LM feature stream
 (a lower-case word: it becomes the ``<AudioHere>`` placeholder) to the store folder(s) that hold
 it; ``"whisper-tiny+prosody"`` joins two encoders frame by frame, on the first one's frame rate
-and the container clock (:func:`esva.model.inputs.combine`). :func:`file_features` produces the
+and the container clock (:func:`esva.model.inputs.combine`). :func:`lm_features` builds the
 same streams for a raw media file with the same encoders (``esva explain``). With
 ``standardize`` every dimension is z-scored with the training clips' statistics
 (:func:`feature_stats`), which travel with the model.
