@@ -282,7 +282,7 @@ def speed() -> list[dict]:
 
 def examples(fold0_best: Path, clips, test_names: set[str], n: int = 3) -> list[dict]:
     """``esva explain`` on raw files of fold 0's test actors (one per emotion, first n)."""
-    from esva.cli.llm import explain_file
+    from esva.apps.explain import explain_file
 
     picked, seen = [], set()
     for c in clips:

@@ -216,9 +216,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not (args.shared / "ravdess_av").is_dir():
         sys.exit(f"RAVDESS audio-video not found under {args.shared} (set ESVA_SHARED)")
-    from esva.apps.predict import predict_file
+    from esva.apps.inference import Recognizer
     from esva.labelsets import RAVDESS_CLASSES
-    from esva.model import ESVAModel
 
     t0 = time.perf_counter()
     clips = load_clips(args.shared)
@@ -236,9 +235,9 @@ def main(argv: list[str] | None = None) -> None:
     names = [c.name for c in video]
     off = offsets(full_dir, store, names)
     sample = next(c for c in video if c.name.startswith("01-"))
-    model = ESVAModel.from_pretrained(full_dir)
+    recognizer = Recognizer.from_pretrained(full_dir)  # its extraction.json: same settings
     t1 = time.perf_counter()
-    pred = predict_file(sample.video, model)
+    pred = recognizer.predict(sample.video)
     predict_s = time.perf_counter() - t1
 
     blur_rows = []

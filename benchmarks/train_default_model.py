@@ -14,7 +14,7 @@ Reproducible bit for bit on the same software (torch 2.13.0 CPU, numpy, the weig
 torch thread per process, training runs with one thread and a fixed seed, the batch order
 depends only on (seed, epoch), and the weights are written with fixed safetensors metadata
 (several metadata keys would be written in a per-process hash order). The script prints the
-sha256 of ``config.json``, ``encoder_options.json`` and ``model.safetensors``; they must equal
+sha256 of ``config.json``, ``extraction.json`` and ``model.safetensors``; they must equal
 ``esva.assets.DEFAULT_MODEL_SHA256``.
 
 Why audio only: the issue asks for the FER visual stream "when a face is present", but only
@@ -54,7 +54,7 @@ def build(data: Path, work: Path, workers: int) -> Path:
     import torch
     from safetensors.torch import save_file
 
-    from esva.assets import ENCODER_OPTIONS
+    from esva.extract.provenance import model_extraction, write_extraction
     from esva.io import atomic_dir, atomic_write, write_json
     from esva.model import CONFIG_NAME, WEIGHTS_NAME, ESVAModel
     from esva.recipes.config import DataConfig, RunConfig, TrainConfig
@@ -106,8 +106,9 @@ def build(data: Path, work: Path, workers: int) -> Path:
     with atomic_dir(out) as tmp:
         write_json(tmp / CONFIG_NAME, model.config.to_dict())
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-        # esva predict must extract new files with the same Whisper layer (esva.assets).
-        write_json(tmp / ENCODER_OPTIONS, {"whisper-tiny": {"layer": LAYER}})
+        # How the features were extracted (Whisper layer, weights sha256), read from the stores'
+        # extract.json: esva predict extracts new files exactly so (esva.extract.provenance).
+        write_extraction(tmp, model_extraction(view, {"audio": STREAMS}))
     return out
 
 

@@ -10,10 +10,10 @@ import pytest
 import soundfile as sf
 
 import esva.assets
-from esva.apps.predict import model_extractor
 from esva.assets import DEFAULT_MODEL_SHA256, default_model_dir, verify_files
 from esva.cli.main import main
 from esva.errors import EsvaError
+from esva.extract.provenance import extractor_for_model, read_extraction
 from esva.labelsets import RAVDESS_CLASSES
 from esva.model import ESVAModel
 
@@ -37,7 +37,7 @@ def _voice(path, seconds: float = 2.5, sr: int = 16_000):
 
 def test_shipped_files_match_recorded_hashes_and_size():
     directory = default_model_dir()  # raises if any file differs from its recorded sha256
-    assert set(DEFAULT_MODEL_SHA256) == {"config.json", "encoder_options.json", "model.safetensors"}
+    assert set(DEFAULT_MODEL_SHA256) == {"config.json", "extraction.json", "model.safetensors"}
     assert all(len(sha) == 64 for sha in DEFAULT_MODEL_SHA256.values())
     assert (directory / "model.safetensors").stat().st_size <= 20 * 1024 * 1024
     card = (directory / "MODEL_CARD.md").read_text()
@@ -52,14 +52,30 @@ def test_loads_as_an_audio_model_over_the_ravdess_classes():
 
 
 def test_extracts_new_files_with_the_recorded_whisper_layer():
+    """The shipped model loads through the same provenance path as any trained model."""
     directory = default_model_dir()
     model = ESVAModel.from_pretrained(directory)
-    extractor = model_extractor(directory, model)
-    options = json.loads((directory / "encoder_options.json").read_text())
-    assert extractor.config.encoder_options == options
-    assert extractor.config.audio == model.config.encoders["audio"].split("+")
-    layer = options["whisper-tiny"]["layer"]
-    assert str(extractor.encoders["whisper-tiny"].config.layer) == str(layer)
+    extraction = read_extraction(directory)
+    assert extraction["encoders"]["whisper-tiny"]["options"] == {"layer": "2"}
+    assert extraction["fps"] is None and extraction["faces"] is None  # audio only
+    assert not extraction["asr"]
+    extractor = extractor_for_model(directory, model.config.encoders)
+    assert extractor.config.audio == ["whisper-tiny"] and not extractor.config.visual
+    assert extractor.config.encoder_options == {"whisper-tiny": {"layer": "2"}}
+    # The live encoder is the one the model was trained on: same weights, same layer.
+    live = extractor.records["whisper-tiny"]
+    recorded = extraction["encoders"]["whisper-tiny"]["record"]
+    assert live["weights_sha256"] == recorded["weights_sha256"]
+    assert str(extractor.encoders["whisper-tiny"].config.layer) == recorded["layer"] == "2"
+
+
+def test_predict_json_reports_the_extraction_it_used(tmp_path, capsys):
+    pred = _predict_json(capsys, str(_voice(tmp_path / "voice.wav")))
+    x = pred["extraction"]
+    assert list(x["encoders"]) == ["whisper-tiny"]
+    assert x["encoders"]["whisper-tiny"]["options"] == {"layer": "2"}
+    assert x["fps"] is None and x["faces"] is None and x["asr"] is False
+    assert pred["confident"] and pred["face_coverage"] is None  # audio file: no face to cover
 
 
 def test_hash_check_refuses_a_corrupted_file(tmp_path):

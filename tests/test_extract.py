@@ -64,6 +64,11 @@ def test_extract_folder_then_skip_then_repair(clips, tmp_path, capsys):
     assert prosody.fps == 50.0 and prosody.features.shape[1] == 10
     settings = json.loads((out / "extract.json").read_text())
     assert settings["records"]["prosody"]["name"] == "prosody"
+    # The full settings: each encoder's modality, options and record, sampling, faces, ASR.
+    assert settings["encoders"]["fer-cnn"]["modality"] == "visual"
+    assert settings["encoders"]["prosody"]["record"]["name"] == "prosody"
+    assert (settings["fps"], settings["faces"], settings["asr"]) == (25.0, "haar", False)
+    assert settings["sample_rate"] == 16000
     assert (out / "labels.csv").read_text().startswith("name,discrete")
     before = _hashes(out)
     # Re-running skips everything...
@@ -236,7 +241,15 @@ def test_predict_on_hostile_files(hostile, tmp_path, capsys):
     for path in resolve_inputs(str(folder)):
         media = path.video or path.audio
         rc, stdout, stderr = _cli(
-            ["predict", os.fsdecode(media), "--model", str(model_dir), "--json"], capsys
+            [
+                "predict",
+                os.fsdecode(media),
+                "--model",
+                str(model_dir),
+                "--json",
+                "--assume-default-extraction",
+            ],
+            capsys,
         )
         assert "Traceback" not in stderr
         if expected[path.name] == "failed":
@@ -273,6 +286,7 @@ def test_predict_reports_timeline_offset_and_plot(shared_data, tmp_path, capsys)
             "1.0",
             "--hop",
             "0.5",
+            "--assume-default-extraction",
         ],
         capsys,
     )
@@ -290,7 +304,12 @@ def test_predict_errors(tmp_path, capsys):
     synthetic = tmp_path / "syn"
     ESVAModel(ESVAConfig(audio_dim=32, encoders={"audio": "audio"})).save_pretrained(synthetic)
     write_media(tmp_path / "a.wav", video=False)
-    rc, _, err = _cli(["predict", str(tmp_path / "a.wav"), "--model", str(synthetic)], capsys)
+    wav = str(tmp_path / "a.wav")
+    rc, _, err = _cli(["predict", wav, "--model", str(synthetic)], capsys)
+    assert rc == 2 and "extraction.json" in err and len(err.strip().splitlines()) == 1
+    rc, _, err = _cli(
+        ["predict", wav, "--model", str(synthetic), "--assume-default-extraction"], capsys
+    )
     assert rc == 2 and "not an esva encoder" in err
 
 

@@ -84,7 +84,11 @@ def test_train_llm_then_explain_json(trained, capsys) -> None:
     assert (root / "run" / "merr" / "MERR_fine_grained.json").exists()  # built for training
     meta = json.loads((best / "esva_llm_data.json").read_text())
     assert len(meta["standardize"]["audio"]["mean"]) == 10  # the prosody columns
-    assert meta["records"]["prosody"]["name"] == "prosody"
+    assert "records" not in meta  # the encoder provenance lives in extraction.json only
+    extraction = json.loads((best / "extraction.json").read_text())
+    assert extraction["encoders"]["prosody"]["record"]["name"] == "prosody"
+    assert extraction["encoders"]["prosody"]["modality"] == "audio"
+    assert result["extraction"]["encoders"]["prosody"]["modality"] == "audio"
 
     assert main(["explain", str(wav), "--model", str(best), "--no-asr"]) == 0
     out = capsys.readouterr().out
@@ -107,6 +111,13 @@ def test_one_line_errors(trained, tmp_path: Path, capsys) -> None:
     _one_line_error(capsys, rc, "file not found", "none.mp4")
     rc = main(["explain", str(wav), "--model", str(tmp_path)])
     _one_line_error(capsys, rc, "not a model folder from `esva train-llm`")
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(best, bare)
+    (bare / "extraction.json").unlink()
+    rc = main(["explain", str(wav), "--model", str(bare), "--no-asr"])
+    _one_line_error(capsys, rc, str(bare / "extraction.json"), "--assume-default-extraction")
     rc = main(["train-llm", "--config", str(tmp_path / "missing.yaml")])
     _one_line_error(capsys, rc, "config file not found", "missing.yaml")
     bad = tmp_path / "bad.yaml"
@@ -124,7 +135,7 @@ def test_one_line_errors(trained, tmp_path: Path, capsys) -> None:
 
 def test_explain_flags_a_label_the_explanation_contradicts(trained, monkeypatch) -> None:
     """Recognition and reasoning are two generations: a disagreement is flagged, not hidden."""
-    from esva.cli.llm import explain_file
+    from esva.apps.explain import explain_file
     from esva.llm.model import EmotionLLM
 
     root, best = trained

@@ -1,7 +1,8 @@
 """Files shipped inside the package: the default ESVA model that ``esva predict`` uses.
 
 ``default_model_dir()`` is the folder of that model: ``config.json``, ``model.safetensors`` and
-``encoder_options.json`` (the Whisper layer its features come from), with ``MODEL_CARD.md``
+``extraction.json`` (how its features were extracted: Whisper tiny.en layer 2, audio only; the
+same file every trained model folder carries, see esva.extract.provenance), with ``MODEL_CARD.md``
 beside them (training data, licence, label set, cross-validated scores and known limits). Every
 file is checked against the sha256 recorded below before it is used, so a truncated or altered
 install fails with one line naming the file instead of silently giving different predictions.
@@ -20,14 +21,11 @@ from esva.errors import EsvaError
 from esva.hashing import file_sha256
 
 DEFAULT_MODEL = "default_model"
-# Encoder settings a model folder may carry beside config.json (e.g. which Whisper layer made
-# its features): ``esva predict`` must extract a new file exactly as the training data was.
-ENCODER_OPTIONS = "encoder_options.json"
 
 # sha256 of each shipped file, as printed by benchmarks/train_default_model.py.
 DEFAULT_MODEL_SHA256: dict[str, str] = {
     "config.json": "01a33a82a43c05484c808ffdafcb1160e5f7a8b3695b7862c51bf92703089db8",
-    "encoder_options.json": "bf070cbeccef5e65f395a250007106c2f01e79182f999fdffdb0e10f2ada20e1",
+    "extraction.json": "36cf0b8d7c7af8b9499b5c9ba5f36adc5373bef3ff273f58857506b4e9422941",
     "model.safetensors": "0dc148a98bcef90c79bcd807830cf6093da37e3a18812091a786333852acdff6",
 }
 
@@ -56,7 +54,6 @@ def default_model_dir(verify: bool = True) -> Path:
 
 __all__ = [
     "DEFAULT_MODEL_SHA256",
-    "ENCODER_OPTIONS",
     "default_model_dir",
     "verify_files",
 ]

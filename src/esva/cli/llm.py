@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -46,66 +46,6 @@ def train_llm(
         )
 
 
-def explain_file(
-    path: Path,
-    model_dir: Path,
-    audio: Path | None = None,
-    max_new_tokens: int | None = None,
-    asr: bool = True,
-) -> dict[str, Any]:
-    """Label and explanation of one media file by a model from ``esva train-llm``."""
-    from esva.llm.data import file_features
-    from esva.llm.parse import label_last_word, label_strict
-    from esva.recipes.captions import face_cues, voice_cues
-    from esva.recipes.train_llm import load_trained
-
-    model, meta = load_trained(model_dir)
-    found = file_features(path, meta, audio=audio, asr=asr)
-    classes = list(meta["classes"])
-    sentences = [found.transcript if meta.get("subtitles") else None]
-    recognition = model.generate(
-        found.features,
-        model.prompts("recognition", found.features, sentences, classes),
-        max_new_tokens=8,
-    )[0]
-    explanation = model.generate(
-        found.features,
-        model.prompts("reasoning", found.features, sentences, classes),
-        max_new_tokens=max_new_tokens,
-    )[0]
-    label = label_strict(recognition, classes)
-    from_explanation = label_strict(explanation, classes)
-    # Measured cues beside the LM's words, when the model's encoders give them (no speaker
-    # baseline here: absolute values).
-    cues: dict[str, Any] = {}
-    voice, face = found.streams.get("prosody"), found.streams.get("fer-cnn")
-    if voice is not None and (v := voice_cues(voice.features, voice.mask, voice.fps)):
-        cues["voice"] = {k: val for k, val in vars(v).items() if val is not None}
-    if face is not None and (f := face_cues(face.features, face.mask, face.fps, face.start_s)):
-        cues["face"] = vars(f)
-    flags = list(found.flags)
-    if label and from_explanation and label != from_explanation:
-        # Two prompts, two answers: say so rather than hide the disagreement.
-        flags.append(f"the explanation concludes {from_explanation!r}, the recognition {label!r}")
-    return {
-        "file": str(path),
-        # The recognition answer decides; an unparseable one falls back to the explanation's
-        # conclusion, then to Emotion-LLaMA's last-word rule.
-        "label": label
-        or from_explanation
-        or label_last_word(recognition, classes, "neutral" if "neutral" in classes else classes[0]),
-        "explanation": explanation,
-        "recognition_answer": recognition,
-        "label_from_explanation": from_explanation,
-        "classes": classes,
-        "streams": sorted(found.features),
-        "transcript": found.transcript,
-        "flags": flags,
-        "cues": cues,
-        "model": str(model_dir),
-    }
-
-
 def explain(
     file: Annotated[Path, typer.Argument(help="A video (with its audio track) or an audio file.")],
     model: Annotated[
@@ -122,13 +62,29 @@ def explain(
     asr: Annotated[
         bool, typer.Option(help="Transcribe the speech for the prompt's subtitle.")
     ] = True,
+    assume_default_extraction: Annotated[
+        bool,
+        typer.Option(
+            "--assume-default-extraction",
+            help="For a model folder without extraction.json: extract with esva's defaults.",
+        ),
+    ] = False,
 ) -> None:
     """Recognise the emotion in FILE and explain it in words (features -> LoRA-tuned LM)."""
     if model is None:
         raise EsvaError(NO_MODEL)
     if not file.exists():
         raise EsvaError("file not found", file)
-    result = explain_file(file, model, audio=audio, max_new_tokens=max_new_tokens, asr=asr)
+    from esva.apps.explain import explain_file
+
+    result = explain_file(
+        file,
+        model,
+        audio=audio,
+        max_new_tokens=max_new_tokens,
+        asr=asr,
+        assume_default_extraction=assume_default_extraction,
+    )
     if as_json:
         typer.echo(json.dumps(result, default=float))
         return

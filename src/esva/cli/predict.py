@@ -28,25 +28,28 @@ def predict(
     ] = None,
     window: Annotated[float, typer.Option(help="Timeline window (s).")] = 2.0,
     hop: Annotated[float, typer.Option(help="Timeline hop (s).")] = 0.5,
+    assume_default_extraction: Annotated[
+        bool,
+        typer.Option(
+            "--assume-default-extraction",
+            help="For a model folder without extraction.json: extract with esva's defaults "
+            "(the predictions are wrong if its features were made otherwise).",
+        ),
+    ] = False,
 ) -> None:
     """Predict the emotion of FILE with a trained ESVA model."""
-    from esva.apps.predict import model_extractor, plot_timeline, predict_file
-    from esva.model import ESVAModel
+    from esva.apps.inference import Recognizer
+    from esva.apps.predict import plot_timeline
 
     shipped = model is None
-    if shipped:
-        from esva.assets import default_model_dir
-
-        model = default_model_dir()  # hash-checked: a damaged install is a one-line error
-    esva_model = ESVAModel.from_pretrained(model)
-    # The folder's encoder_options.json (e.g. the Whisper layer) shapes the extraction.
-    extractor = model_extractor(model, esva_model)
-    pred = predict_file(
-        file, esva_model, audio=audio, window_s=window, hop_s=hop, extractor=extractor
+    # The shipped model is hash-checked (a damaged install is a one-line error); any model's
+    # extraction.json decides how FILE's features are made.
+    recognizer = Recognizer.from_pretrained(
+        model, assume_default_extraction=assume_default_extraction
     )
-    pred.model = "default (esva/assets/default_model)" if shipped else str(model)
+    pred = recognizer.predict(file, audio=audio, window_s=window, hop_s=hop)
     if plot is not None:
-        plot_timeline(pred, esva_model.config.classes, plot)
+        plot_timeline(pred, recognizer.model.config.classes, plot)
     if as_json:
         typer.echo(json.dumps(pred.to_dict()))
         return
@@ -55,7 +58,10 @@ def predict(
 
     console = Console()
     # The verdict on its own line: a table title wraps mid-name in narrow terminals.
-    console.print(f"{file.name}: [bold]{pred.label}[/]")
+    verdict = f"{file.name}: [bold]{pred.label}[/]"
+    if not pred.confident:
+        verdict += f" [yellow](not confident: only {pred.duration_s:.2f} s)[/]"
+    console.print(verdict)
     table = Table()
     table.add_column("emotion")
     table.add_column("p", justify="right")
@@ -77,6 +83,17 @@ def predict(
     console.print(
         f"modalities used: {', '.join(pred.modalities)}"
         + (f"; [yellow]missing: {', '.join(pred.missing)}[/]" if pred.missing else "")
+    )
+    x = pred.extraction
+    settings = ", ".join(
+        f"{n}" + (f" {o}" if (o := e.get("options")) else "") for n, e in x["encoders"].items()
+    )
+    if x.get("fps"):
+        settings += f"; faces {x['faces']} at {x['fps']:g} fps"
+    if x.get("asr"):
+        settings += f"; speech transcribed by {x['asr_model']}"
+    console.print(
+        f"extraction: {settings}" + (" (assumed defaults)" if x["assumed_default"] else "")
     )
     if pred.flags:
         console.print(f"[yellow]flags: {', '.join(pred.flags)}[/]")

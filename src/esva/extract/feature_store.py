@@ -4,7 +4,8 @@ Layout (one file per clip and encoder, so encoders can be added later and a read
 what it needs)::
 
     OUT/
-      extract.json                 settings and the encoders' records (name, version, sha256)
+      extract.json                 full settings (esva.extract.provenance): encoders with their
+                                   modality, options and records, fps, faces, ASR, sample rate
       <encoder>/<clip>.safetensors features (T, D) + mask + fps/start metadata (esva.data.streams)
       manifest/<clip>.json         one entry per clip, written last and atomically: "done" marker
       manifest.jsonl               all entries, in input order (rewritten at the end of a run)
@@ -26,6 +27,7 @@ from esva.data.sources import ClipSource
 from esva.data.streams import clip_path, write_stream
 from esva.errors import EsvaError
 from esva.extract.pipeline import ClipFeatures, ExtractConfig
+from esva.extract.provenance import settings_difference, store_encoders, store_settings
 from esva.hashing import file_sha256
 from esva.io import atomic_write, read_json, write_json
 
@@ -41,34 +43,31 @@ class FeatureStore:
 
     # --- settings -----------------------------------------------------------------------------
     def check_settings(self, config: ExtractConfig) -> None:
-        """Refuse to mix clips sampled differently into one store (encoders may be added)."""
+        """Refuse to add clips extracted with other settings (encoders may be added), naming
+        the difference: sampling, face detector, ASR, or an encoder's modality or options."""
         path = self.root / SETTINGS
         if not path.exists():
             return
-        saved = read_json(path)
-        for key in ("fps", "faces"):
-            if saved.get(key) != getattr(config, key):
-                raise EsvaError(
-                    f"store was extracted with {key}={saved.get(key)!r}, not "
-                    f"{getattr(config, key)!r}; use another --out",
-                    path,
-                )
+        difference = settings_difference(read_json(path), config)
+        if difference is not None:
+            raise EsvaError(f"store was extracted with {difference}; use another --out", path)
 
     def write_settings(self, config: ExtractConfig, entries: list[dict]) -> None:
-        """Record the settings and every encoder's record (name, version, weights sha256)."""
+        """Record the full settings (esva.extract.provenance) and every encoder's record."""
         path = self.root / SETTINGS
-        records = read_json(path).get("records", {}) if path.exists() else {}
+        saved = read_json(path) if path.exists() else {}
+        records = dict(saved.get("records") or {})
         for entry in entries:
             for name, stream in entry.get("streams", {}).items():
-                records[name] = stream.get("record", {})
-        settings = {
-            "fps": config.fps,
-            "faces": config.faces,
-            "audio": config.audio,
-            "visual": config.visual,
-            "text": config.text,
-            "records": records,
-        }
+                if stream.get("record"):
+                    records[name] = stream["record"]
+        settings = store_settings(config, records)
+        # Encoders an earlier run added stay recorded (check_settings made them compatible).
+        previous = {k: v for k, v in store_encoders(saved).items() if k not in settings["encoders"]}
+        for name, entry in previous.items():
+            settings["encoders"][name] = entry
+            settings[entry["modality"]] = [*settings.get(entry["modality"], []), name]
+            settings["records"][name] = entry.get("record") or {}
         write_json(path, settings)
 
     # --- per clip -----------------------------------------------------------------------------

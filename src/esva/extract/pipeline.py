@@ -24,6 +24,8 @@ from esva.encoders.base import EncodedFeatures, Encoder
 from esva.errors import EsvaError
 from esva.media.types import AudioClip, FaceTrack
 
+# The speech recogniser that writes transcripts when a text encoder has no corpus text.
+ASR_MODEL = "asr-whisper-tiny"
 # Encode face frames in chunks so that a long video never holds all its crops at once.
 FACE_CHUNK = 512
 
@@ -50,6 +52,10 @@ class ClipFeatures:
     streams: dict[str, StreamFeatures]
     info: dict = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
+    # With ``extract(..., keep_media=True)``: the decoded audio and the whole face track (with
+    # mouth crops), so that the audio-video offset is measured without decoding again.
+    audio: AudioClip | None = None
+    track: FaceTrack | None = None
 
 
 def _stream(enc: EncodedFeatures) -> StreamFeatures:
@@ -73,7 +79,7 @@ class FeatureExtractor:
             self.encoders[name] = enc
         self.asr = None
         if config.text and config.asr:
-            self.asr = create_encoder("asr-whisper-tiny", pretrained=pretrained)
+            self.asr = create_encoder(ASR_MODEL, pretrained=pretrained)
         self._face_config = None
         if config.visual:
             from esva.media.faces import FaceTrackerConfig
@@ -82,20 +88,28 @@ class FeatureExtractor:
             self._face_config = FaceTrackerConfig(
                 detector=config.faces, size=first.face_size, grey=first.face_grey
             )
+        # The settings a model folder recorded (esva.extract.provenance.extractor_for_model).
+        self.extraction: dict | None = None
 
     @property
     def records(self) -> dict[str, dict]:
         return {name: enc.record.to_dict() for name, enc in self.encoders.items()}
 
-    def extract(self, source: ClipSource) -> ClipFeatures:
+    def extract(
+        self, source: ClipSource, keep_media: bool = False, mouth_size: int = 32
+    ) -> ClipFeatures:
+        """The clip's feature streams; with ``keep_media`` also its decoded audio and face track
+        (grey crops and ``mouth_size`` mouth crops) in ``out.audio`` / ``out.track``."""
         t0 = time.perf_counter()
         out = ClipFeatures(streams={})
         clip = self._audio(source, out) if (self.config.audio or self.config.text) else None
         if clip is not None:
             for name in self.config.audio:
                 out.streams[name] = _stream(self.encoders[name].encode(clip))
+            if keep_media:
+                out.audio = clip
         if self.config.visual:
-            self._visual(source, out)
+            self._visual(source, out, mouth_size if keep_media else None)
         if self.config.text:
             self._text(source, clip, out)
         if not any(s.mask.any() for s in out.streams.values()):
@@ -130,7 +144,9 @@ class FeatureExtractor:
             out.flags.append("silent")
         return clip
 
-    def _visual(self, source: ClipSource, out: ClipFeatures) -> None:
+    def _visual(self, source: ClipSource, out: ClipFeatures, mouth_size: int | None) -> None:
+        from dataclasses import replace
+
         from esva.media.decode import iter_frames, probe
         from esva.media.faces import iter_faces
 
@@ -140,6 +156,9 @@ class FeatureExtractor:
         rows: dict[str, list[EncodedFeatures]] = {name: [] for name in self.config.visual}
         n_frames = n_faces = 0
         chunk: list = []
+        keep = mouth_size is not None
+        face_config = replace(self._face_config, mouth_size=mouth_size) if keep else None
+        kept: dict[str, list] = {"crops": [], "mouths": [], "times": [], "mask": [], "boxes": []}
 
         def flush() -> None:
             nonlocal n_faces
@@ -152,10 +171,19 @@ class FeatureExtractor:
             n_faces += int(track.mask.sum())
             for name in self.config.visual:
                 rows[name].append(self.encoders[name].encode(track))
+            if keep:
+                # Grey as the sync space reads them (RGB -> grey as pooled_pixels does): a third
+                # of the memory for the same offset.
+                kept["crops"].append(np.stack([_grey(f.crop) for f in chunk]))
+                kept["mouths"].append(np.stack([_grey(f.mouth) for f in chunk]))
+                kept["times"].append(track.timestamps_s)
+                kept["mask"].append(track.mask)
+                kept["boxes"].append(np.stack([f.box for f in chunk]))
             chunk.clear()
 
         first_time = 0.0
-        for face in iter_faces(iter_frames(source.video, fps=self.config.fps), self._face_config):
+        frames = iter_frames(source.video, fps=self.config.fps)
+        for face in iter_faces(frames, face_config or self._face_config):
             if n_frames == 0:
                 first_time = face.time_s
             chunk.append(face)
@@ -166,6 +194,15 @@ class FeatureExtractor:
             flush()
         coverage = n_faces / n_frames if n_frames else 0.0
         out.info.update(video_frames=n_frames, face_coverage=coverage)
+        if keep and n_frames:
+            out.track = FaceTrack(
+                crops=np.concatenate(kept["crops"]),
+                timestamps_s=np.concatenate(kept["times"]).astype(np.float64),
+                mask=np.concatenate(kept["mask"]),
+                boxes=np.concatenate(kept["boxes"]),
+                source=source.video,
+                mouths=np.concatenate(kept["mouths"]),
+            )
         if n_frames == 0:
             out.flags.append("no-video")
             return
@@ -196,6 +233,15 @@ class FeatureExtractor:
             return
         for name in self.config.text:
             out.streams[name] = _stream(self.encoders[name].encode(text))
+
+
+def _grey(crop: np.ndarray) -> np.ndarray:
+    """(S, S, 1 or 3) uint8 -> (S, S, 1) grey, OpenCV's RGB weights."""
+    if crop.shape[-1] == 1:
+        return crop
+    import cv2
+
+    return cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)[..., None]
 
 
 def describe(path: Path | None) -> str:

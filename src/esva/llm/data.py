@@ -14,7 +14,7 @@ sampler shuffles the mixed list each epoch.
 Features come from a feature store (``esva extract``): ``streams`` maps each LM feature stream
 (a lower-case word: it becomes the ``<AudioHere>`` placeholder) to the store folder(s) that hold
 it; ``"whisper-tiny+prosody"`` joins two encoders frame by frame, on the first one's frame rate
-and the container clock (:func:`esva.model.inputs.combine`). :func:`file_features` produces the
+and the container clock (:func:`esva.model.inputs.combine`). :func:`lm_features` builds the
 same streams for a raw media file with the same encoders (``esva explain``). With
 ``standardize`` every dimension is z-scored with the training clips' statistics
 (:func:`feature_stats`), which travel with the model.
@@ -36,7 +36,6 @@ from torch.utils.data import Dataset
 from esva.data.clip_table import ClipLabel
 from esva.data.streams import StreamFeatures, clip_path, combine, read_header, read_stream
 from esva.errors import EsvaError
-from esva.io import read_json
 from esva.llm.prompt import build_prompt
 
 TASKS: tuple[str, ...] = ("recognition", "reasoning")
@@ -51,8 +50,8 @@ class LLMDataConfig:
     labels: str = "labels.csv"  # clip table inside root: name,discrete[,speaker,split]
     # LM stream -> store folder(s); the stream name becomes the prompt placeholder.
     streams: dict[str, str] = field(default_factory=lambda: {"audio": "whisper-tiny"})
-    # Options the encoders were run with (e.g. {"whisper-tiny": {"layer": "last"}}), so that
-    # `esva explain` extracts the same features from a raw file.
+    # Superseded: the store's extract.json records each encoder's options, and the model
+    # folder's extraction.json carries them to `esva explain`. Kept so older configs load.
     encoder_options: dict[str, dict] = field(default_factory=dict)
     classes: list[str] | None = None  # recognition label set; default: the table's labels
     merr: str | None = None  # MERR fine-grained JSON; None: built from the cues below
@@ -308,29 +307,12 @@ def collate_instructions(items: Sequence[dict[str, Any]], classes: Sequence[str]
 def data_meta(
     config: LLMDataConfig, classes: Sequence[str], stats: Stats | None = None
 ) -> dict[str, Any]:
-    """What ``esva explain`` needs to rebuild the features of a raw file: which encoder made
-    each folder (and as which modality), with the records the store holds for them."""
-    root = Path(config.root)
-    encoders: dict[str, str] = {}
-    records: dict[str, dict] = {}
-    for spec in config.streams.values():
-        for folder in spec.split("+"):
-            # A folder may be a link into another store: its extract.json sits beside it.
-            settings_path = (root / folder).resolve().parent / "extract.json"
-            settings = read_json(settings_path) if settings_path.exists() else {}
-            modality = next(
-                (m for m in ("audio", "visual", "text") if folder in (settings.get(m) or [])), None
-            )
-            if modality is not None:
-                encoders[folder] = modality
-            if folder in (settings.get("records") or {}):
-                records[folder] = settings["records"][folder]
+    """What ``esva explain`` needs besides the encoders: the LM streams (stream -> store
+    folders), the classes, subtitles and the standardisation. How each folder's features were
+    extracted is in the model folder's ``extraction.json`` (esva.extract.provenance)."""
     return {
         "format": META_FORMAT,
         "streams": dict(config.streams),
-        "encoders": encoders,
-        "encoder_options": dict(config.encoder_options),
-        "records": records,
         "classes": list(classes),
         "subtitles": config.subtitles,
         "standardize": stats_to_json(stats),
@@ -338,89 +320,20 @@ def data_meta(
     }
 
 
-@dataclass
-class FileFeatures:
-    features: dict[str, tuple[torch.Tensor, torch.Tensor]]  # batch of one
-    streams: dict[str, StreamFeatures]  # per encoder, as extracted
-    transcript: str | None
-    flags: list[str]
-
-
-def file_features(
-    path: str | Path, meta: Mapping[str, Any], audio: str | Path | None = None, asr: bool = True
-) -> FileFeatures:
-    """Extract a raw video/audio file into the LM streams of ``meta`` (see :func:`data_meta`).
-
-    The encoders run with the options the training features were made with; an encoder
-    whose modality the training store did not record is looked up in the registry. When the
-    model was trained with subtitles, the speech is transcribed (Whisper tiny.en) unless
-    ``asr=False``.
-    """
-    from esva.data.sources import AUDIO_SUFFIXES, ClipSource
-    from esva.encoders import create_encoder
-    from esva.extract.pipeline import ExtractConfig, FeatureExtractor
-
-    path = Path(path)
-    if not path.exists():
-        raise EsvaError("file not found", path)
-    folders = list(dict.fromkeys(f for spec in meta["streams"].values() for f in spec.split("+")))
-    modality = dict(meta.get("encoders") or {})
-    options = dict(meta.get("encoder_options") or {})
-    for folder in folders:
-        if folder not in modality:
-            modality[folder] = create_encoder(folder, pretrained=False).modality
-    parts = {m: [f for f in folders if modality[f] == m] for m in ("audio", "visual", "text")}
-    config = ExtractConfig(
-        audio=parts["audio"],
-        visual=parts["visual"],
-        text=parts["text"],
-        encoder_options=options,
-        asr=asr,
-    )
-    extractor = FeatureExtractor(config)
-    _check_records(extractor.records, meta.get("records") or {})
-    is_audio = path.suffix.lower() in AUDIO_SUFFIXES
-    source = ClipSource(
-        name=path.stem,
-        video=None if is_audio else path,
-        audio=Path(audio) if audio else (path if is_audio else None),
-    )
-    extracted = extractor.extract(source)
+def lm_features(
+    extracted: Mapping[str, StreamFeatures], meta: Mapping[str, Any]
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """A raw file's extracted streams (per encoder) -> the LM streams of ``meta``, standardised
+    as in training, as a batch of one: ``{stream: (x (1,T,D), mask (1,T))}``."""
     arrays = {}
     for stream, spec in meta["streams"].items():
         names = spec.split("+")
-        if all(n in extracted.streams for n in names):
-            s = [extracted.streams[n] for n in names]
-            x, m = combine(s, s[0].fps)
+        if all(n in extracted for n in names):
+            parts = [extracted[n] for n in names]
+            x, m = combine(parts, parts[0].fps)
             if m.any():
                 arrays[stream] = (x, m)
     arrays = standardize(arrays, stats_from_json(meta.get("standardize")))
-    features = {
+    return {
         s: (torch.from_numpy(x)[None], torch.from_numpy(m)[None]) for s, (x, m) in arrays.items()
     }
-    if not features:
-        raise EsvaError(
-            "none of the model's feature streams could be extracted from the file", path
-        )
-    transcript = extracted.info.get("transcript") or None
-    if transcript is None and meta.get("subtitles") and asr:
-        from esva.media.decode import load_audio
-
-        clip = load_audio(source.audio or source.video, missing_ok=True)
-        if clip is not None and len(clip.samples):
-            transcript = create_encoder("asr-whisper-tiny").transcribe(clip).text.strip() or None
-    return FileFeatures(features, extracted.streams, transcript, list(extracted.flags))
-
-
-def _check_records(live: Mapping[str, dict], trained: Mapping[str, dict]) -> None:
-    """Refuse encoders whose weights or layer differ from those the model was trained on."""
-    for name, saved in trained.items():
-        now = live.get(name)
-        if now is None:
-            continue
-        for key in ("weights_sha256", "layer"):
-            if saved.get(key) and now.get(key) and saved[key] != now[key]:
-                raise EsvaError(
-                    f"encoder {name!r} has {key} {now[key]!r} here, the model was trained on "
-                    f"features with {saved[key]!r}"
-                )

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 from esva.data.clip_table import ClipLabel
 from esva.errors import EsvaError
 from esva.evaluate.classification import score_classification
+from esva.extract.provenance import model_extraction, write_extraction
 from esva.hashing import state_dict_sha256
 from esva.io import atomic_write, write_json
 from esva.model import ESVAModel
@@ -309,6 +310,8 @@ def train(run: RunConfig, resume: bool = False) -> TrainResult:
         if main:
             if improved:
                 unwrapped.save_pretrained(out_dir / BEST)
+                # How the features were made (fps, faces, encoder options): esva predict reuses it.
+                write_extraction(out_dir / BEST, model_extraction(run.data.root, cfg.encoders))
             with atomic_write(out_dir / METRICS) as handle:
                 handle.writelines(json.dumps(r) + "\n" for r in state["history"])
             progress.log(record, improved)

@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader
 
 from esva.data.clip_table import ClipLabel, read_clip_table
 from esva.errors import EsvaError
+from esva.extract.provenance import model_extraction, write_extraction
 from esva.io import atomic_dir, atomic_write, read_json, write_json
 from esva.llm.data import (
     InstructionDataset,
@@ -531,6 +532,8 @@ def train_llm(run: LLMRunConfig, resume: bool = False) -> LLMTrainResult:
         if main:
             if improved:
                 save_trained(unwrapped, out_dir / BEST, meta)
+                # The encoders' provenance (options, records, ASR): esva explain reuses it.
+                write_extraction(out_dir / BEST, model_extraction(run.data.root, run.data.streams))
             with atomic_write(out_dir / METRICS) as handle:
                 handle.writelines(json.dumps(r) + "\n" for r in state["history"])
             progress.log(record, improved)

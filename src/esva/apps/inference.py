@@ -1,0 +1,440 @@
+"""The one path from a media file to an answer: decode once, extract once, model, offset.
+
+A model folder is loaded once (:class:`Recognizer` for an ESVA model; ``esva.apps.explain``'s
+``Explainer`` for an LLM adapter), with the :class:`FeatureExtractor` its ``extraction.json``
+describes (:func:`esva.extract.provenance.extractor_for_model`). Then, per file,
+:func:`analyse_file` decodes the audio and the video once, runs the encoders, and keeps the
+decoded audio and the face track (with mouth crops), so that the audio-video offset is measured
+by the sync space (:func:`esva.sync.estimate.align_media`) on the SAME decoded streams.
+
+A model without a visual stream (the shipped default is audio-only) has no face track of its
+own: the video is then decoded once for the sync face track, with the sync tool's defaults
+(MTCNN on every frame, ``esva align``), so the offset is what ``esva align`` measures.
+
+What the data cannot support is flagged, not hidden: an offset measured on a Haar track (Haar
+loses profile faces), a clip too short to label (its probabilities are marked not confident),
+and the face coverage is the share of the clip's whole span (audio and video together) in which
+a face was tracked, so a 10 s soundtrack over 2 s of video reports 0.2, not 1.0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from esva.data.sources import AUDIO_SUFFIXES, ClipSource
+from esva.data.streams import combine
+from esva.errors import EsvaError
+from esva.extract.pipeline import ClipFeatures, FeatureExtractor
+from esva.extract.provenance import extractor_for_model
+from esva.media.types import AudioClip, FaceTrack
+from esva.model import ESVAModel
+from esva.model.inputs import collate, modality_fps
+
+SHORT_CLIP_S = 0.5  # below this, one utterance's emotion is not in the clip: flagged
+MIN_SYNC_FPS = 20.0  # a face track sampled below this is too coarse for lip sync: flagged
+COVERAGE_FPS = 50.0  # grid on which face coverage is measured (the sync space's rate)
+SYNC_TRACK = "mtcnn, every frame"  # the face track esva align makes (sync tool defaults)
+SYNC_HEADS_FLAG = "offset measured by the shipped sync heads (esva align)"
+
+
+# ----------------------------------------------------------------------------- per file
+
+
+@dataclass
+class FileAnalysis:
+    """One file decoded and extracted once: what the model and the offset read."""
+
+    path: Path
+    audio_path: Path | None  # where the sound came from (the file itself, or --audio)
+    is_audio: bool  # an audio-only file (no video to align)
+    features: ClipFeatures  # streams, info, flags, and the decoded audio / face track
+    flags: list[str]
+    track: FaceTrack | None = None  # the face track the offset is measured on
+    track_source: str | None = None  # how that track was made ("mtcnn, every frame", ...)
+    track_detector: str | None = None  # haar | mtcnn
+    track_fps: float | None = None  # the track's sampling rate; None: every decoded frame
+
+    @property
+    def audio(self) -> AudioClip | None:
+        return self.features.audio
+
+    def span_s(self) -> tuple[float, float] | None:
+        """First and last instant that the audio or the video covers (container clock)."""
+        ends = []
+        if self.audio is not None and len(self.audio.samples):
+            ends.append((self.audio.start_s, self.audio.start_s + self.audio.duration_s))
+        for s in self.features.streams.values():
+            if s.fps > 0 and len(s.features):
+                ends.append((s.start_s, s.start_s + len(s.features) / s.fps))
+        if self.track is not None and len(self.track.timestamps_s):
+            t = self.track.timestamps_s
+            step = float(np.median(np.diff(t))) if len(t) > 1 else 0.04
+            ends.append((float(t[0]), float(t[-1]) + step))
+        if not ends:
+            return None
+        return min(a for a, _ in ends), max(b for _, b in ends)
+
+    @property
+    def duration_s(self) -> float:
+        span = self.span_s()
+        return 0.0 if span is None else span[1] - span[0]
+
+    def face_coverage(self) -> float | None:
+        """Share of the clip's span (audio and video together) with a tracked face; None for a
+        file without video. Measured on a 50 Hz grid by the sync space's interpolation rule."""
+        from esva.sync.space import to_grid
+
+        if self.is_audio or self.track is None:
+            return None
+        span = self.span_s()
+        if span is None or span[1] <= span[0]:
+            return 0.0
+        grid = np.arange(span[0], span[1], 1.0 / COVERAGE_FPS)
+        t = np.asarray(self.track.timestamps_s, np.float64)
+        _, valid = to_grid(np.zeros((len(t), 1), np.float32), t, self.track.mask, grid)
+        return float(valid.mean()) if len(valid) else 0.0
+
+
+def file_source(path: str | Path, audio: str | Path | None = None) -> tuple[ClipSource, bool]:
+    """The :class:`ClipSource` of a raw file (and whether it is audio only)."""
+    path = Path(path)
+    if not path.exists():
+        raise EsvaError("file not found", path)
+    if audio is not None and not Path(audio).exists():
+        raise EsvaError("file not found", audio)
+    is_audio = path.suffix.lower() in AUDIO_SUFFIXES
+    source = ClipSource(
+        name=path.stem,
+        video=None if is_audio else path,
+        audio=Path(audio) if audio else (path if is_audio else None),
+    )
+    return source, is_audio
+
+
+def analyse_file(
+    extractor: FeatureExtractor,
+    path: str | Path,
+    audio: str | Path | None = None,
+    keep_media: bool = True,
+    sync_track: bool = True,
+) -> FileAnalysis:
+    """Decode and extract ``path`` once.
+
+    With ``keep_media`` the decoded audio and face track stay in the result. With
+    ``sync_track`` and an extractor without a visual encoder, the video is decoded once more
+    (its only decoding) for the sync face track, with ``esva align``'s defaults.
+    """
+    source, is_audio = file_source(path, audio)
+    features = extractor.extract(source, keep_media=keep_media)
+    result = FileAnalysis(
+        path=Path(path),
+        audio_path=source.audio or source.video,
+        is_audio=is_audio,
+        features=features,
+        flags=list(features.flags),
+    )
+    if keep_media and not is_audio:
+        if features.audio is None and not (extractor.config.audio or extractor.config.text):
+            features.audio = _load_audio(source)  # a visual-only model: the sound for the offset
+        if extractor.config.visual:
+            result.track = features.track
+            result.track_source = (
+                f"{extractor.config.faces} face track at {extractor.config.fps:g} fps"
+            )
+            result.track_detector, result.track_fps = extractor.config.faces, extractor.config.fps
+        elif sync_track:
+            try:
+                result.track = _sync_face_track(source.video)
+                result.track_source = SYNC_TRACK
+                result.track_detector = "mtcnn"
+            except EsvaError as err:
+                result.flags.append(f"offset not measured: {err}")
+    if result.duration_s < SHORT_CLIP_S:
+        result.flags.append(
+            f"clip too short to label ({result.duration_s:.2f} s < {SHORT_CLIP_S} s): "
+            "the probabilities are not confident"
+        )
+    return result
+
+
+def _load_audio(source: ClipSource) -> AudioClip | None:
+    from esva.media.decode import load_audio
+
+    clip = load_audio(source.audio or source.video, missing_ok=True)
+    return clip if clip is not None and len(clip.samples) else None
+
+
+def _sync_face_track(video: Path) -> FaceTrack:
+    """The main face through every frame, as ``esva align`` tracks it (MTCNN, mouth crops)."""
+    from esva.media.decode import iter_frames
+    from esva.media.faces import track_faces
+    from esva.sync.clip_media import ClipMediaConfig
+
+    config = ClipMediaConfig()
+    # One thread, as esva.sync.clip_media does: MTCNN's tiny nets lose time to thread syncs.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return track_faces(iter_frames(video, max_side=config.max_side), config.tracker(), video)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def measure_offset(analysis: FileAnalysis, space=None) -> tuple[float | None, float | None]:
+    """Audio lag (ms, positive = audio late) and confidence from the sync space, on the decoded
+    audio and face track of ``analysis``; None (with a flag saying why) when undefined."""
+    from esva.sync.clip_media import ClipMedia
+    from esva.sync.estimate import align_media
+
+    flags = analysis.flags
+    if analysis.is_audio or any(f.startswith("offset not measured") for f in flags):
+        return None, None
+    if analysis.audio is None:
+        flags.append(
+            "offset not measured: no audio stream (a silent video? give its sound with --audio)"
+        )
+        return None, None
+    track = analysis.track
+    if track is None or not track.mask.any():
+        n = 0 if track is None else len(track.mask)
+        flags.append(f"offset not measured: no face found in any of its {n} frames")
+        return None, None
+    media = ClipMedia(analysis.audio, track, analysis.path, analysis.audio_path or analysis.path)
+    result = align_media(media, space)
+    flags.extend(result.flags)
+    if not math.isfinite(result.offset_ms):
+        return None, None
+    if analysis.track_source == SYNC_TRACK:
+        flags.append(SYNC_HEADS_FLAG)
+        return float(result.offset_ms), float(result.confidence)
+    flags.append(
+        f"offset measured by the shipped sync heads on the model's {analysis.track_source}"
+    )
+    if analysis.track_detector == "haar":
+        flags.append(
+            "offset measured on a haar face track: haar loses profile faces (extract with "
+            "--faces mtcnn for talking heads in profile)"
+        )
+    if analysis.track_fps is not None and analysis.track_fps < MIN_SYNC_FPS:
+        flags.append(
+            f"offset measured on a {analysis.track_fps:g} fps face track: the sync heads read "
+            f"every frame (25-30 fps); below {MIN_SYNC_FPS:g} fps lip motion is undersampled"
+        )
+    return float(result.offset_ms), float(result.confidence)
+
+
+# ----------------------------------------------------------------------------- ESVA models
+
+
+@dataclass
+class Prediction:
+    file: str
+    label: str
+    probabilities: dict[str, float]
+    offset_ms: float | None  # audio lag behind the video (positive = audio late); None w/o both
+    offset_confidence: float | None
+    modalities: list[str]  # streams the prediction used
+    missing: list[str]  # modalities the model knows but the file did not give
+    flags: list[str]  # extraction flags (no-face, silent, asr-transcript, ...)
+    timeline: list[dict] = field(default_factory=list)  # per window: start_s, end_s, label, probs
+    valence: float | None = None
+    transcript: str | None = None
+    model: str = ""
+    confident: bool = True  # False when the clip is too short to label
+    duration_s: float = 0.0
+    face_coverage: float | None = None  # share of the clip's span with a tracked face
+    extraction: dict[str, Any] = field(default_factory=dict)  # the settings used
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def model_streams(model: ESVAModel) -> dict[str, str]:
+    """``{modality: folder spec}`` an ESVA model reads (``config.encoders``)."""
+    specs = model.config.encoders or {}
+    for modality in model.config.modalities:
+        if not specs.get(modality):
+            raise EsvaError(f"the model does not record which encoder made its {modality} features")
+    return {m: specs[m] for m in model.config.modalities}
+
+
+def extraction_summary(extractor: FeatureExtractor) -> dict[str, Any]:
+    """The settings an extractor runs with, for reports (``esva predict --json``)."""
+    e = dict(extractor.extraction or {})
+    return {
+        "encoders": {
+            name: {
+                "modality": (e.get("encoders", {}).get(name) or {}).get("modality"),
+                "options": extractor.config.encoder_options.get(name, {}),
+                "record": rec,
+            }
+            for name, rec in extractor.records.items()
+        },
+        "fps": e.get("fps"),
+        "faces": e.get("faces"),
+        "asr": bool(e.get("asr")),
+        "asr_model": e.get("asr_model"),
+        "sample_rate": e.get("sample_rate"),
+        "assumed_default": bool(e.get("assumed_default", False)),
+    }
+
+
+class Recognizer:
+    """An ESVA model and its extractor, loaded once; ``predict(path)`` per file."""
+
+    def __init__(
+        self, model: ESVAModel, extractor: FeatureExtractor, name: str = "", space=None
+    ) -> None:
+        self.model = model.eval()
+        self.extractor = extractor
+        self.name = name
+        self._space = space
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | Path | None = None, *, assume_default_extraction: bool = False
+    ) -> Recognizer:
+        """The model in ``directory`` (None: the shipped default, hash-checked)."""
+        if directory is None:
+            from esva.assets import default_model_dir
+
+            directory, name = default_model_dir(), "default (esva/assets/default_model)"
+        else:
+            name = str(directory)
+        model = ESVAModel.from_pretrained(directory)
+        extractor = extractor_for_model(
+            directory, model_streams(model), assume_default=assume_default_extraction
+        )
+        return cls(model, extractor, name)
+
+    @property
+    def space(self):
+        """The shipped sync space, loaded on first use and kept."""
+        if self._space is None:
+            from esva.sync.space import load_sync_space
+
+            self._space = load_sync_space()
+        return self._space
+
+    def predict(
+        self,
+        path: str | Path,
+        audio: str | Path | None = None,
+        window_s: float = 2.0,
+        hop_s: float = 0.5,
+        measure_offset: bool = True,
+    ) -> Prediction:
+        """Emotion, probabilities, a windowed timeline and the audio lag of one media file.
+
+        The offset comes from the model's own alignment module when it reads both audio and
+        video; otherwise from the shipped sync space on the same decoded audio and face track.
+        """
+        if window_s <= 0 or hop_s <= 0:
+            raise EsvaError("--window and --hop must be positive")
+        model, cfg = self.model, self.model.config
+        analysis = analyse_file(
+            self.extractor, path, audio, keep_media=measure_offset, sync_track=measure_offset
+        )
+        features = analysis.features
+        item, windows, duration = _items(model, features.streams, window_s, hop_s)
+        if not any(m in item for m in cfg.modalities):
+            raise EsvaError("none of the model's modalities could be extracted from the file", path)
+        with torch.no_grad():
+            out = model({k: v for k, v in collate([item], cfg.modalities).items() if k != "name"})
+            probs = out.probabilities[0].numpy()
+            timeline = []
+            if windows:
+                batch = collate(windows, cfg.modalities)
+                wout = model({k: v for k, v in batch.items() if k != "name"})
+                for win, p in zip(windows, wout.probabilities.numpy(), strict=True):
+                    timeline.append(_window(cfg.classes, win["start_s"], win["end_s"], p))
+            else:
+                timeline.append(_window(cfg.classes, 0.0, duration, probs))
+        used = [s for s, p in out.present.items() if bool(p[0])]
+        offset_ms = conf = None
+        if out.tau_frames is not None and "joint" in used:
+            offset_ms = float(-1000.0 * out.tau_frames[0] / cfg.align_fps)
+            conf = float(out.offset_confidence[0])
+        elif measure_offset and not analysis.is_audio:
+            offset_ms, conf = _measure(analysis, self)
+        coverage = analysis.face_coverage()
+        return Prediction(
+            file=str(path),
+            label=cfg.classes[int(probs.argmax())],
+            probabilities=dict(zip(cfg.classes, map(float, probs), strict=True)),
+            offset_ms=offset_ms,
+            offset_confidence=conf,
+            modalities=used,
+            missing=[m for m in cfg.modalities if m not in used],
+            flags=analysis.flags,
+            timeline=timeline,
+            valence=float(out.valence[0]) if out.valence is not None else None,
+            transcript=features.info.get("transcript"),
+            model=self.name,
+            confident=analysis.duration_s >= SHORT_CLIP_S,
+            duration_s=round(analysis.duration_s, 3),
+            face_coverage=None if coverage is None else round(coverage, 4),
+            extraction=extraction_summary(self.extractor),
+        )
+
+
+def _measure(analysis: FileAnalysis, recognizer: Recognizer) -> tuple[float | None, float | None]:
+    try:
+        space = recognizer.space
+    except EsvaError as err:
+        analysis.flags.append(f"offset not measured: {err}")
+        return None, None
+    return measure_offset(analysis, space)
+
+
+def _window(classes: list[str], t0: float, t1: float, p: np.ndarray) -> dict:
+    return {
+        "start_s": t0,
+        "end_s": t1,
+        "label": classes[int(p.argmax())],
+        "probabilities": dict(zip(classes, map(float, p), strict=True)),
+    }
+
+
+def _items(
+    model: ESVAModel, streams: dict, window_s: float, hop_s: float
+) -> tuple[dict, list, float]:
+    """The whole-clip item and the sliding-window items for the timeline."""
+    cfg = model.config
+    specs = cfg.encoders
+    item: dict = {"name": "clip", "label": -1, "valence": None}
+    for modality in cfg.modalities:
+        names = specs[modality].split("+")
+        if all(n in streams for n in names):
+            x, m = combine([streams[n] for n in names], modality_fps(cfg, modality))
+            if m.any():
+                item[modality], item[f"{modality}_mask"] = x, m
+    durations = [len(item[m]) / modality_fps(cfg, m) for m in ("audio", "visual") if m in item]
+    duration = max(durations, default=0.0)
+    windows = []
+    if duration > window_s:
+        n = math.floor((duration - window_s) / hop_s) + 1
+        for k in range(n):
+            t0, t1 = k * hop_s, k * hop_s + window_s
+            win = {"name": f"w{k}", "label": -1, "valence": None, "start_s": t0, "end_s": t1}
+            for m in cfg.modalities:
+                if m not in item:
+                    continue
+                fps = modality_fps(cfg, m)
+                if fps:
+                    a, b = round(t0 * fps), round(t1 * fps)
+                    x, mk = item[m][a:b], item[f"{m}_mask"][a:b]
+                    if len(x) == 0 or not mk.any():
+                        continue
+                    win[m], win[f"{m}_mask"] = x, mk
+                else:
+                    win[m], win[f"{m}_mask"] = item[m], item[f"{m}_mask"]
+            if any(m in win for m in cfg.modalities):
+                windows.append(win)
+    return item, windows, duration
