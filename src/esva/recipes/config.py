@@ -47,6 +47,7 @@ class TrainConfig:
     monitor: str = "weighted_f1"  # validation metric to maximise
     balanced_sampling: bool = False  # draw classes equally often (with replacement)
     num_workers: int = 0
+    checkpoint_every: int = 0  # optimizer steps between mid-epoch checkpoints (0: epochs only)
     out_dir: str = "runs/esva"
     cpu: bool = False  # force CPU even where an accelerator exists
     progress: bool = True
