@@ -168,10 +168,10 @@ def weights_sha256(model: torch.nn.Module) -> str:
 
 
 def _fingerprint(run: dict) -> dict:
-    """What must not change between a run and its resume (everything but the epoch budget and
-    what only affects speed or reporting)."""
+    """What must not change between a run and its resume: everything but the epoch budget,
+    where the run folder is (moved or copied) and what only affects speed or reporting."""
     d = json.loads(json.dumps(run))
-    for key in ("epochs", "progress", "num_workers", "patience", "checkpoint_every"):
+    for key in ("epochs", "out_dir", "progress", "num_workers", "patience", "checkpoint_every"):
         d["train"].pop(key, None)
     return d
 

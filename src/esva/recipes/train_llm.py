@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch.utils.data import DataLoader
@@ -62,7 +62,15 @@ from esva.recipes.engine import (
     Step,
     TrainResult,
 )
-from esva.settings import config_section, read_yaml, refuse_unknown
+from esva.settings import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE,
+    POSITIVE,
+    SHARE,
+    config_section,
+    read_yaml,
+    refuse_unknown,
+)
 
 __all__ = [
     "BEST",
@@ -108,11 +116,21 @@ class LLMTrainConfig:
     cpu: bool = False
     progress: bool = True
 
-    def __post_init__(self) -> None:
-        if self.monitor not in ("weighted_f1", "loss"):
-            raise EsvaError(f"train.monitor must be 'weighted_f1' or 'loss', got {self.monitor!r}")
-        if self.epochs < 1 or self.batch_size < 1 or self.grad_accum < 1:
-            raise EsvaError("train.epochs, batch_size and grad_accum must be >= 1")
+    LIMITS: ClassVar[dict[str, Any]] = {
+        "epochs": AT_LEAST_ONE,
+        "batch_size": AT_LEAST_ONE,
+        "grad_accum": AT_LEAST_ONE,
+        "lr": POSITIVE,
+        "weight_decay": NON_NEGATIVE,
+        "warmup": SHARE,
+        "grad_clip": NON_NEGATIVE,  # 0: no clipping
+        "seed": NON_NEGATIVE,  # numpy's generators refuse negative seeds
+        "checkpoint_every": NON_NEGATIVE,
+        "monitor": ("weighted_f1", "loss"),
+        "eval_batch_size": AT_LEAST_ONE,
+        "eval_max_new_tokens": AT_LEAST_ONE,
+        "threads": AT_LEAST_ONE,
+    }
 
 
 @dataclass
