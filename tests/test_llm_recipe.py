@@ -282,6 +282,21 @@ def test_ddp_two_cpu_processes_end_with_identical_weights(store: Path, tmp_path:
     # Each rank took half of every epoch's batches: half the single-process optimizer steps.
     n_batches = len(recipe.make_loader(load_data(LLMRunConfig.load(config)).train, 4))
     steps = (run / "steps.jsonl").read_text().splitlines()
-    assert len(steps) == 2 * -(-n_batches // 2)
+    per_epoch = -(-n_batches // 2)
+    assert len(steps) == 2 * per_epoch
+    # The schedule counts optimizer steps (accelerate steps a prepared scheduler once per rank).
+    from transformers import get_cosine_schedule_with_warmup
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2e-2)
+    total = 2 * per_epoch
+    reference = get_cosine_schedule_with_warmup(optimizer, max(1, round(0.05 * total)), total)
+    expected = []
+    for _ in range(2):
+        for _ in range(per_epoch):
+            optimizer.step()
+            reference.step()
+        expected.append(reference.get_last_lr()[0])
+    history = [json.loads(line) for line in (run / "metrics.jsonl").open()]
+    assert [r["lr"] for r in history] == pytest.approx(expected, abs=1e-12)
     assert load_file(run / "checkpoint" / "model.safetensors")  # trainable weights only
     assert (run / "best" / recipe.DATA_META).exists()

@@ -176,8 +176,12 @@ def _fingerprint(run: dict) -> dict:
     return d
 
 
-def save_best(model: ESVAModel, directory: Path) -> None:
-    """The best epoch's model folder (config.json + model.safetensors), loadable by predict."""
+def save_best(model: ESVAModel, directory: Path, run: RunConfig) -> None:
+    """The best epoch's model folder (config.json + model.safetensors), loadable by predict.
+
+    Called by the engine on the main process with the unwrapped model; ``run`` is the run's
+    config (its data section names the feature store the model was trained on).
+    """
     model.save_pretrained(directory)
 
 
@@ -243,7 +247,7 @@ def train(run: RunConfig, resume: bool = False) -> TrainResult:
         sampler,
         loss_fn,
         validate,
-        save_best,
+        partial(save_best, run=run),
         loss_key="train_total",
         val_keys=("val_weighted_f1", "val_accuracy", "val_loss"),
     )

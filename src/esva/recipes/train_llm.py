@@ -394,8 +394,14 @@ def _fingerprint(run: dict) -> dict:
     return d
 
 
-def save_best(model: EmotionLLM, directory: Path, meta: Mapping[str, Any]) -> None:
-    """The best epoch's model folder: what ``esva explain`` and :func:`load_trained` read."""
+def save_best(
+    model: EmotionLLM, directory: Path, run: LLMRunConfig, meta: Mapping[str, Any]
+) -> None:
+    """The best epoch's model folder: what ``esva explain`` and :func:`load_trained` read.
+
+    Called by the engine on the main process with the unwrapped model; ``run`` is the run's
+    config, ``meta`` the data provenance (:func:`esva.llm.data.data_meta`).
+    """
     save_trained(model, directory, meta)
 
 
@@ -474,7 +480,7 @@ def train_llm(run: LLMRunConfig, resume: bool = False) -> TrainResult:
         sampler,
         loss_fn,
         validate,
-        partial(save_best, meta=meta),
+        partial(save_best, run=run, meta=meta),
         loss_key="train_loss",
         val_keys=("val_loss", "val_weighted_f1", "val_weighted_f1_last_word"),
     )
