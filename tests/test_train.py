@@ -113,6 +113,14 @@ def test_schedule_is_transformers_warmup_cosine(small_corpus, tmp_path):
     assert expected[0] == pytest.approx(0.005) and expected[2] == pytest.approx(0.0, abs=1e-12)
 
 
+def test_early_stopping_is_optional(small_corpus, tmp_path):
+    # lr ~ 0: the validation score never improves after epoch 1, so patience 1 stops at epoch 2.
+    stopped = train(_run(small_corpus, tmp_path / "p", epochs=4, patience=1, lr=1e-12))
+    assert stopped.epochs_run == 2 and stopped.best_epoch == 1
+    kept_on = train(_run(small_corpus, tmp_path / "q", epochs=4, patience=None, lr=1e-12))
+    assert kept_on.epochs_run == 4
+
+
 def test_refusals(small_corpus, tmp_path):
     train(_run(small_corpus, tmp_path / "r", epochs=1))
     with pytest.raises(EsvaError, match="already holds a run"):

@@ -56,7 +56,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     grad_clip: float = 1.0
     seed: int = 0
-    patience: int = 8  # early stopping: epochs without a better validation score
+    patience: int | None = 8  # early stopping: epochs without a better score (null: off)
     monitor: str = "weighted_f1"  # validation metric to maximise
     balanced_sampling: bool = False  # draw classes equally often (with replacement)
     num_workers: int = 0
