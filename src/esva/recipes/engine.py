@@ -29,16 +29,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
 from esva.errors import EsvaError
 from esva.hashing import file_sha256, state_dict_sha256
 from esva.io import atomic_write, read_json, write_json
 from esva.recipes.progress import EpochProgress
+
+if TYPE_CHECKING:  # imported when training starts: `esva explain` loads this package too
+    from accelerate import Accelerator
 
 CHECKPOINT = "checkpoint"
 BEST = "best"
@@ -152,6 +153,9 @@ class Engine:
                 "another --out",
                 self.out_dir,
             )
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs, set_seed
+
         if loop.threads:
             torch.set_num_threads(loop.threads)
         ddp = DistributedDataParallelKwargs(find_unused_parameters=loop.find_unused_parameters)
