@@ -257,3 +257,46 @@ def test_recipe_on_smollm2(store: Path, tmp_path: Path) -> None:
     data = load_data(LLMRunConfig.load(path))
     answers = recipe.generate_answers(model, data.val, "recognition", 2, 4, limit=2)
     assert len(answers) == 2 and all(isinstance(a, str) for a in answers.values())
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_end_with_identical_weights(store: Path, tmp_path: Path) -> None:
+    """The LLM recipe under torchrun (gloo, two CPU processes): both ranks end bit-identical."""
+    import os
+    import subprocess
+    import sys
+
+    config = write_config(tmp_path, store, epochs=2, cpu=True, checkpoint_every=1)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [
+        *(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"),
+        *("--master_port", "29562", "-m", "esva.cli.main", "train-llm", "--config", str(config)),
+    ]
+    proc = subprocess.run(torchrun, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "run"
+    ranks = [json.loads((run / f"rank{i}.json").read_text()) for i in range(2)]
+    assert [r["num_processes"] for r in ranks] == [2, 2]
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
+    assert proc.stdout.count("best model") == 1, "only the main process reports"
+    # Each rank took half of every epoch's batches: half the single-process optimizer steps.
+    n_batches = len(recipe.make_loader(load_data(LLMRunConfig.load(config)).train, 4))
+    steps = (run / "steps.jsonl").read_text().splitlines()
+    per_epoch = -(-n_batches // 2)
+    assert len(steps) == 2 * per_epoch
+    # The schedule counts optimizer steps (accelerate steps a prepared scheduler once per rank).
+    from transformers import get_cosine_schedule_with_warmup
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2e-2)
+    total = 2 * per_epoch
+    reference = get_cosine_schedule_with_warmup(optimizer, max(1, round(0.05 * total)), total)
+    expected = []
+    for _ in range(2):
+        for _ in range(per_epoch):
+            optimizer.step()
+            reference.step()
+        expected.append(reference.get_last_lr()[0])
+    history = [json.loads(line) for line in (run / "metrics.jsonl").open()]
+    assert [r["lr"] for r in history] == pytest.approx(expected, abs=1e-12)
+    assert load_file(run / "checkpoint" / "model.safetensors")  # trainable weights only
+    assert (run / "best" / recipe.DATA_META).exists()

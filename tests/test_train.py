@@ -61,6 +61,66 @@ def test_resume_continues_exactly(small_corpus, tmp_path):
     )
 
 
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_mid_epoch_continues_exactly(small_corpus, tmp_path, monkeypatch):
+    train(_run(small_corpus, tmp_path / "a", epochs=2, checkpoint_every=1))
+    steps = (tmp_path / "a" / "steps.jsonl").read_text().splitlines()
+    per_epoch = len(steps) // 2
+    forward, calls = ESVAModel.forward, {"n": 0}
+
+    def dies(self, *args, **kwargs):
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == per_epoch + 2:  # the 2nd batch of epoch 2
+                raise Interrupt
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(ESVAModel, "forward", dies)
+    with pytest.raises(Interrupt):
+        train(_run(small_corpus, tmp_path / "b", epochs=2, checkpoint_every=1))
+    monkeypatch.setattr(ESVAModel, "forward", forward)
+    state = json.loads((tmp_path / "b" / "checkpoint" / "trainer_state.json").read_text())
+    assert (state["state"]["epoch"], state["state"]["batch"]) == (1, 1)  # mid-epoch checkpoint
+    resumed = train(_run(small_corpus, tmp_path / "b", epochs=2, checkpoint_every=1), True)
+    ha, hb = (json.loads((tmp_path / x / "rank0.json").read_text()) for x in "ab")
+    assert ha["weights_sha256"] == hb["weights_sha256"]
+    straight = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").open()]
+    assert [r["train_total"] for r in straight] == [r["train_total"] for r in resumed.history]
+    assert (tmp_path / "b" / "steps.jsonl").read_text() == "\n".join(steps) + "\n"
+
+
+def test_schedule_is_transformers_warmup_cosine(small_corpus, tmp_path):
+    import torch
+    from transformers import get_cosine_schedule_with_warmup
+
+    result = train(_run(small_corpus, tmp_path / "s", epochs=3, warmup_epochs=2.0, lr=0.01))
+    steps = (tmp_path / "s" / "steps.jsonl").read_text().splitlines()
+    per_epoch = len(steps) // 3
+    assert len(steps) == 3 * per_epoch > 0
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+    reference = get_cosine_schedule_with_warmup(optimizer, 2 * per_epoch, 3 * per_epoch)
+    expected = []
+    for _ in range(3):
+        for _ in range(per_epoch):
+            optimizer.step()
+            reference.step()
+        expected.append(reference.get_last_lr()[0])
+    # Mid warm-up, at its end, and at the end of training (cosine down to zero).
+    assert [r["lr"] for r in result.history] == pytest.approx(expected, abs=1e-12)
+    assert expected[0] == pytest.approx(0.005) and expected[2] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_early_stopping_is_optional(small_corpus, tmp_path):
+    # lr ~ 0: the validation score never improves after epoch 1, so patience 1 stops at epoch 2.
+    stopped = train(_run(small_corpus, tmp_path / "p", epochs=4, patience=1, lr=1e-12))
+    assert stopped.epochs_run == 2 and stopped.best_epoch == 1
+    kept_on = train(_run(small_corpus, tmp_path / "q", epochs=4, patience=None, lr=1e-12))
+    assert kept_on.epochs_run == 4
+
+
 def test_refusals(small_corpus, tmp_path):
     train(_run(small_corpus, tmp_path / "r", epochs=1))
     with pytest.raises(EsvaError, match="already holds a run"):

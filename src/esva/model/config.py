@@ -15,7 +15,7 @@ from typing import Any
 
 from esva.errors import EsvaError
 from esva.labelsets import MER2023_CLASSES
-from esva.settings import refuse_unknown
+from esva.settings import check_fields, refuse_unknown
 
 # Fields that change the shapes or meaning of the weights: a checkpoint only loads into a
 # config that agrees on all of them.
@@ -141,6 +141,7 @@ class ESVAConfig:
         if not isinstance(data, dict):
             raise EsvaError("model config must be a mapping", source)
         refuse_unknown(data, (f.name for f in dataclasses.fields(cls)), source, "model config keys")
+        check_fields(cls, data, "model config", source)
         try:
             return cls(**data)
         except EsvaError as exc:

@@ -12,11 +12,22 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from esva.errors import EsvaError
 from esva.model.config import ESVAConfig
-from esva.settings import config_section, read_yaml, refuse_unknown
+from esva.settings import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE,
+    POSITIVE,
+    Range,
+    config_section,
+    read_yaml,
+    refuse_unknown,
+)
+
+# What ``train.monitor`` may name: the validation scores of esva.recipes.train_esva.
+MONITORS = ("weighted_f1", "accuracy", "macro_f1", "uar")
 
 
 @dataclass
@@ -33,6 +44,8 @@ class DataConfig:
     test_split: str = "test"
     val_fraction: float = 0.15
 
+    LIMITS: ClassVar[dict[str, Any]] = {"val_fraction": Range(0, 1, high_open=True)}
+
 
 @dataclass
 class TrainConfig:
@@ -43,13 +56,28 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     grad_clip: float = 1.0
     seed: int = 0
-    patience: int = 8  # early stopping: epochs without a better validation score
+    patience: int | None = 8  # early stopping: epochs without a better score (null: off)
     monitor: str = "weighted_f1"  # validation metric to maximise
     balanced_sampling: bool = False  # draw classes equally often (with replacement)
     num_workers: int = 0
+    checkpoint_every: int = 0  # optimizer steps between mid-epoch checkpoints (0: epochs only)
     out_dir: str = "runs/esva"
     cpu: bool = False  # force CPU even where an accelerator exists
     progress: bool = True
+
+    LIMITS: ClassVar[dict[str, Any]] = {
+        "epochs": AT_LEAST_ONE,
+        "batch_size": AT_LEAST_ONE,
+        "lr": POSITIVE,
+        "weight_decay": NON_NEGATIVE,
+        "warmup_epochs": NON_NEGATIVE,
+        "grad_clip": NON_NEGATIVE,  # 0: no clipping
+        "seed": NON_NEGATIVE,  # numpy's generators refuse negative seeds
+        "patience": AT_LEAST_ONE,
+        "monitor": MONITORS,
+        "num_workers": NON_NEGATIVE,
+        "checkpoint_every": NON_NEGATIVE,
+    }
 
 
 @dataclass

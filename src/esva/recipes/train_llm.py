@@ -1,10 +1,11 @@
 """Instruction tuning of :class:`~esva.llm.EmotionLLM`: projectors + LoRA, mixed tasks, accelerate.
 
-The loop is the core recipe's (:mod:`esva.recipes.train_esva`) applied to the LM path:
+The data, model, loss, validation and best-model folder are this module's; the loop is the
+engine's (:mod:`esva.recipes.engine`, shared with the ESVA recipe):
 
 * ``accelerate`` runs it on a CPU, one GPU or several (``accelerate launch``); AdamW on the
-  trainable parameters only (projectors and LoRA: the base LM has no gradient), linear warm-up
-  then cosine decay, gradient clipping and accumulation, seeds;
+  trainable parameters only (projectors and LoRA: the base LM has no gradient), transformers'
+  linear warm-up then cosine decay, gradient clipping and accumulation, seeds;
 * checkpoints after every epoch and, with ``checkpoint_every``, every that many optimizer
   steps, written to a temporary directory and renamed into place. They hold only the trainable
   weights (a few MB, not the LM), the optimizer, scheduler and RNG states; ``resume=True``
@@ -25,15 +26,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import os
-import shutil
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch.utils.data import DataLoader
@@ -41,7 +38,7 @@ from torch.utils.data import DataLoader
 from esva.data.clip_table import ClipLabel, read_clip_table
 from esva.errors import EsvaError
 from esva.extract.provenance import model_extraction, write_extraction
-from esva.io import atomic_dir, atomic_write, read_json, write_json
+from esva.io import atomic_dir, read_json, write_json
 from esva.llm.data import (
     InstructionDataset,
     LLMDataConfig,
@@ -56,13 +53,47 @@ from esva.llm.data import (
 )
 from esva.llm.model import EmotionLLM, EmotionLLMConfig
 from esva.llm.parse import label_last_word, label_strict
-from esva.recipes.progress import EpochProgress
-from esva.settings import config_section, read_yaml, refuse_unknown
+from esva.recipes.engine import (
+    BEST,
+    CHECKPOINT,
+    METRICS,
+    STEPS,
+    Engine,
+    LoopConfig,
+    Step,
+    TrainResult,
+)
+from esva.settings import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE,
+    POSITIVE,
+    SHARE,
+    config_section,
+    read_yaml,
+    refuse_unknown,
+)
 
-CHECKPOINT = "checkpoint"
-BEST = "best"
-METRICS = "metrics.jsonl"
-STEPS = "steps.jsonl"
+__all__ = [
+    "BEST",
+    "CHECKPOINT",
+    "METRICS",
+    "STEPS",
+    "LLMData",
+    "LLMRunConfig",
+    "LLMTrainConfig",
+    "LLMTrainResult",
+    "TrainResult",
+    "generate_answers",
+    "load_data",
+    "load_trained",
+    "make_loader",
+    "save_best",
+    "save_trained",
+    "score_answers",
+    "split_clips",
+    "train_llm",
+    "validation_loss",
+]
 DATA_META = "esva_llm_data.json"  # beside esva_llm.json in a trained model directory
 MERR_DIR = "merr"
 
@@ -86,11 +117,21 @@ class LLMTrainConfig:
     cpu: bool = False
     progress: bool = True
 
-    def __post_init__(self) -> None:
-        if self.monitor not in ("weighted_f1", "loss"):
-            raise EsvaError(f"train.monitor must be 'weighted_f1' or 'loss', got {self.monitor!r}")
-        if self.epochs < 1 or self.batch_size < 1 or self.grad_accum < 1:
-            raise EsvaError("train.epochs, batch_size and grad_accum must be >= 1")
+    LIMITS: ClassVar[dict[str, Any]] = {
+        "epochs": AT_LEAST_ONE,
+        "batch_size": AT_LEAST_ONE,
+        "grad_accum": AT_LEAST_ONE,
+        "lr": POSITIVE,
+        "weight_decay": NON_NEGATIVE,
+        "warmup": SHARE,
+        "grad_clip": NON_NEGATIVE,  # 0: no clipping
+        "seed": NON_NEGATIVE,  # numpy's generators refuse negative seeds
+        "checkpoint_every": NON_NEGATIVE,
+        "monitor": ("weighted_f1", "loss"),
+        "eval_batch_size": AT_LEAST_ONE,
+        "eval_max_new_tokens": AT_LEAST_ONE,
+        "threads": AT_LEAST_ONE,
+    }
 
 
 @dataclass
@@ -335,18 +376,7 @@ def load_trained(
 
 # ----------------------------------------------------------------------------- the loop
 
-
-@dataclass
-class LLMTrainResult:
-    out_dir: Path
-    best_dir: Path
-    best_epoch: int
-    best_score: float
-    epochs_run: int
-    history: list[dict]
-    seconds: float
-    main_process: bool = True
-
+LLMTrainResult = TrainResult  # the engine's result (the name other code imports)
 
 # May change between a run and its resume: the epoch budget (training longer), where the run
 # folder is (moved or copied), and what only affects speed or reporting.
@@ -356,45 +386,54 @@ _RESUMABLE = {
 }
 
 
-def _fingerprint(run: LLMRunConfig | dict) -> dict:
+def _fingerprint(run: dict) -> dict:
     """What must not change between a run and its resume."""
-    d = json.loads(json.dumps(run if isinstance(run, dict) else run.to_dict()))
+    d = json.loads(json.dumps(run))
     for section, keys in _RESUMABLE.items():
         for key in keys:
             d.get(section, {}).pop(key, None)
     return d
 
 
-def _trainable_keys(model: torch.nn.Module) -> set[str]:
-    return {n for n, p in model.named_parameters() if p.requires_grad}
+def save_best(
+    model: EmotionLLM, directory: Path, run: LLMRunConfig, meta: Mapping[str, Any]
+) -> None:
+    """The best epoch's model folder: what ``esva explain`` and :func:`load_trained` read.
+
+    Called by the engine on the main process with the unwrapped model; ``run`` is the run's
+    config, ``meta`` the data provenance (:func:`esva.llm.data.data_meta`); the encoders'
+    provenance (``extraction.json``, read by ``esva explain``) goes into the same atomic swap.
+    """
+    extraction = model_extraction(run.data.root, run.data.streams)
+    with atomic_dir(directory) as tmp:
+        save_trained(model, tmp, meta)
+        write_extraction(tmp, extraction)
 
 
-def train_llm(run: LLMRunConfig, resume: bool = False) -> LLMTrainResult:
+def train_llm(run: LLMRunConfig, resume: bool = False) -> TrainResult:
     """Instruction-tune projectors + LoRA as configured; returns where the best model is."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
     from esva.recipes.sampler import EpochSampler
-    from esva.recipes.train_esva import _lr_lambda, param_groups
 
     tcfg = run.train
-    out_dir = Path(tcfg.out_dir)
-    ckpt_dir = out_dir / CHECKPOINT
-    if not resume and ckpt_dir.exists():
-        raise EsvaError(
-            "output directory already holds a run; pass --resume to continue it or choose "
-            "another --out",
-            out_dir,
-        )
-    if resume and not (ckpt_dir / "trainer_state.json").exists():
-        raise EsvaError("nothing to resume: no checkpoint in the output directory", out_dir)
-    if tcfg.threads:
-        torch.set_num_threads(tcfg.threads)
-    accelerator = Accelerator(cpu=tcfg.cpu, gradient_accumulation_steps=tcfg.grad_accum)
-    main = accelerator.is_main_process
-    set_seed(tcfg.seed)
+    loop = LoopConfig(
+        epochs=tcfg.epochs,
+        lr=tcfg.lr,
+        out_dir=tcfg.out_dir,
+        weight_decay=tcfg.weight_decay,
+        grad_clip=tcfg.grad_clip,
+        grad_accum=tcfg.grad_accum,
+        seed=tcfg.seed,
+        warmup_share=tcfg.warmup,
+        checkpoint_every=tcfg.checkpoint_every,
+        cpu=tcfg.cpu,
+        progress=tcfg.progress,
+        threads=tcfg.threads,
+        # Checkpoints hold the trainable weights only: the frozen LM is rebuilt from its source.
+        trainable_only=True,
+    )
+    engine = Engine(loop, run.to_dict(), _fingerprint, resume)
 
-    data = load_data(run, out_dir)
+    data = load_data(run, Path(tcfg.out_dir))
     if run.infer_widths:
         run.model.streams = dict(data.dims)
     wrong = {
@@ -403,186 +442,50 @@ def train_llm(run: LLMRunConfig, resume: bool = False) -> LLMTrainResult:
     if wrong:
         raise EsvaError(f"model.streams widths {wrong} (config, store) do not match")
     meta = data_meta(run.data, data.classes, data.stats)
+    engine.run_dict = json.loads(json.dumps(run.to_dict()))  # run_config.json: with the widths
 
     model = EmotionLLM.build(run.model)
-    trainable = _trainable_keys(model)
     sampler = EpochSampler(data.train.labels, tcfg.seed)
     loader = make_loader(data.train, tcfg.batch_size, sampler)
-    optimizer = torch.optim.AdamW(param_groups(model, tcfg.weight_decay), lr=tcfg.lr)
-    steps_per_epoch = math.ceil(len(loader) / (tcfg.grad_accum * accelerator.num_processes))
-    total = max(1, steps_per_epoch * tcfg.epochs)
-    warmup = max(1, round(tcfg.warmup * total))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, partial(_lr_lambda, warmup=warmup, total=total)
-    )
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
-    unwrapped = accelerator.unwrap_model(model)
 
-    # Checkpoints hold the trainable weights only: the frozen LM is rebuilt from its source.
-    def keep_trainable(models, weights, _output_dir) -> None:
-        for m, w in zip(models, weights, strict=True):
-            keys = _trainable_keys(m)
-            for k in [k for k in w if k not in keys]:
-                del w[k]
+    def loss_fn(model: torch.nn.Module, batch: dict) -> Step:
+        out = model(batch["features"], batch["prompts"], batch["targets"])
+        return Step(out.loss, {"loss": float(out.loss.detach())}, {"tokens": out.n_tokens})
 
-    accelerator.register_save_state_pre_hook(keep_trainable)
-
-    state: dict[str, Any] = {
-        "epoch": 0,
-        "batch": 0,  # batches of the current epoch already trained
-        "step": 0,  # optimizer steps so far
-        "sums": {"loss": 0.0, "batches": 0},
-        "best_score": -math.inf,
-        "best_epoch": 0,
-        "history": [],
-        "steps": [],
-    }
-    if resume:
-        saved = json.loads((ckpt_dir / "trainer_state.json").read_text())
-        if _fingerprint(saved["fingerprint"]) != _fingerprint(run):
-            raise EsvaError(
-                "cannot resume: the checkpoint was made with a different config", ckpt_dir
-            )
-        _check_checkpoint_keys(ckpt_dir, trainable)
-        accelerator.load_state(str(ckpt_dir), strict=False)  # the LM's weights are not in it
-        state = saved["state"]
-    accelerator.wait_for_everyone()
-    if main:
-        write_json(out_dir / "run_config.json", run.to_dict())
-
-    started = time.perf_counter()
-    progress = EpochProgress(
-        main and tcfg.progress,
-        "train_loss",
-        ("val_loss", "val_weighted_f1", "val_weighted_f1_last_word"),
-    )
-    for epoch in range(state["epoch"], tcfg.epochs):
-        t0 = time.perf_counter()
-        model.train()
-        sampler.set_epoch(epoch)
-        loader.set_epoch(epoch)
-        batches = (
-            accelerator.skip_first_batches(loader, state["batch"]) if state["batch"] else loader
-        )
-        progress.start(f"epoch {epoch + 1}/{tcfg.epochs}", len(loader), state["batch"])
-        for batch in batches:
-            with accelerator.accumulate(model):
-                out = model(batch["features"], batch["prompts"], batch["targets"])
-                accelerator.backward(out.loss)
-                if accelerator.sync_gradients and tcfg.grad_clip:
-                    accelerator.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            loss = float(out.loss.detach())
-            state["batch"] += 1
-            state["sums"]["loss"] += loss
-            state["sums"]["batches"] += 1
-            progress.advance(loss)
-            if accelerator.sync_gradients:
-                state["step"] += 1
-                state["steps"].append(
-                    {
-                        "step": state["step"],
-                        "epoch": epoch + 1,
-                        "loss": loss,
-                        "tokens": out.n_tokens,
-                    }
-                )
-                due = tcfg.checkpoint_every and state["step"] % tcfg.checkpoint_every == 0
-                if due and state["batch"] < len(loader):  # an epoch-end checkpoint follows anyway
-                    _save_checkpoint(accelerator, ckpt_dir, state, _fingerprint(run))
-        progress.stop()
-
+    def validate(model: torch.nn.Module, accelerator) -> tuple[dict, float | None]:
+        if data.val is None:
+            return {}, None
+        unwrapped = accelerator.unwrap_model(model)
+        model.eval()
         record: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "train_loss": state["sums"]["loss"] / max(1, state["sums"]["batches"]),
-            "lr": scheduler.get_last_lr()[0],
+            "val_loss": validation_loss(unwrapped, data.val, tcfg.eval_batch_size)
         }
-        if data.val is not None:
-            model.eval()
-            record["val_loss"] = validation_loss(unwrapped, data.val, tcfg.eval_batch_size)
-            answers = generate_answers(
-                unwrapped,
-                data.val,
-                "recognition",
-                tcfg.eval_batch_size,
-                tcfg.eval_max_new_tokens,
-                run.data.val_limit,
-            )
-            gold = {c.name: c.label for c in data.val.clips}
-            scores = score_answers(answers, gold, data.classes)
-            record.update(
-                val_weighted_f1=scores["strict"]["weighted_f1"],
-                val_accuracy=scores["strict"]["accuracy"],
-                val_weighted_f1_last_word=scores["last_word"]["weighted_f1"],
-                val_unparsed=scores["unparsed"],
-            )
-            score = (
-                record["val_weighted_f1"] if tcfg.monitor == "weighted_f1" else -record["val_loss"]
-            )
-        else:
-            score = -record["train_loss"]
-        record["seconds"] = time.perf_counter() - t0
-        improved = score > state["best_score"]
-        if improved:
-            state.update(best_score=score, best_epoch=epoch + 1)
-        state.update(epoch=epoch + 1, batch=0, sums={"loss": 0.0, "batches": 0})
-        state["history"].append(record)
-        if main:
-            if improved:
-                save_trained(unwrapped, out_dir / BEST, meta)
-                # The encoders' provenance (options, records, ASR): esva explain reuses it.
-                write_extraction(out_dir / BEST, model_extraction(run.data.root, run.data.streams))
-            with atomic_write(out_dir / METRICS) as handle:
-                handle.writelines(json.dumps(r) + "\n" for r in state["history"])
-            progress.log(record, improved)
-        _save_checkpoint(accelerator, ckpt_dir, state, _fingerprint(run))
-    accelerator.wait_for_everyone()
-    if state["best_epoch"] == 0:
-        raise EsvaError("training produced no model (zero epochs run)", out_dir)
-    return LLMTrainResult(
-        out_dir,
-        out_dir / BEST,
-        state["best_epoch"],
-        state["best_score"],
-        state["epoch"],
-        state["history"],
-        time.perf_counter() - started,
-        main,
+        answers = generate_answers(
+            unwrapped,
+            data.val,
+            "recognition",
+            tcfg.eval_batch_size,
+            tcfg.eval_max_new_tokens,
+            run.data.val_limit,
+        )
+        gold = {c.name: c.label for c in data.val.clips}
+        scores = score_answers(answers, gold, data.classes)
+        record.update(
+            val_weighted_f1=scores["strict"]["weighted_f1"],
+            val_accuracy=scores["strict"]["accuracy"],
+            val_weighted_f1_last_word=scores["last_word"]["weighted_f1"],
+            val_unparsed=scores["unparsed"],
+        )
+        score = record["val_weighted_f1"] if tcfg.monitor == "weighted_f1" else -record["val_loss"]
+        return record, score
+
+    return engine.fit(
+        model,
+        loader,
+        sampler,
+        loss_fn,
+        validate,
+        partial(save_best, run=run, meta=meta),
+        loss_key="train_loss",
+        val_keys=("val_loss", "val_weighted_f1", "val_weighted_f1_last_word"),
     )
-
-
-def _check_checkpoint_keys(ckpt_dir: Path, trainable: set[str]) -> None:
-    """The checkpoint must hold exactly this model's trainable weights (load_state is lenient)."""
-    from safetensors import safe_open
-
-    path = ckpt_dir / "model.safetensors"
-    if not path.exists():
-        raise EsvaError("checkpoint has no model.safetensors", ckpt_dir)
-    with safe_open(str(path), framework="pt") as f:
-        saved = set(f.keys())
-    # accelerate may save the unwrapped names; compare without a DDP "module." prefix.
-    strip = {k.removeprefix("module.") for k in saved}
-    if strip != {k.removeprefix("module.") for k in trainable}:
-        raise EsvaError("checkpoint weights do not match the model's trainable weights", path)
-
-
-def _save_checkpoint(accelerator, ckpt_dir: Path, state: dict, fingerprint: dict) -> None:
-    """accelerate's save_state into a temporary directory, renamed into place as a whole."""
-    tmp = ckpt_dir.with_name(f".{ckpt_dir.name}.tmp")
-    if accelerator.is_main_process and tmp.exists():
-        shutil.rmtree(tmp)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        write_json(tmp / "trainer_state.json", {"state": state, "fingerprint": fingerprint})
-        old = ckpt_dir.with_name(f".{ckpt_dir.name}.old")
-        if ckpt_dir.exists():
-            os.replace(ckpt_dir, old)
-        os.replace(tmp, ckpt_dir)
-        shutil.rmtree(old, ignore_errors=True)
-        with atomic_write(ckpt_dir.parent / STEPS) as handle:
-            handle.writelines(json.dumps(s) + "\n" for s in state["steps"])
-    accelerator.wait_for_everyone()
