@@ -30,6 +30,7 @@ def _register() -> None:
     from esva.cli.extract import extract
     from esva.cli.llm import explain, train_llm
     from esva.cli.predict import predict
+    from esva.cli.serve import serve
     from esva.cli.train import evaluate, train
 
     app.command()(demo)
@@ -40,6 +41,7 @@ def _register() -> None:
     app.command()(predict)
     app.command("train-llm")(train_llm)
     app.command()(explain)
+    app.command()(serve)
     app.add_typer(score.app, name="score")
     app.add_typer(weights_cli.app, name="weights")
 
