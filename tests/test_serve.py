@@ -6,6 +6,7 @@ load test and the browser are in test_serve_real.py.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -212,6 +213,26 @@ def test_oversize_is_refused_while_streaming(server, media):
     assert len(server.service.calls) == calls
     assert _upload_dirs(server) == []  # nothing left behind
     assert request(server.url + "/api/health")[0] == 200
+
+
+def test_a_stalled_upload_is_dropped(server, media, monkeypatch):
+    monkeypatch.setattr(serve_mod, "UPLOAD_IDLE_S", 0.5)
+    head = (
+        b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+        b"Content-Type: multipart/form-data; boundary=zz\r\n\r\n--zz\r\n"
+        b'Content-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(head + media["wav"][:1000])  # then nothing more
+        t0 = time.monotonic()
+        reply = b""
+        while b"}" not in reply and (part := sock.recv(4096)):
+            reply += part
+        reply = reply.decode()
+    assert reply.startswith("HTTP/1.1 408") and "upload stalled" in reply
+    assert time.monotonic() - t0 < 5
+    assert server.app.state.gate.admitted == 0
+    assert _upload_dirs(server) == []
 
 
 def test_pipeline_errors_are_400_and_bugs_are_500(server, media):

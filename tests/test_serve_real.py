@@ -20,7 +20,7 @@ import pytest
 
 from serve_client import HOST, free_port, post_files, request
 
-pytestmark = pytest.mark.shared
+pytestmark = [pytest.mark.shared, pytest.mark.slow]
 
 AV_CLIP = "ravdess_av/Actor_01/01-01-08-01-01-02-01.mp4"
 SPEECH_CLIP = "ravdess_speech/Actor_01/03-01-05-01-01-01-01.flac"

@@ -12,9 +12,10 @@ Routes (every error is ``{"error": "..."}`` with a status that says whose fault 
                        object; 503 when the server was started without an LLM adapter
 
 400 the media cannot be read (any :class:`EsvaError` of the pipeline) or the form is malformed;
-413 a file over ``max_upload_mb``, refused while it streams in (nothing past the limit is
-stored); 415 a suffix that is not audio or video, or content that PyAV reads as neither; 503
-the queue is full (or no LLM adapter). Only a bug in the server itself gives a 500.
+408 an upload that stalls; 413 a file over ``max_upload_mb``, refused while it streams in
+(nothing past the limit is stored); 415 a suffix that is not audio or video, or content that
+PyAV reads as neither; 503 the queue is full (or no LLM adapter). Only a bug in the server
+itself gives a 500.
 
 Uploads stream straight from the socket into a per-request temporary folder and are deleted
 when the answer is sent. The client's file name is only used for its (sanitised) suffix and, in
@@ -58,6 +59,9 @@ WEB_DIR = Path(esva.assets.__file__).resolve().parent / "web"
 # Multipart headers, boundaries and the small text fields ride on top of the file bytes.
 FORM_OVERHEAD = 64 * 1024
 TEXT_FIELD_LIMIT = 1024
+# An upload that sends nothing for this long is dropped (408): a stalled or deliberately slow
+# client must not hold one of the admitted slots for ever.
+UPLOAD_IDLE_S = 60.0
 EXPLAIN_TASKS = ("reasoning", "recognition")
 NO_LLM = (
     "explanations need a trained LLM adapter and this server has none: esva ships none; train "
@@ -283,8 +287,18 @@ async def receive_form(
     form = _Form(directory, allowed, text_fields, limit)
     parser = MultipartParser(params[b"boundary"], form.callbacks())  # type: ignore[arg-type]
     total = 0
+    chunks = request.stream().__aiter__()
     try:
-        async for chunk in request.stream():
+        while True:
+            try:
+                with anyio.fail_after(UPLOAD_IDLE_S):
+                    chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise ApiError(
+                    408, f"upload stalled: nothing received for {UPLOAD_IDLE_S:g} s"
+                ) from None
             total += len(chunk)
             if total > limit + FORM_OVERHEAD:
                 raise ApiError(413, f"request body is over {_mb(limit)}")

@@ -300,7 +300,8 @@ function renderOffset(r) {
     $("offset").append(b, ` (${late}), confidence ${fmt(r.offset_confidence)}`);
   }
   const a = r.alignment;
-  if (!a || !a.taus_ms || !a.xcorr) return;
+  // An undefined offset (silence, no face) has a curve too, but nothing to read from it.
+  if (!a || !a.taus_ms || !a.xcorr || r.offset_ms === null || r.offset_ms === undefined) return;
   const pts = a.taus_ms.map((t, i) => [t, a.xcorr[i]]).filter(([t, c]) => t !== null && c !== null);
   if (pts.length < 2) return;
   const W = 440, H = 180, L = 40, R = 10, T = 10, B = 40;
