@@ -59,6 +59,7 @@ class FileAnalysis:
     track_source: str | None = None  # how that track was made ("mtcnn, every frame", ...)
     track_detector: str | None = None  # haar | mtcnn
     track_fps: float | None = None  # the track's sampling rate; None: every decoded frame
+    alignment: dict[str, Any] | None = None  # C(τ), L(τ) and per-window offsets, once measured
 
     @property
     def audio(self) -> AudioClip | None:
@@ -208,6 +209,9 @@ def measure_offset(analysis: FileAnalysis, space=None) -> tuple[float | None, fl
     media = ClipMedia(analysis.audio, track, analysis.path, analysis.audio_path or analysis.path)
     result = align_media(media, space)
     flags.extend(result.flags)
+    curves = result.to_dict()
+    keys = ("offset_ms", "confidence", "taus_ms", "xcorr", "local_offsets_ms", "window_start_s")
+    analysis.alignment = {k: curves.get(k) for k in (*keys, "window_s")}
     if not math.isfinite(result.offset_ms):
         return None, None
     if analysis.track_source == SYNC_TRACK:
@@ -250,6 +254,8 @@ class Prediction:
     duration_s: float = 0.0
     face_coverage: float | None = None  # share of the clip's span with a tracked face
     extraction: dict[str, Any] = field(default_factory=dict)  # the settings used
+    # The sync space's C(τ) curve and per-window offsets, when it measured the offset.
+    alignment: dict[str, Any] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -381,6 +387,7 @@ class Recognizer:
             duration_s=round(analysis.duration_s, 3),
             face_coverage=None if coverage is None else round(coverage, 4),
             extraction=extraction_summary(self.extractor),
+            alignment=analysis.alignment,
         )
 
 

