@@ -106,10 +106,10 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
+    """Write ``obj`` as indented strict JSON (no NaN/inf, see :func:`json_dumps`), atomically."""
+    text = json_dumps(obj, indent=2, sort_keys=False)  # before opening: no temp file on failure
     with atomic_write(path) as handle:
-        json.dump(obj, handle, indent=2, sort_keys=False)
-        handle.write("\n")
+        handle.write(text + "\n")
 
 
 def read_json(path: str | Path) -> Any:
@@ -123,3 +123,124 @@ def read_json(path: str | Path) -> Any:
         raise EsvaError("file not found", path) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise EsvaError(f"not valid JSON ({exc})", path) from None
+
+
+def json_dumps(obj: Any, **kwargs: Any) -> str:
+    """``json.dumps`` that refuses NaN and infinity (``allow_nan=False``): they are not JSON, and
+    a NaN printed as a score or a probability is silent nonsense. Raises ``ValueError`` naming
+    the first offending key, a programming error (the caller should have flagged the value)."""
+    try:
+        return json.dumps(obj, allow_nan=False, **kwargs)
+    except ValueError:
+        where = _first_non_finite(obj)
+        raise ValueError(f"refusing to write a non-finite number into JSON at {where}") from None
+
+
+def _first_non_finite(obj: Any, where: str = "$") -> str | None:
+    import math
+
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return where
+    if isinstance(obj, dict):
+        items = obj.items()
+    elif isinstance(obj, list | tuple):
+        items = enumerate(obj)
+    else:
+        return None
+    for key, value in items:
+        found = _first_non_finite(
+            value, f"{where}.{key}" if isinstance(obj, dict) else f"{where}[{key}]"
+        )
+        if found:
+            return found
+    return None
+
+
+# Longest file name most Linux file systems accept (bytes, not characters).
+NAME_MAX = 255
+
+
+def _display(path: Path) -> str:
+    # A name that is not UTF-8 (Linux allows any bytes) prints with \xNN escapes, not a crash.
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output_file(
+    path: str | os.PathLike,
+    inputs: tuple[str | os.PathLike | None, ...] = (),
+    suffixes: tuple[str, ...] = (),
+    what: str = "--out",
+) -> Path:
+    """Refuse an output file path that would crash late or destroy something, before any work.
+
+    Refused (one-line :class:`~esva.errors.EsvaError` naming ``what`` and the path): a path that
+    is one of ``inputs`` (or a link to it: writing would destroy the input), an existing
+    directory, a suffix outside ``suffixes`` (when given), a file name longer than the file
+    system allows, and a parent that is a file or a folder we cannot write. An existing output
+    file is replaced (atomically), as users expect from ``-o``.
+    """
+    from esva.errors import EsvaError
+
+    path = Path(path)
+    shown = _display(path)
+    for source in inputs:
+        if source is not None and (
+            _same_file(path, Path(source)) or path.resolve() == Path(source).resolve()
+        ):
+            raise EsvaError(f"{what} would overwrite the input file; choose another path", shown)
+    if path.is_dir():
+        raise EsvaError(f"{what} is a directory; give a file name", shown)
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise EsvaError(
+            f"{what} must end in {' or '.join(suffixes)} (got {path.suffix or 'no suffix'!r})",
+            shown,
+        )
+    if len(os.fsencode(path.name)) > NAME_MAX - 16:  # room for the temporary sibling's affixes
+        raise EsvaError(
+            f"{what} file name is too long ({len(os.fsencode(path.name))} bytes)", shown
+        )
+    _check_parent(path, what, shown)
+    return path
+
+
+def check_output_dir(
+    path: str | os.PathLike, inputs: tuple[str | os.PathLike | None, ...] = (), what: str = "--out"
+) -> Path:
+    """Refuse an output folder that is an existing file, one of ``inputs``, or not writable."""
+    from esva.errors import EsvaError
+
+    path = Path(path)
+    shown = _display(path)
+    if path.exists() and not path.is_dir():
+        raise EsvaError(f"{what} is an existing file, not a folder", shown)
+    for source in inputs:
+        if source is not None and _same_file(path, Path(source)):
+            raise EsvaError(f"{what} is the input folder; choose another path", shown)
+    if len(os.fsencode(path.name)) > NAME_MAX - 16:
+        raise EsvaError(
+            f"{what} folder name is too long ({len(os.fsencode(path.name))} bytes)", shown
+        )
+    _check_parent(path, what, shown)
+    if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+        raise EsvaError(f"{what} folder is not writable", shown)
+    return path
+
+
+def _check_parent(path: Path, what: str, shown: str) -> None:
+    from esva.errors import EsvaError
+
+    # The nearest existing ancestor must be a writable folder (missing ones are created).
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise EsvaError(f"{what}: {_display(parent)} is a file, not a folder", shown)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise EsvaError(f"{what}: folder {_display(parent)} is not writable", shown)

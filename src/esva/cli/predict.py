@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -31,8 +30,11 @@ def predict(
 ) -> None:
     """Predict the emotion of FILE with a trained ESVA model."""
     from esva.apps.predict import model_extractor, plot_timeline, predict_file
+    from esva.io import check_output_file, json_dumps
     from esva.model import ESVAModel
 
+    if plot is not None:  # before any work: never overwrite the input, fail late or half-write
+        check_output_file(plot, inputs=(file, audio), suffixes=(".png",), what="--plot")
     shipped = model is None
     if shipped:
         from esva.assets import default_model_dir
@@ -48,7 +50,7 @@ def predict(
     if plot is not None:
         plot_timeline(pred, esva_model.config.classes, plot)
     if as_json:
-        typer.echo(json.dumps(pred.to_dict()))
+        typer.echo(json_dumps(pred.to_dict()))
         return
     from rich.console import Console
     from rich.table import Table

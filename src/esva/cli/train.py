@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -55,11 +54,13 @@ def evaluate(
     ] = False,
 ) -> None:
     """Predict a feature dataset with a trained model and score it (MERTools-conformant metrics)."""
+    from esva.io import check_output_dir, json_dumps
     from esva.recipes.evaluate_model import evaluate_model
 
+    check_output_dir(out, inputs=(model, data), what="--out")
     result = evaluate_model(model, data, out, None if split == "all" else split, labels)["metrics"]
     if as_json:
-        typer.echo(json.dumps({k: v for k, v in result.items() if k != "per_class"}))
+        typer.echo(json_dumps({k: v for k, v in result.items() if k != "per_class"}))
         return
     from rich.console import Console
 
