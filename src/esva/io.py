@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -37,6 +38,52 @@ def _as_created(path: str | Path, directory: bool = False) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
 
+def _temp_prefix(name: str) -> str:
+    # The writer's pid in the name lets remove_stale_temps tell a live writer's temporary file
+    # from the orphan of a process killed mid-write (kill -9 runs no cleanup).
+    return f".{name}.{TEMP_PID_TAG}{os.getpid()}."
+
+
+TEMP_PID_TAG = "pid"
+_TEMP_NAME = re.compile(r"^\..*\.pid(\d+)\.[^/]*\.tmp$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temps(directory: str | Path) -> list[Path]:
+    """Delete the temporary files/dirs in ``directory`` (not below) left by a killed writer.
+
+    Only names made by :func:`atomic_write`, :func:`atomic_path` or :func:`atomic_dir` whose
+    writer process no longer exists are removed; a live writer's temporary file is left alone.
+    One directory scan: call it once when a run (re)starts, not per write.
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMP_NAME.match(entry.name)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        path = Path(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        removed.append(path)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_write(
     path: str | Path, mode: str = "w", encoding: str | None = "utf-8", newline: str | None = None
@@ -44,7 +91,7 @@ def atomic_write(
     """Open a temporary sibling of ``path`` for writing; rename it onto ``path`` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     _as_created(tmp)
     binary = "b" in mode
     try:
@@ -67,7 +114,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.stem}.", suffix=f"{path.suffix}.tmp", dir=path.parent
+        prefix=_temp_prefix(path.stem), suffix=f"{path.suffix}.tmp", dir=path.parent
     )
     os.close(fd)
     _as_created(tmp)
@@ -89,7 +136,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=path.parent))
     _as_created(tmp, directory=True)
     try:
         yield tmp
@@ -105,9 +152,17 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def write_json(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as indented strict JSON (no NaN/inf, see :func:`json_dumps`), atomically."""
-    text = json_dumps(obj, indent=2, sort_keys=False)  # before opening: no temp file on failure
+def write_json(path: str | Path, obj: Any, strict: bool = False) -> None:
+    """Write ``obj`` as indented JSON, atomically.
+
+    ``strict=True`` refuses NaN/inf (:func:`json_dumps`): use it for results a user reads.
+    Internal state files keep Python's ``-Infinity`` (a training run's "no best score yet").
+    """
+    # Serialised before the file is opened: a refused value leaves no temporary file behind.
+    if strict:
+        text = json_dumps(obj, indent=2, sort_keys=False)
+    else:
+        text = json.dumps(obj, indent=2, sort_keys=False)
     with atomic_write(path) as handle:
         handle.write(text + "\n")
 

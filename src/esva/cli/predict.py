@@ -31,10 +31,14 @@ def predict(
     """Predict the emotion of FILE with a trained ESVA model."""
     from esva.apps.predict import model_extractor, plot_timeline, predict_file
     from esva.io import check_output_file, json_dumps
+    from esva.media.decode import probe
     from esva.model import ESVAModel
 
     if plot is not None:  # before any work: never overwrite the input, fail late or half-write
         check_output_file(plot, inputs=(file, audio), suffixes=(".png",), what="--plot")
+    for media in (file, audio):  # the input first: a broken file fails before weights load
+        if media is not None:
+            probe(media)
     shipped = model is None
     if shipped:
         from esva.assets import default_model_dir

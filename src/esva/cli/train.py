@@ -21,12 +21,14 @@ def train(
     epochs: Annotated[int | None, typer.Option(help="Override train.epochs.")] = None,
 ) -> None:
     """Train an ESVA model on a feature dataset (runs under accelerate: CPU, one GPU or many)."""
+    from esva.io import check_output_dir
     from esva.recipes.config import RunConfig
     from esva.recipes.train_esva import train as run_training
 
     run = RunConfig.load(config)
     if out is not None:
         run.train.out_dir = str(out)
+    check_output_dir(run.train.out_dir, inputs=(run.data.root,), what="--out")
     if epochs is not None:
         run.train.epochs = epochs
     result = run_training(run, resume=resume)

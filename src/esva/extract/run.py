@@ -24,6 +24,7 @@ from esva.data.sources import ClipSource
 from esva.errors import EsvaError
 from esva.extract.feature_store import FeatureStore
 from esva.extract.pipeline import ExtractConfig, FeatureExtractor
+from esva.io import remove_stale_temps
 
 
 @dataclass
@@ -81,7 +82,7 @@ LOCK_WAIT_S = 5.0  # a second run waits this long for the first, then gives up (
 
 
 @contextlib.contextmanager
-def store_lock(out: str | Path, wait_s: float = LOCK_WAIT_S) -> Iterator[Path]:
+def store_lock(out: str | Path, wait_s: float | None = None) -> Iterator[Path]:
     """Hold an exclusive ``fcntl.flock`` on ``OUT/.esva-extract.lock`` for the whole run.
 
     The kernel drops the lock when the process dies (even by kill -9), so a stale lock file
@@ -96,7 +97,7 @@ def store_lock(out: str | Path, wait_s: float = LOCK_WAIT_S) -> Iterator[Path]:
     except OSError as exc:
         raise EsvaError(f"cannot create the feature store ({exc.strerror})", root) from None
     try:
-        deadline = time.monotonic() + wait_s
+        deadline = time.monotonic() + (LOCK_WAIT_S if wait_s is None else wait_s)
         while True:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -147,6 +148,10 @@ def run_extract(
     with store_lock(out) if rank == 0 else contextlib.nullcontext():
         store = FeatureStore(out)
         store.check_settings(config)
+        if rank == 0:  # orphans of a run killed mid-write (kill -9 runs no cleanup)
+            root = Path(out)
+            for folder in (root, *(p for p in root.iterdir() if p.is_dir())):
+                remove_stale_temps(folder)
         shard = sources[rank::world]
         todo = [s for s in shard if not store.is_done(s.name, config.encoders, retry_failed)]
         summary = ExtractSummary(skipped=len(shard) - len(todo))
