@@ -106,6 +106,10 @@ def corpus(tmp_path_factory, small_corpus) -> Corpus:
     shutil.copy(root / "good.wav", clash / ("y" * 240 + ".wav"))
     shutil.copy(root / "random.wav", clash / "noise.wav")
     shutil.copy(root / "zero.wav", clash / "empty.wav")
+    nan_folder = root / "nan_folder"
+    nan_folder.mkdir()
+    shutil.copy(root / "glitch.wav", nan_folder / "glitch.wav")
+    shutil.copy(root / "broken_all.wav", nan_folder / "broken_all.wav")
     # tables
     _write_csv(root / "gold.csv", [["name", "discrete"], ["a", "happy"], ["b", "sad"]])
     _write_csv(root / "pred.csv", [["name", "discrete"], ["a", "happy"], ["b", "happy"]])
@@ -295,8 +299,16 @@ def _clash_store(c: Corpus, tmp: Path, out: str) -> None:
     assert any("empty" in r for r in failed.values()), failed
 
 
-def _lock_held(c: Corpus, tmp: Path) -> list[str]:
-    return []  # see test_second_extract_into_a_locked_store
+def _nan_store(c: Corpus, tmp: Path, out: str) -> None:
+    """The glitchy clip is extracted (repaired, finite features); the NaN one is a failure."""
+    from safetensors.torch import load_file
+
+    summary = json.loads(out)
+    assert summary["done"] == 1 and [f["clip"] for f in summary["failed"]] == ["broken_all"]
+    assert "not finite" in summary["failed"][0]["reason"]
+    for path in (tmp / "store").rglob("*.safetensors"):
+        for tensor in load_file(path).values():
+            assert tensor.is_floating_point() is False or bool(tensor.isfinite().all()), path
 
 
 P = "predict"
@@ -317,7 +329,7 @@ CASES: dict[str, Case] = {
     "predict-directory": Case(P, lambda c, t: [P, c("folder.mp4")], 2, ("directory",)),
     "predict-missing": Case(P, lambda c, t: [P, c("gone.mp4")], 2, ("gone.mp4", "not found")),
     "predict-truncated": Case(P, lambda c, t: [P, c("trunc.mp4")], 2, ("trunc.mp4",)),
-    "predict-nan-wav": Case(P, lambda c, t: [P, c("broken_all.wav")], 2, ("NaN or infinite",)),
+    "predict-nan-wav": Case(P, lambda c, t: [P, c("broken_all.wav")], 2, ("not finite",)),
     "predict-glitch-wav": Case(
         P,
         lambda c, t: [P, c("glitch.wav"), "--json"],
@@ -459,6 +471,20 @@ CASES: dict[str, Case] = {
         lambda c, t: [E, "--data", c("clash"), "--out", str(t / "store"), *PROSODY[:-1], "--json"],
         0,
         check=_clash_store,
+    ),
+    "extract-nan-audio": Case(
+        E,
+        lambda c, t: [
+            E,
+            "--data",
+            c("nan_folder"),
+            "--out",
+            str(t / "store"),
+            *PROSODY[:-1],
+            "--json",
+        ],
+        0,
+        check=_nan_store,
     ),
     "extract-csv-columns": Case(
         E,

@@ -322,7 +322,7 @@ def load_audio(
     if n_bad:
         if n_bad > MAX_NONFINITE_SHARE * max(n_in, 1):
             raise EsvaError(
-                f"audio has {n_bad} of {n_in} samples NaN or infinite (more than "
+                f"audio has {n_bad} of {n_in} samples that are not finite numbers (more than "
                 f"{MAX_NONFINITE_SHARE:.0%}); not a usable recording",
                 name,
             )
