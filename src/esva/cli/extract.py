@@ -25,7 +25,8 @@ def extract(
         typer.Option(
             "--data",
             help="Clip list CSV (path,label[,speaker,split,text]), a folder, a glob, "
-            "or a dataset name.",
+            "or a dataset name. Clips are named by file stem; a stem over 96 bytes, or two files "
+            "with one stem (a.mp4 and a.wav), get a '-' + 8-hex-digit hash suffix.",
         ),
     ],
     out: Annotated[
