@@ -16,6 +16,7 @@ import numpy as np
 
 from esva.apps.inference import Prediction, Recognizer
 from esva.io import atomic_path
+from esva.media.decode import display_name
 
 __all__ = ["Prediction", "Recognizer", "plot_timeline", "predict_file"]
 
@@ -52,7 +53,8 @@ def plot_timeline(pred: Prediction, classes: list[str], path: str | Path) -> Pat
         ax.bar(classes, probs[0])
     offset = "n/a" if pred.offset_ms is None else f"{pred.offset_ms:+.0f} ms"
     ax.set_title(
-        f"{Path(pred.file).name}: {pred.label} (audio lag {offset}; {'+'.join(pred.modalities)})",
+        f"{display_name(Path(pred.file)).rsplit('/', 1)[-1]}: {pred.label} "
+        f"(audio lag {offset}; {'+'.join(pred.modalities)})",
         fontsize=9,
     )
     if len(centres) > 1:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Annotated
@@ -23,10 +22,17 @@ def align(
         Path | None, typer.Option("--plot", help="Write a PNG of C(τ) and the local offsets.")
     ] = None,
     max_offset_ms: Annotated[
-        float, typer.Option("--max-offset-ms", help="Search the offset within ± this.", min=20)
+        float,
+        typer.Option(
+            "--max-offset-ms",
+            help="Search the offset within ± this (20-5000; clamped to half the clip, flagged).",
+            min=20,
+            max=5000,
+        ),
     ] = 500.0,
     window_s: Annotated[
-        float, typer.Option("--window-s", help="Length of the local windows (Eq. 4).", min=0.2)
+        float,
+        typer.Option("--window-s", help="Length of the local windows (Eq. 4).", min=0.2, max=10),
     ] = 1.0,
     detector: Annotated[
         str, typer.Option("--detector", help="Face detector: mtcnn (default) or haar (faster).")
@@ -42,10 +48,16 @@ def align(
     the offsets of 1-s windows over time (drift).
     """
     from esva.errors import EsvaError
+    from esva.io import check_output_file, json_dumps
     from esva.sync.clip_media import ClipMediaConfig, load_clip_media
     from esva.sync.estimate import ClipAlignConfig, align_media
     from esva.sync.space import load_sync_space
 
+    for name, value in (("--max-offset-ms", max_offset_ms), ("--window-s", window_s)):
+        if not math.isfinite(value):  # click's range check lets NaN through
+            raise EsvaError(f"{name} must be a finite number, got {value}")
+    if plot is not None:  # before any work: never overwrite the input or fail at the end
+        check_output_file(plot, inputs=(file, audio), suffixes=(".png",), what="--plot")
     if detector not in ("mtcnn", "haar"):
         raise EsvaError(f"unknown face detector {detector!r} (choose mtcnn or haar)")
     # The input first: a wrong file is reported before any weights are read.
@@ -58,7 +70,7 @@ def align(
 
         plot_alignment(result, plot)
     if as_json:
-        typer.echo(json.dumps(result.to_dict(), allow_nan=False))
+        typer.echo(json_dumps(result.to_dict()))
         return
     offset = "undefined" if not math.isfinite(result.offset_ms) else f"{result.offset_ms:+.1f} ms"
     typer.echo(f"{result.file}")

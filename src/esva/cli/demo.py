@@ -22,7 +22,9 @@ def demo(
     from rich.markdown import Markdown
 
     from esva.apps.demo import DemoConfig, run_demo
+    from esva.io import check_output_dir
 
+    check_output_dir(out, what="--out")
     if out.exists() and any(out.iterdir()):
         from esva.errors import EsvaError
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+MAX_FPS = 240.0  # faster than any camera esva meets; a larger rate is a typo
+MAX_WORKERS = 64
 
 
 def _names(value: str) -> list[str]:
@@ -23,7 +25,8 @@ def extract(
         typer.Option(
             "--data",
             help="Clip list CSV (path,label[,speaker,split,text]), a folder, a glob, "
-            "or a dataset name.",
+            "or a dataset name. Clips are named by file stem; a stem over 96 bytes, or two files "
+            "with one stem (a.mp4 and a.wav), get a '-' + 8-hex-digit hash suffix.",
         ),
     ],
     out: Annotated[
@@ -57,11 +60,21 @@ def extract(
     ] = False,
 ) -> None:
     """Decode clips, track faces, run the encoders; write one feature file per clip and encoder."""
+    import math
+
     from esva.errors import EsvaError
     from esva.extract.inputs import resolve_inputs
     from esva.extract.pipeline import ExtractConfig
     from esva.extract.run import run_extract
+    from esva.io import check_output_dir, json_dumps
 
+    # Options first, before any file is opened: a bad value is a one-line error, not a
+    # traceback from deep inside the frame sampler.
+    if not (math.isfinite(fps) and 0 < fps <= MAX_FPS):
+        raise EsvaError(f"--fps must be a number in (0, {MAX_FPS:g}], got {fps:g}")
+    if not 1 <= workers <= MAX_WORKERS:
+        raise EsvaError(f"--workers must be between 1 and {MAX_WORKERS}, got {workers}")
+    check_output_dir(out, what="--out")
     if faces not in ("haar", "mtcnn"):
         raise EsvaError(f"--faces must be haar or mtcnn, got {faces!r}")
     config = ExtractConfig(
@@ -79,7 +92,7 @@ def extract(
         progress=not (quiet or as_json),
     )
     if as_json:
-        typer.echo(json.dumps(summary.to_dict()))
+        typer.echo(json_dumps(summary.to_dict()))
         return
     _print_summary(summary, out)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -76,6 +75,7 @@ def explain(
     if not file.exists():
         raise EsvaError("file not found", file)
     from esva.apps.explain import explain_file
+    from esva.io import json_dumps
 
     result = explain_file(
         file,
@@ -86,7 +86,7 @@ def explain(
         assume_default_extraction=assume_default_extraction,
     )
     if as_json:
-        typer.echo(json.dumps(result, default=float))
+        typer.echo(json_dumps(result, default=float))
         return
     from rich.console import Console
 

@@ -67,7 +67,13 @@ def main(argv: list[str] | None = None) -> int:
         # Usage errors (missing option, bad value) from typer's bundled click: print click's own
         # short message. Matched by behaviour because typer may vendor its own click classes.
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):
-            exc.show()
+            if type(exc).__name__ == "NoArgsIsHelpError" or not hasattr(exc, "format_message"):
+                exc.show()  # `esva score` alone: the help text is the answer
+                return int(exc.exit_code)
+            # One line like every other error (click's own is usage + blank + message).
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            print(f"esva: error: {' '.join(exc.format_message().split())}{hint}", file=sys.stderr)
             return int(exc.exit_code)
         if type(exc).__name__ == "Abort":
             print("esva: aborted", file=sys.stderr)

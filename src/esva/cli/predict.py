@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -40,7 +39,14 @@ def predict(
     """Predict the emotion of FILE with a trained ESVA model."""
     from esva.apps.inference import Recognizer
     from esva.apps.predict import plot_timeline
+    from esva.io import check_output_file, json_dumps
+    from esva.media.decode import probe
 
+    if plot is not None:  # before any work: never overwrite the input, fail late or half-write
+        check_output_file(plot, inputs=(file, audio), suffixes=(".png",), what="--plot")
+    for media in (file, audio):  # the input first: a broken file fails before weights load
+        if media is not None:
+            probe(media)
     shipped = model is None
     # The shipped model is hash-checked (a damaged install is a one-line error); any model's
     # extraction.json decides how FILE's features are made.
@@ -51,7 +57,7 @@ def predict(
     if plot is not None:
         plot_timeline(pred, recognizer.model.config.classes, plot)
     if as_json:
-        typer.echo(json.dumps(pred.to_dict()))
+        typer.echo(json_dumps(pred.to_dict()))
         return
     from rich.console import Console
     from rich.table import Table

@@ -11,7 +11,6 @@ imported inside each command so that ``esva --help`` does not load scikit-learn.
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -57,7 +56,9 @@ class Source(StrEnum):
 def _emit(result: dict[str, Any], as_json: bool, title: str, keys: tuple[str, ...]) -> None:
     """Print the headline metrics as a rich table, or the whole result as one JSON object."""
     if as_json:
-        typer.echo(json.dumps(result, indent=None, allow_nan=False))
+        from esva.io import json_dumps
+
+        typer.echo(json_dumps(result))
         return
     from rich.console import Console
     from rich.table import Table
@@ -105,6 +106,10 @@ def mer2023(
     from esva.evaluate.classification import score_classification
     from esva.evaluate.mer_files import check_names, parse_classes, read_discrete
 
+    if confusion is not None:  # before scoring: never overwrite an input or fail at the end
+        from esva.io import check_output_file
+
+        check_output_file(confusion, inputs=(gold, pred), suffixes=(".png",), what="--confusion")
     class_list = parse_classes(classes)
     gold_labels, gold_valence = read_discrete(gold, class_list)
     pred_labels, pred_valence = read_discrete(pred, class_list)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -22,12 +21,14 @@ def train(
     epochs: Annotated[int | None, typer.Option(help="Override train.epochs.")] = None,
 ) -> None:
     """Train an ESVA model on a feature dataset (runs under accelerate: CPU, one GPU or many)."""
+    from esva.io import check_output_dir
     from esva.recipes.config import RunConfig
     from esva.recipes.train_esva import train as run_training
 
     run = RunConfig.load(config)
     if out is not None:
         run.train.out_dir = str(out)
+    check_output_dir(run.train.out_dir, inputs=(run.data.root,), what="--out")
     if epochs is not None:
         run.train.epochs = epochs
     result = run_training(run, resume=resume)
@@ -55,11 +56,13 @@ def evaluate(
     ] = False,
 ) -> None:
     """Predict a feature dataset with a trained model and score it (MERTools-conformant metrics)."""
+    from esva.io import check_output_dir, json_dumps
     from esva.recipes.evaluate_model import evaluate_model
 
+    check_output_dir(out, inputs=(model, data), what="--out")
     result = evaluate_model(model, data, out, None if split == "all" else split, labels)["metrics"]
     if as_json:
-        typer.echo(json.dumps({k: v for k, v in result.items() if k != "per_class"}))
+        typer.echo(json_dumps({k: v for k, v in result.items() if k != "per_class"}))
         return
     from rich.console import Console
 

@@ -30,8 +30,9 @@ Two mapping sources are supported (``source``):
   ``format_mapping`` has 7356 entries instead of 7386: the "-less" words (``helpless``,
   ``fearless``, ``worthless``, ...) and two others lost their inflected forms, so e.g. ``"help"``
   is dropped instead of being read as ``"helpless"``. Scores can therefore differ slightly.
-  The npz stores pickled dicts, so it is loaded with ``allow_pickle=True``: only point it at the
-  official file.
+  The npz stores pickled dicts; it is read by :mod:`esva.evaluate.npz_data`, which rebuilds
+  plain dicts/lists/strings from the pickle opcodes without unpickling (no code in the file can
+  run; a file that refers to any function is refused).
 
 Conformance notes: gold/prediction lists are parsed with MER2025's ``string_to_list`` (split on
 quotes and commas, strip; :func:`~esva.evaluate.mer_files.parse_list_mer2025`) and lower-cased. The
@@ -222,30 +223,39 @@ def load_wheel_mapping(wheel_dir: str | Path, source: str = "mer2025") -> WheelM
 
 
 def _load_npz(path: Path) -> WheelMapping:
-    if not path.exists():
-        raise EsvaError("file not found", path)
-    try:
-        with np.load(path, allow_pickle=True) as data:  # pickled dicts: trusted reference file
-            parts = {
-                key: data[key].item()
-                for key in ("format_mapping", "raw_mapping", "wheel_map_whole")
-            }
-    except KeyError as exc:
-        raise EsvaError(f"lacks the array {exc}", path) from None
-    except Exception as exc:  # zip, pickle and format errors all mean "not the official npz"
-        raise EsvaError(
-            f"is not a readable wheel_mapping.npz ({type(exc).__name__})", path
-        ) from None
+    from esva.evaluate.npz_data import load_npz_data
+
+    # Never np.load(allow_pickle=True): a crafted npz runs any command while unpickling.
+    parts = load_npz_data(path, ("format_mapping", "raw_mapping", "wheel_map_whole"))
     wheels = parts["wheel_map_whole"]
     if not all(isinstance(v, dict) for v in parts.values()) or not all(
-        w in wheels and all(level in wheels[w] for level in LEVELS) for w in WHEELS
+        isinstance(wheels.get(w), dict)
+        and all(isinstance(wheels[w].get(level), dict) for level in LEVELS)
+        for w in WHEELS
     ):
         raise EsvaError("does not hold the expected mapping dictionaries", path)
+    for key in ("format_mapping", "raw_mapping"):
+        if not all(_is_words(k, v) for k, v in parts[key].items()):
+            raise EsvaError(f"{key} is not a map of words to word lists", path)
+    if not all(
+        all(isinstance(k, str) and isinstance(v, str) for k, v in wheels[w][lv].items())
+        for w in WHEELS
+        for lv in LEVELS
+    ):
+        raise EsvaError("wheel_map_whole is not a map of words to clusters", path)
     return WheelMapping(
         parts["format_mapping"],
         parts["raw_mapping"],
         {w: {lv: wheels[w][lv] for lv in LEVELS} for w in WHEELS},
         "mer2026",
+    )
+
+
+def _is_words(key: object, value: object) -> bool:
+    return (
+        isinstance(key, str)
+        and isinstance(value, list)
+        and all(isinstance(word, str) for word in value)
     )
 
 

@@ -48,6 +48,9 @@ MAX_BAD_PACKETS = 50
 # Audio timestamp gaps up to this long are filled with silence to keep the timeline; a larger jump
 # (a hostile or broken file) is reported instead of allocating minutes of zeros.
 MAX_AUDIO_GAP_S = 30.0
+# A float WAV may carry NaN/inf samples: a few (a glitch) are zeroed and flagged in ``issues``;
+# more than this share means the file is not a recording, and it is refused.
+MAX_NONFINITE_SHARE = 0.01
 # load_video refuses clips whose frames would take more memory than this (use iter_frames).
 LOAD_VIDEO_MAX_BYTES = 2 << 30
 
@@ -278,6 +281,7 @@ def load_audio(
         in_rate = 0
         start_s: float | None = None
         n_in = 0  # input-rate samples consumed, including silence inserted for gaps
+        n_bad = 0  # non-finite input samples (a float WAV can hold NaN/inf), zeroed
         for frame in _decode(container, stream, issues):
             try:
                 parts = to_float.resample(frame)
@@ -289,6 +293,11 @@ def load_audio(
             # A format-only conversion keeps samples 1:1, so the input frame's time applies.
             planes = np.concatenate([part.to_ndarray() for part in parts], axis=1)
             mono = planes.mean(axis=0, dtype=np.float32)
+            bad = ~np.isfinite(mono)
+            if bad.any():
+                # Zero them before resampling: soxr would smear one NaN over its whole filter.
+                n_bad += int(bad.sum())
+                mono[bad] = 0.0
             if resampler is None:
                 in_rate = int(frame.sample_rate)
                 start_s = frame.time if frame.time is not None else _stream_start_s(stream)
@@ -310,6 +319,14 @@ def load_audio(
         if resampler is None:
             raise EsvaError(f"audio stream has no decodable samples {_issues_text(issues)}", name)
         chunks.append(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+    if n_bad:
+        if n_bad > MAX_NONFINITE_SHARE * max(n_in, 1):
+            raise EsvaError(
+                f"audio has {n_bad} of {n_in} samples that are not finite numbers (more than "
+                f"{MAX_NONFINITE_SHARE:.0%}); not a usable recording",
+                name,
+            )
+        issues.append(f"non-finite samples repaired ({n_bad})")
     samples = np.concatenate(chunks).astype(np.float32, copy=False)
     del chunks
     np.clip(samples, -1.0, 1.0, out=samples)  # resampling can overshoot full-scale input

@@ -315,4 +315,8 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str | P
         if shapes:
             parts.append(f"shape mismatch {shapes[:3]}")
         raise EsvaError(f"weights do not fit the config ({'; '.join(parts)})", source)
+    # A checkpoint with NaN/inf weights would predict NaN for every clip: refuse it here.
+    broken = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise EsvaError(f"weights hold NaN or infinite values ({', '.join(broken[:3])})", source)
     model.load_state_dict(state)

@@ -35,7 +35,7 @@ import torch
 
 from esva.errors import EsvaError
 from esva.hashing import file_sha256, state_dict_sha256
-from esva.io import atomic_write, read_json, write_json
+from esva.io import atomic_write, read_json, remove_stale_temps, write_json
 from esva.recipes.progress import EpochProgress
 
 if TYPE_CHECKING:  # imported when training starts: `esva explain` loads this package too
@@ -147,6 +147,8 @@ class Engine:
         self.ckpt_dir = self.out_dir / CHECKPOINT
         # Every rank checks: one rank raising alone would hang the others.
         self.saved = self._check_checkpoint() if resume else None
+        if resume:  # a killed run may have left a temporary file behind (its writer is gone)
+            remove_stale_temps(self.out_dir)
         if not resume and self.ckpt_dir.exists():
             raise EsvaError(
                 "output directory already holds a run; pass --resume to continue it or choose "

@@ -95,7 +95,7 @@ def _save_media(path: Path, media: ClipMedia) -> None:
 
 
 def _load_media(path: Path, video: Path, audio: Path) -> ClipMedia:
-    with np.load(path) as z:
+    with np.load(path, allow_pickle=False) as z:  # our own cache; never unpickle a file
         clip = AudioClip(
             samples=z["samples"],
             sample_rate=int(z["sample_rate"]),

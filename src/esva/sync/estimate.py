@@ -8,7 +8,7 @@ space (:mod:`esva.sync.space`) and runs the paper's Eq. 4-6 and 8-9 on them
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,20 @@ SILENCE_PEAK = 1e-4  # audio whose samples never exceed this (-80 dBFS) is digit
 # clips, in-sync clips gave 0.07-0.37 (median 0.20), the same videos with another clip's audio
 # 0.03-0.35 (median 0.09); the threshold flags 2 of 36 real pairings and 22 of 36 unrelated ones.
 MIN_CONFIDENCE = 0.1
+# The largest search range esva accepts (``--max-offset-ms``): the sync heads were trained on
+# shifts within ±500 ms; far beyond a few seconds the correlation is over a sliver of the clip.
+MAX_OFFSET_CAP_MS = 5000.0
+# The search is also limited to half the clip: at a shift of half the clip only half of the
+# audio and video still overlap, and C(τ) past that is a peak over noise (a 1e9 ms range gave
+# 2286 ms at confidence 0.72 on an in-sync clip). A larger request is clamped and flagged.
+MAX_OFFSET_SHARE = 0.5
+# Agreement of the local windows (Eq. 6) with the global τ*: share of windows within
+# ±WINDOW_AGREE_MS. Measured on 6 in-sync pc-avs clips: 0.78-1.00 with MTCNN faces, 0.12-0.44
+# with Haar faces (whose τ* was up to 140 ms off, unflagged at confidence 0.2); below
+# MIN_WINDOW_AGREEMENT the estimate is flagged. Needs at least MIN_WINDOWS defined windows.
+WINDOW_AGREE_MS = 80.0
+MIN_WINDOW_AGREEMENT = 0.5
+MIN_WINDOWS = 3
 
 
 @dataclass
@@ -70,6 +84,25 @@ class ClipAlignment:
         return {**out, **curves}
 
 
+def _window_flags(
+    local: list[float | None], lag_ms: float, duration_ms: float, config: ClipAlignConfig
+) -> list[str]:
+    """Flags from the local windows: too few to cross-check τ*, or disagreeing with it."""
+    shown = [v for v in local if v is not None]
+    if len(shown) < MIN_WINDOWS:
+        return [
+            f"clip too short for the {config.window_s:g}-s windows ({duration_ms / 1000:.1f} s, "
+            f"{len(shown)} usable window(s)): the offset cannot be cross-checked"
+        ]
+    agree = sum(abs(v - lag_ms) <= WINDOW_AGREE_MS for v in shown) / len(shown)
+    if agree < MIN_WINDOW_AGREEMENT:
+        return [
+            f"the local windows disagree with the offset (only {100 * agree:.0f} % within "
+            f"±{WINDOW_AGREE_MS:.0f} ms): unreliable face track or speech; try --detector mtcnn"
+        ]
+    return []
+
+
 def _clean(values: np.ndarray) -> list[float | None]:
     """Floats for JSON, None for NaN (JSON has no NaN)."""
     return [None if not math.isfinite(float(v)) else round(float(v), 6) for v in values]
@@ -102,8 +135,17 @@ def align_media(
     config = config or ClipAlignConfig()
     space = space or load_sync_space()
     feats = space.features(media.audio, media.track)
-    est = estimate_from_features(feats, space, config)
     flags = []
+    duration_ms = 1000.0 * len(feats) / feats.fps if feats.fps > 0 else 0.0
+    limit_ms = max(MAX_OFFSET_SHARE * duration_ms, 1000.0 / max(feats.fps, 1.0))
+    clamped = config.max_offset_ms > limit_ms
+    if clamped:
+        flags.append(
+            f"search range clamped to ±{limit_ms:.0f} ms (half the {duration_ms / 1000:.1f}-s "
+            f"clip; --max-offset-ms {config.max_offset_ms:g} asked)"
+        )
+        config = replace(config, max_offset_ms=limit_ms)
+    est = estimate_from_features(feats, space, config)
     coverage = media.track.coverage
     samples = media.audio.samples
     silent = len(samples) == 0 or float(np.max(np.abs(samples))) < SILENCE_PEAK
@@ -118,11 +160,17 @@ def align_media(
         flags.append("no clear peak in C(τ): little speech or lip motion, or unrelated audio")
     edge = abs(abs(est.tau_s) * 1000.0 - config.max_offset_ms) < 1000.0 / feats.fps
     if defined and edge:
-        flags.append("the best offset is at the edge of the search range; raise --max-offset-ms")
+        flags.append(
+            "the best offset is at the edge of the search range, which the clip's length limits"
+            if clamped
+            else "the best offset is at the edge of the search range; raise --max-offset-ms"
+        )
     local = [
         None if silent or not math.isfinite(v) else round(-1000.0 * float(v), 3)
         for v in est.local_tau_s
     ]
+    if defined:
+        flags.extend(_window_flags(local, est.audio_lag_ms, duration_ms, config))
     return ClipAlignment(
         file=display_name(media.video_path),
         audio_file=display_name(media.audio_path),
