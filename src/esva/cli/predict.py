@@ -40,7 +40,7 @@ def predict(
     from esva.apps.inference import Recognizer
     from esva.apps.predict import plot_timeline
     from esva.io import check_output_file, json_dumps
-    from esva.media.decode import probe
+    from esva.media.decode import display_name, probe
 
     if plot is not None:  # before any work: never overwrite the input, fail late or half-write
         check_output_file(plot, inputs=(file, audio), suffixes=(".png",), what="--plot")
@@ -64,7 +64,7 @@ def predict(
 
     console = Console()
     # The verdict on its own line: a table title wraps mid-name in narrow terminals.
-    verdict = f"{file.name}: [bold]{pred.label}[/]"
+    verdict = f"{display_name(file.name)}: [bold]{pred.label}[/]"
     if not pred.confident:
         verdict += f" [yellow](not confident: only {pred.duration_s:.2f} s)[/]"
     console.print(verdict)
@@ -106,7 +106,7 @@ def predict(
     if len(pred.timeline) > 1:
         console.print("timeline: " + ", ".join(_runs(pred.timeline)))
     if plot is not None:
-        console.print(f"timeline plot -> {plot}")
+        console.print(f"timeline plot -> {display_name(plot)}")
 
 
 def _runs(timeline: list[dict]) -> list[str]:
