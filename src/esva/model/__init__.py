@@ -6,6 +6,6 @@
 """
 
 from esva.model.config import ESVAConfig
-from esva.model.esva_model import ESVAModel, ESVAOutput
+from esva.model.esva_model import CONFIG_NAME, WEIGHTS_NAME, ESVAModel, ESVAOutput
 
-__all__ = ["ESVAConfig", "ESVAModel", "ESVAOutput"]
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "ESVAConfig", "ESVAModel", "ESVAOutput"]
