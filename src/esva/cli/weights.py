@@ -35,7 +35,7 @@ def list_weights(
         rows.append(
             {
                 "name": name,
-                "requirement": src.requirement,
+                "requirement": " + ".join(src.requirements),  # a split file needs several
                 "member": src.member,
                 "cached": cached,
                 "verified": cached and verify(name),

@@ -1,4 +1,4 @@
-"""One declared table from each corpus's labels to the MER six classes, with explicit drops.
+"""Declared tables from corpus labels to a target label space (mer6, ser7), with explicit drops.
 
 The model's classes are MER2023's six (neutral, angry, happy, sad, worried, surprise). Other
 corpora label other sets; :data:`LABEL_MAPS` says, for every label of every registered corpus,
@@ -15,6 +15,35 @@ six counterpart: dropped (Emotion-LLaMA likewise left disgust out of MERR, havin
 samples). Surprise is its own top-level category in wheels 1 and 2 -> surprise. The rest are
 judgement calls, noted entry by entry. Pass ``table=`` to :func:`map_labels` to use another
 mapping.
+
+**ser7: the cross-corpus speech-emotion space.** For a speech model trained across acted
+corpora and languages (RAVDESS, TESS, EMOVO, ASED, and EmoDB, CREMA-D, MELD) the target
+``"ser7"`` keeps seven classes, :data:`SER7` = neutral, happy, sad, angry, fearful, disgust,
+surprised (RAVDESS's words; unlike mer6 it keeps disgust, which five of these corpora have).
+:data:`SER7_MAPS` lists every corpus label's class:
+
+=========  ======================================================================================
+corpus     corpus label -> ser7 (identical words omitted)
+=========  ======================================================================================
+ravdess    calm -> neutral (see below)
+tess       fear -> fearful; pleasant_surprise -> surprised (see below)
+emovo      joy -> happy, anger -> angry, sadness -> sad, fear -> fearful, surprise -> surprised
+ased       all five identical (neutral, fearful, happy, sad, angry)
+emodb      anger -> angry, fear -> fearful, happiness -> happy, sadness -> sad; boredom dropped
+cremad     anger -> angry, fear -> fearful
+meld       joy -> happy, anger -> angry, sadness -> sad, fear -> fearful, surprise -> surprised
+=========  ======================================================================================
+
+Two explicit choices. *RAVDESS calm -> neutral*: calm is a low-arousal delivery with no
+counterpart in any other corpus here; as a class of its own it could only be learnt from
+RAVDESS (and would teach "RAVDESS speaker" as much as "calm"), and dropping it loses 2/15 of
+RAVDESS; its nearest category in every corpus is the unemotional reading, and merging calm
+with neutral is the common choice in RAVDESS work (also our mer6 choice). *TESS
+pleasant_surprise -> surprised*: TESS has no other surprise, and ser7's surprised does not fix
+valence (RAVDESS surprised and EMOVO sorpresa are unspecified); TESS's is positive only, a bias
+to keep in mind when scoring surprised on TESS alone. A corpus that lacks a class (ASED has no
+disgust or surprised, TESS no calm) simply supplies no clips of it: every table maps onto a
+subset of :data:`SER7`, and :func:`classes_for` still returns all seven.
 """
 
 from __future__ import annotations
@@ -27,13 +56,14 @@ from collections.abc import Iterable, Mapping
 from esva.data.datasets import canonical_name, get_adapter
 from esva.data.sources import ClipSource
 from esva.errors import EsvaError
-from esva.labelsets import MER2023_CLASSES
+from esva.labelsets import MER2023_CLASSES, SER7_CLASSES
 
 log = logging.getLogger(__name__)
 
 MER6: tuple[str, ...] = MER2023_CLASSES
-DROP = None  # a table value meaning "no MER class: leave the clip out (and count it)"
-TARGETS = ("mer6", "identity")
+SER7: tuple[str, ...] = SER7_CLASSES
+DROP = None  # a table value meaning "no target class: leave the clip out (and count it)"
+TARGETS = ("mer6", "ser7", "identity")
 
 LabelTable = Mapping[str, str | None]
 
@@ -93,13 +123,110 @@ LABEL_MAPS: dict[str, dict[str, str | None]] = {
     },
     "mer2023": dict(_MER_IDENTITY),
     "mer2024": dict(_MER_IDENTITY),
+    "tess": {
+        "angry": "angry",
+        "disgust": DROP,
+        "fear": "worried",
+        "happy": "happy",
+        "neutral": "neutral",
+        "pleasant_surprise": "surprise",
+        "sad": "sad",
+    },
+    "emovo": {
+        "disgust": DROP,
+        "joy": "happy",
+        "neutral": "neutral",
+        "fear": "worried",
+        "anger": "angry",
+        "surprise": "surprise",
+        "sadness": "sad",
+    },
+    "ased": {
+        "neutral": "neutral",
+        "fearful": "worried",
+        "happy": "happy",
+        "sad": "sad",
+        "angry": "angry",
+    },
+}
+
+# The cross-corpus speech space (module doc, "ser7"): every label of each corpus, no implicit
+# entries.
+SER7_MAPS: dict[str, dict[str, str | None]] = {
+    "ravdess": {
+        "neutral": "neutral",
+        "calm": "neutral",  # no counterpart elsewhere; the unemotional reading (module doc)
+        "happy": "happy",
+        "sad": "sad",
+        "angry": "angry",
+        "fearful": "fearful",
+        "disgust": "disgust",
+        "surprised": "surprised",
+    },
+    "tess": {
+        "angry": "angry",
+        "disgust": "disgust",
+        "fear": "fearful",
+        "happy": "happy",
+        "neutral": "neutral",
+        "pleasant_surprise": "surprised",  # TESS's only surprise (positive valence only)
+        "sad": "sad",
+    },
+    "emovo": {
+        "disgust": "disgust",
+        "joy": "happy",
+        "neutral": "neutral",
+        "fear": "fearful",
+        "anger": "angry",
+        "surprise": "surprised",
+        "sadness": "sad",
+    },
+    "ased": {
+        "neutral": "neutral",
+        "fearful": "fearful",
+        "happy": "happy",
+        "sad": "sad",
+        "angry": "angry",
+    },
+    "emodb": {
+        "anger": "angry",
+        "boredom": DROP,  # low arousal without sadness: no ser7 class (as for mer6)
+        "disgust": "disgust",
+        "fear": "fearful",
+        "happiness": "happy",
+        "sadness": "sad",
+        "neutral": "neutral",
+    },
+    "cremad": {
+        "anger": "angry",
+        "disgust": "disgust",
+        "fear": "fearful",
+        "happy": "happy",
+        "neutral": "neutral",
+        "sad": "sad",
+    },
+    "meld": {
+        "neutral": "neutral",
+        "joy": "happy",
+        "surprise": "surprised",
+        "anger": "angry",
+        "sadness": "sad",
+        "disgust": "disgust",
+        "fear": "fearful",
+    },
+}
+
+# target -> (its classes, its tables, how an error names the classes)
+_TARGET_TABLES: dict[str, tuple[tuple[str, ...], dict[str, dict[str, str | None]], str]] = {
+    "mer6": (MER6, LABEL_MAPS, "MER classes"),
+    "ser7": (SER7, SER7_MAPS, "ser7 classes"),
 }
 
 
 def classes_for(source_corpus: str, target: str = "mer6") -> tuple[str, ...]:
     """The class list a model trained on ``source_corpus`` mapped to ``target`` predicts."""
-    if target == "mer6":
-        return MER6
+    if target in _TARGET_TABLES:
+        return _TARGET_TABLES[target][0]
     if target == "identity":
         classes = get_adapter(source_corpus).classes
         if not classes:
@@ -116,7 +243,8 @@ def map_labels(
 ) -> tuple[list[ClipSource], dict[str, int]]:
     """Relabel ``clips`` for ``target``; return ``(kept, {source label: clips dropped})``.
 
-    ``target="mer6"`` maps through ``table`` (default: ``LABEL_MAPS[source_corpus]``);
+    ``target="mer6"`` maps through ``table`` (default: ``LABEL_MAPS[source_corpus]``),
+    ``target="ser7"`` likewise (default: ``SER7_MAPS[source_corpus]``);
     ``target="identity"`` keeps the corpus's own classes and only checks them. The kept clips
     are copies: the new label in ``label``, the corpus's in ``extra["source_label"]``.
     Unlabelled clips (``label`` None) are kept unlabelled. A label the table does not list is
@@ -127,16 +255,18 @@ def map_labels(
         raise EsvaError(f"unknown label target {target!r} (known: {', '.join(TARGETS)})")
     if target == "identity":
         table = {c: c for c in classes_for(source_corpus, "identity")}
-    elif table is None:
-        if source_corpus not in LABEL_MAPS:
-            raise EsvaError(
-                f"no label table from {source_corpus!r} to mer6 (tables: "
-                f"{', '.join(sorted(LABEL_MAPS))}); pass table={{label: class or None}}"
-            )
-        table = LABEL_MAPS[source_corpus]
-    bad = sorted({v for v in table.values() if v is not DROP and v not in MER6})
-    if target == "mer6" and bad:
-        raise EsvaError(f"label table maps to {bad}, which are not MER classes {list(MER6)}")
+    else:
+        classes, tables, what = _TARGET_TABLES[target]
+        if table is None:
+            if source_corpus not in tables:
+                raise EsvaError(
+                    f"no label table from {source_corpus!r} to {target} (tables: "
+                    f"{', '.join(sorted(tables))}); pass table={{label: class or None}}"
+                )
+            table = tables[source_corpus]
+        bad = sorted({v for v in table.values() if v is not DROP and v not in classes})
+        if bad:
+            raise EsvaError(f"label table maps to {bad}, which are not {what} {list(classes)}")
 
     kept: list[ClipSource] = []
     dropped: Counter[str] = Counter()

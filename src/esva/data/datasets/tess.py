@@ -1,0 +1,125 @@
+"""TESS, the Toronto Emotional Speech Set (Dupuis & Pichora-Fuller 2010): labels in folder names.
+
+Two female speakers, ``OAF`` (older, 64) and ``YAF`` (younger, 26), say the carrier phrase "Say
+the word ___" with 200 target words in seven emotions. The corpus is laid out as folders
+``<speaker>_<emotion>/`` (emotion: angry, disgust, fear, happy, neutral, pleasant_surprise, sad)
+holding ``<speaker>_<word>_<tag>`` files, where the tag is the emotion, or ``ps`` for
+pleasant_surprise.
+
+The folder decides speaker and emotion; the file name must agree with it, so a file moved into
+the wrong folder is reported rather than mislabelled. One deviation is accepted because the
+corpus itself has it: ``OAF_neutral/OA_bite_neutral`` spells the speaker ``OA``
+(:data:`SPEAKER_TYPOS`). Clip names are normalised to ``tess_<speaker>_<word>_<emotion>`` (unique
+across corpora, and the same whatever the tag's spelling), speakers are ``tess:OAF`` /
+``tess:YAF``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from esva.data.datasets.base import (
+    AUDIO_SUFFIXES,
+    Adapter,
+    ClipList,
+    PathLike,
+    Skipped,
+    as_roots,
+    finish,
+    scan_media,
+)
+from esva.data.sources import ClipSource
+from esva.errors import EsvaError
+
+CORPUS = "tess"
+LANGUAGE = "en"
+CLASSES: tuple[str, ...] = (
+    "angry",
+    "disgust",
+    "fear",
+    "happy",
+    "neutral",
+    "pleasant_surprise",
+    "sad",
+)
+# the tag a file name uses for each emotion (its folder's emotion, except pleasant_surprise)
+TAGS = {**{c: c for c in CLASSES}, "pleasant_surprise": "ps"}
+SPEAKERS = {"OAF": ("female", 64), "YAF": ("female", 26)}
+SPEAKER_TYPOS = {"OA": "OAF"}  # misspellings that occur in the distributed corpus
+_FOLDER = re.compile(rf"^({'|'.join(SPEAKERS)})_({'|'.join(CLASSES)})$")
+_FILE = re.compile(r"^([A-Za-z]+)_([a-z]+)_([a-z_]+)$")
+
+
+def parse_path(path: Path) -> tuple[str, str, str]:
+    """``OAF_fear/OAF_dead_fear.opus`` -> ``("OAF", "dead", "fear")``; ``ValueError`` otherwise."""
+    folder = _FOLDER.match(path.parent.name)
+    if folder is None:
+        raise ValueError(
+            "TESS file not in a <speaker>_<emotion> folder (speaker OAF or YAF, emotion one of "
+            f"{', '.join(CLASSES)})"
+        )
+    speaker, emotion = folder.groups()
+    name = _FILE.match(path.stem)
+    if name is None:
+        raise ValueError("not a TESS file name (expected <speaker>_<word>_<emotion>)")
+    tag_speaker, word, tag = name.groups()
+    if SPEAKER_TYPOS.get(tag_speaker, tag_speaker) != speaker:
+        raise ValueError(f"TESS file name says speaker {tag_speaker!r}, its folder {speaker!r}")
+    if tag != TAGS[emotion]:
+        raise ValueError(f"TESS file name says emotion {tag!r}, its folder {emotion!r}")
+    return speaker, word, emotion
+
+
+def load(root: PathLike | Sequence[PathLike], *, strict: bool = False) -> ClipList:
+    """TESS clips from the ``<speaker>_<emotion>/`` folders under ``root``.
+
+    A file whose name does not parse is skipped with the reason (``ClipList.skipped``, one
+    warning); ``strict=True`` raises a one-line :class:`EsvaError` naming it instead.
+    """
+    clips: list[ClipSource] = []
+    skipped: list[Skipped] = []
+    seen: dict[str, Path] = {}
+    for base in as_roots(root):
+        for path in scan_media(base, AUDIO_SUFFIXES):
+            try:
+                speaker, word, emotion = parse_path(path)
+            except ValueError as exc:
+                if strict:
+                    raise EsvaError(str(exc), path) from None
+                skipped.append(Skipped(path, str(exc)))
+                continue
+            name = f"{CORPUS}_{speaker}_{word}_{emotion}"
+            if name in seen:
+                skipped.append(Skipped(path, f"duplicate of {seen[name]}"))
+                continue
+            seen[name] = path
+            sex, age = SPEAKERS[speaker]
+            clips.append(
+                ClipSource(
+                    name=name,
+                    audio=path,
+                    label=emotion,
+                    speaker=f"{CORPUS}:{speaker}",
+                    text=f"Say the word {word}",
+                    extra={
+                        "corpus": CORPUS,
+                        "language": LANGUAGE,
+                        "word": word,
+                        "sex": sex,
+                        "age": str(age),
+                    },
+                )
+            )
+    return finish(CORPUS, clips, skipped)
+
+
+ADAPTER = Adapter(
+    name=CORPUS,
+    load=load,
+    classes=CLASSES,
+    description="TESS (English, 2 speakers): <speaker>_<emotion>/<speaker>_<word>_<emotion>",
+)
+
+__all__ = ["ADAPTER", "CLASSES", "load", "parse_path"]
