@@ -147,3 +147,17 @@ def test_ferplus_test_images_are_classified_well_above_chance(shared_data: Path,
     _, logits = encoder.forward_faces(x)
     acc = float((logits.argmax(1) == np.array(labels)).mean())
     assert acc > ACC_BOUND, acc  # 8 classes: chance 0.125, always-neutral ~0.35
+
+
+def test_real_clip_through_the_face_tracker(shared_data: Path, encoder: FaceExpertEncoder):
+    """End to end with esva's own tracker at the encoder's crop size: a MEAD happy clip."""
+    from esva.media.decode import iter_frames
+    from esva.media.faces import FaceTrackerConfig, track_faces
+
+    path = shared_data / "mead_faces" / "W009_front_happy_level3_001.mp4"
+    config = FaceTrackerConfig(detector="haar", size=encoder.face_size, grey=encoder.face_grey)
+    track = track_faces(iter_frames(path, fps=25), config, source=path)
+    assert track.coverage > 0.9
+    clip = encoder.clip_expression(track)
+    assert clip.label == "happiness", dict(zip(CLASSES, clip.probabilities.round(2), strict=True))
+    assert track.timestamps_s[0] <= clip.peak_time_s <= track.timestamps_s[-1]
