@@ -12,7 +12,8 @@ emotions (soft labels), the reported accuracy is against the majority label.
 All PNGs are decoded once into uint8 arrays cached under ``runs/ferplus_cache/`` (git-ignored).
 Training: fixed seed, one thread, fixed batch order, ``torch.use_deterministic_algorithms``: on
 the same machine and torch build a rerun gives the same weights bit for bit (other CPUs/oneDNN
-builds may differ in the last bits). The epoch with the best FER+ valid accuracy is kept, then
+builds may differ in the last bits). Checked with two 20-step runs (byte-identical weights);
+the full run was not repeated. The epoch with the best FER+ valid accuracy is kept, then
 one temperature is fitted on FER+ valid (NLL, LBFGS). Writes ``model.safetensors`` (fp16) and
 ``config.json`` into ``--out`` (default ``src/esva/assets/face_expert``) and prints the weights'
 sha256 to record in ``esva.encoders.face_expert``.
