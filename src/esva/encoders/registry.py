@@ -21,6 +21,7 @@ _ENCODER_MODULES: tuple[str, ...] = (
     "esva.encoders.whisper",
     "esva.encoders.asr",
     "esva.encoders.fer_cnn",
+    "esva.encoders.face_expert",
     "esva.encoders.minilm",
     "esva.encoders.prosody",
 )
@@ -51,6 +52,7 @@ _MODULE_OF: dict[str, str] = {
     **dict.fromkeys(("whisper-tiny", "whisper-base", "whisper"), "esva.encoders.whisper"),
     **dict.fromkeys(("asr-whisper-tiny", "asr-whisper-base"), "esva.encoders.asr"),
     "fer-cnn": "esva.encoders.fer_cnn",
+    "face-expert": "esva.encoders.face_expert",
     "minilm": "esva.encoders.minilm",
     "prosody": "esva.encoders.prosody",
 }
