@@ -7,7 +7,7 @@ beside them (training data, licence, label set, cross-validated scores and known
 file is checked against the sha256 recorded below before it is used, so a truncated or altered
 install fails with one line naming the file instead of silently giving different predictions.
 
-The weights are rebuilt bit for bit by ``python benchmarks/train_default_model.py`` (fixed
+The weights were built by ``python benchmarks/train_default_model.py`` (fixed
 seed, fixed clip order, one thread); that script prints the hashes to record here. They were
 trained on RAVDESS (CC BY-NC-SA 4.0), so the weights are for non-commercial use only.
 """
