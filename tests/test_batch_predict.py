@@ -106,10 +106,8 @@ def test_score_reads_the_predictions_csv(tmp_path, clips, shipped, capsys):
     wrong = next(c for c in CLASSES if c != labels["tone1"])
     gold.write_text(f"name,discrete\ntone0,{labels['tone0']}\ntone1,{wrong}\n")
     capsys.readouterr()
-    rc = main(
-        ["score", "mer2023", "--gold", str(gold), "--pred", str(out), "--classes", "ravdess"]
-        + ["--json"]
-    )
+    score = ["score", "mer2023", "--gold", str(gold), "--pred", str(out), "--json"]
+    rc = main([*score, "--classes", "ravdess"])
     assert rc == 0
     result = json.loads(capsys.readouterr().out)
     assert result["accuracy"] == pytest.approx(0.5)
