@@ -161,6 +161,23 @@ def test_workers_give_the_same_csv(tmp_path, clips):
     assert one.read_text() == two.read_text()
 
 
+@pytest.mark.slow
+def test_two_ranks_share_the_files_and_rank_0_merges(tmp_path, clips):
+    out = tmp_path / "p.csv"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    cmd += ["--master_port", "29581", "-m", "esva.cli.main", "predict", str(clips)]
+    proc = subprocess.run(
+        [*cmd, "--out", str(out), "--quiet"], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]  # broken.wav fails on rank 0
+    # rank 1 reports its half; rank 0 its half, then the merged whole
+    assert "predicted 2/2 file(s)\n" in proc.stdout, proc.stdout
+    assert f"predicted 3/4 file(s) -> {out}" in proc.stdout, proc.stdout
+    assert [r["name"] for r in _read(out)] == ["broken", "tone2", "tone0", "tone1"]
+    assert not list(tmp_path.glob(".*")), "the ranks' side files are merged and removed"
+
+
 def test_kill_9_mid_run_loses_nothing_finished(tmp_path):
     folder = tmp_path / "many"
     folder.mkdir()

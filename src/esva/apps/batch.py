@@ -357,6 +357,7 @@ def run_batch(
         for f in _side_files(out):
             f.unlink(missing_ok=True)
     order = paths if rank == 0 and out is not None else shard
+    summary.total = len(order)  # a rank without the merged CSV reports its own shard
     summary.failed = [
         (str(p), summary.rows[row_key(p)]["error"])
         for p in order

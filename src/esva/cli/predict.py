@@ -164,7 +164,7 @@ def _predict_many(
     from esva.apps.batch import collect_inputs, run_batch
 
     paths = collect_inputs(specs)
-    console = Console()
+    console = Console(soft_wrap=True)  # one line per file, however long its path
     summary = run_batch(
         paths,
         model_dir=model,
