@@ -210,3 +210,21 @@ def test_kill_9_mid_run_loses_nothing_finished(tmp_path):
         assert row["discrete"] == rec["row"]["discrete"]
         assert float(row["happy"]) == pytest.approx(rec["row"]["probabilities"][2], abs=1e-6)
     assert not list(out.parent.glob(".*")), "no side or temporary file left"
+
+
+def test_predict_on_audio_imports_only_what_it_needs(clips):
+    """Start-up: no plotting, no face detector, no OpenCV, no scikit-learn for an audio file."""
+    code = (
+        "import contextlib, io, json, sys\n"
+        "from esva.cli.main import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    assert main(['predict', {str(clips / 'tone0.wav')!r}, '--json']) == 0\n"
+        "heavy = ['matplotlib', 'sklearn', 'cv2', 'esva.media.faces', 'esva.sync.space']\n"
+        "print(json.dumps([m for m in heavy if m in sys.modules]))\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.splitlines()[-1]) == []

@@ -258,6 +258,7 @@ class BatchSummary:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (file, one-line reason)
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # resolved path -> row
     classes: list[str] = field(default_factory=list)
+    written: Path | None = None  # the CSV, when this process wrote it (rank 0)
 
 
 def _distributed() -> tuple[int, int, Any]:
@@ -354,6 +355,7 @@ def run_batch(
             raise EsvaError(f"{len(missing)} file(s) have no row after the run (e.g. {missing[0]})")
         summary.rows = rows
         write_csv(out, paths, rows, classes)
+        summary.written = out
         for f in _side_files(out):
             f.unlink(missing_ok=True)
     order = paths if rank == 0 and out is not None else shard

@@ -193,7 +193,7 @@ def _predict_many(
     console.print(
         f"predicted {ok}/{summary.total} file(s)"
         + (f" ({summary.resumed} from an earlier run)" if summary.resumed else "")
-        + (f" -> {out}" if out is not None else ""),
+        + (f" -> {summary.written}" if summary.written is not None else ""),
         highlight=False,
     )
     if summary.failed:
