@@ -327,7 +327,10 @@ CASES: dict[str, Case] = {
     "predict-zero-byte": Case(P, lambda c, t: [P, c("zero.mp4")], 2, ("zero.mp4", "empty")),
     "predict-random-bytes": Case(P, lambda c, t: [P, c("random.mp4")], 2, ("random.mp4",)),
     "predict-text-as-wav": Case(P, lambda c, t: [P, c("text.wav")], 2, ("text.wav",)),
-    "predict-directory": Case(P, lambda c, t: [P, c("folder.mp4")], 2, ("directory",)),
+    # A folder is a batch input now; an empty one is a usage error naming it.
+    "predict-directory": Case(
+        P, lambda c, t: [P, c("folder.mp4")], 2, ("folder.mp4", "no audio or video files")
+    ),
     "predict-missing": Case(P, lambda c, t: [P, c("gone.mp4")], 2, ("gone.mp4", "not found")),
     "predict-truncated": Case(P, lambda c, t: [P, c("trunc.mp4")], 2, ("trunc.mp4",)),
     "predict-nan-wav": Case(P, lambda c, t: [P, c("broken_all.wav")], 2, ("not finite",)),

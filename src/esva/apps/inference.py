@@ -89,10 +89,10 @@ class FileAnalysis:
     def face_coverage(self) -> float | None:
         """Share of the clip's span (audio and video together) with a tracked face; None for a
         file without video. Measured on a 50 Hz grid by the sync space's interpolation rule."""
-        from esva.sync.space import to_grid
-
         if self.is_audio or self.track is None:
             return None
+        from esva.sync.space import to_grid  # OpenCV and the sync space: only for a video
+
         span = self.span_s()
         if span is None or span[1] <= span[0]:
             return 0.0

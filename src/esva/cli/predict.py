@@ -1,4 +1,9 @@
-"""``esva predict``: emotion, probabilities, timeline and audio-video offset of one file."""
+"""``esva predict``: emotion, probabilities, timeline and audio-video offset of one file, or of
+many files into a MERTools CSV (``--out``; see :mod:`esva.apps.batch`: resumable after a kill).
+
+Exit status: 0 when every file was predicted, 1 when some failed (their rows carry the reason),
+2 for a usage error. Heavy libraries (torch, transformers, matplotlib) load only when the
+request needs them."""
 
 from __future__ import annotations
 
@@ -9,7 +14,14 @@ import typer
 
 
 def predict(
-    file: Annotated[Path, typer.Argument(help="A video (with its audio track) or an audio file.")],
+    files: Annotated[
+        list[str],
+        typer.Argument(
+            help="Videos (with their audio track) or audio files; folders (searched recursively) "
+            "and glob patterns give many files.",
+            show_default=False,
+        ),
+    ],
     model: Annotated[
         Path | None,
         typer.Option(
@@ -21,10 +33,24 @@ def predict(
     audio: Annotated[
         Path | None, typer.Option("--audio", help="Separate audio for a silent video.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object (one file only).")
+    ] = False,
     plot: Annotated[
-        Path | None, typer.Option("--plot", help="Write the timeline as a PNG.")
+        Path | None, typer.Option("--plot", help="Write the timeline as a PNG (one file only).")
     ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Write a CSV: name,discrete (MERTools), one probability per class, modalities, "
+            "offset_ms, error. A rerun after a kill skips the files already done.",
+        ),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", help="Processes for many files (each loads the model).")
+    ] = 1,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     window: Annotated[float, typer.Option(help="Timeline window (s).")] = 2.0,
     hop: Annotated[float, typer.Option(help="Timeline hop (s).")] = 0.5,
     assume_default_extraction: Annotated[
@@ -36,9 +62,17 @@ def predict(
         ),
     ] = False,
 ) -> None:
-    """Predict the emotion of FILE with a trained ESVA model."""
+    """Predict the emotion of FILES with a trained ESVA model."""
+    from esva.errors import EsvaError
+
+    single = len(files) == 1 and Path(files[0]).is_file() and out is None
+    if not single:
+        if as_json or plot is not None or audio is not None:
+            raise EsvaError("--json, --plot and --audio take one file; for many files use --out")
+        _predict_many(files, model, out, workers, assume_default_extraction, quiet)
+        return
+    file = Path(files[0])
     from esva.apps.inference import Recognizer
-    from esva.apps.predict import plot_timeline
     from esva.io import check_output_file, json_dumps
     from esva.media.decode import display_name, probe
 
@@ -55,6 +89,8 @@ def predict(
     )
     pred = recognizer.predict(file, audio=audio, window_s=window, hop_s=hop)
     if plot is not None:
+        from esva.apps.predict import plot_timeline  # matplotlib only when a plot is asked for
+
         plot_timeline(pred, recognizer.model.config.classes, plot)
     if as_json:
         typer.echo(json_dumps(pred.to_dict()))
@@ -118,3 +154,62 @@ def _runs(timeline: list[dict]) -> list[str]:
         else:
             runs.append([w["start_s"], w["end_s"], w["label"]])
     return [f"{a:.1f}-{b:.1f} s {label}" for a, b, label in runs]
+
+
+def _predict_many(
+    specs: list[str],
+    model: Path | None,
+    out: Path | None,
+    workers: int,
+    assume_default_extraction: bool,
+    quiet: bool,
+) -> None:
+    """Many files: one Recognizer per process, a progress bar, a CSV; exit 1 if some failed."""
+    from rich.console import Console
+
+    from esva.apps.batch import collect_inputs, run_batch
+
+    paths = collect_inputs(specs)
+    if out is not None:  # before any work: a CSV never replaces an input or a folder
+        from esva.io import check_output_file
+
+        check_output_file(out, inputs=tuple(paths), suffixes=(".csv",), what="--out")
+    console = Console(soft_wrap=True)  # one line per file, however long its path
+    summary = run_batch(
+        paths,
+        model_dir=model,
+        out=out,
+        workers=workers,
+        assume_default_extraction=assume_default_extraction,
+        progress=not quiet,
+    )
+    if out is None:  # no CSV asked for: one line per file, in input order
+        from esva.apps.batch import row_key
+
+        for p in paths:
+            row = summary.rows.get(row_key(p))
+            if row is None:
+                continue
+            if row["error"]:
+                console.print(f"{p}: [red]failed[/]: {row['error']}", highlight=False)
+            else:
+                off = row["offset_ms"]
+                console.print(
+                    f"{p}: [bold]{row['discrete']}[/]"
+                    + ("" if off is None else f" (audio lag {off:+.1f} ms)"),
+                    highlight=False,
+                )
+    ok = summary.total - len(summary.failed)
+    console.print(
+        f"predicted {ok}/{summary.total} file(s)"
+        + (f" ({summary.resumed} from an earlier run)" if summary.resumed else "")
+        + (f" -> {summary.written}" if summary.written is not None else ""),
+        highlight=False,
+    )
+    if summary.failed:
+        err = Console(stderr=True)
+        err.print(f"[red]{len(summary.failed)} file(s) failed:[/]", highlight=False)
+        for name, reason in summary.failed:
+            line = reason if reason.startswith(name) else f"{name}: {reason}"
+            err.print(f"  {line}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1)

@@ -35,6 +35,8 @@ class ClipSource:
 
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv"}
+MEDIA_SUFFIXES = AUDIO_SUFFIXES | VIDEO_SUFFIXES  # what a folder of clips is searched for
 
 
 def read_clip_csv(path: str | Path) -> list[ClipSource]:

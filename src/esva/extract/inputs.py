@@ -14,10 +14,8 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from esva.data.sources import AUDIO_SUFFIXES, ClipSource, read_clip_csv
+from esva.data.sources import AUDIO_SUFFIXES, VIDEO_SUFFIXES, ClipSource, read_clip_csv
 from esva.errors import EsvaError
-
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv"}
 
 
 def clip_id(stem: str) -> str:

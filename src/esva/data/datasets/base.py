@@ -17,13 +17,16 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from esva.data.sources import AUDIO_SUFFIXES, ClipSource
+from esva.data.sources import (  # re-exported: the adapters import them from here
+    AUDIO_SUFFIXES,  # noqa: F401
+    MEDIA_SUFFIXES,
+    VIDEO_SUFFIXES,
+    ClipSource,
+)
 from esva.errors import EsvaError
 
 log = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".flv", ".m4v", ".mpg", ".mpeg"}
-MEDIA_SUFFIXES = AUDIO_SUFFIXES | VIDEO_SUFFIXES
 
 PathLike = str | os.PathLike
 

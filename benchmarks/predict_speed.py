@@ -1,0 +1,177 @@
+"""Benchmark: how long ``esva predict`` takes, cold and in a batch, against a baseline commit.
+
+    python benchmarks/predict_speed.py [--repeats 3] [--baseline 8784e89]
+    # needs ../shared/data; writes results/predict_speed.md
+
+1. Whole ``esva predict FILE --json`` in a fresh process (imports, model loading, the file,
+   exit), on a ~4 s RAVDESS speech FLAC and a ~4 s RAVDESS talking-face MP4. The baseline is
+   the code at git commit ``--baseline`` checked out into a temporary worktree and run with
+   ``PYTHONPATH=<worktree>/src``, alternated with this checkout's run so both see the same load.
+   Wall time and CPU time (user + sys of the child) are reported: on a shared machine the CPU
+   time is the steadier number.
+2. Batch: one process, the model loaded once (``esva.apps.batch.run_batch``), per-clip time as
+   a share of real time (clip duration), on a few audio files and a few videos.
+3. Peak resident memory (ru_maxrss) of each process.
+
+Goals (issue): whole predict <= 2.5 s (audio) / <= 3.5 s (video); batch <= 0.05x (audio) /
+<= 0.25x (video) real time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, markdown_table, require_shared
+from esva.io import atomic_write, write_json
+
+BATCH = r"""
+import json, resource, sys, time
+import soundfile
+t0 = time.perf_counter()
+from esva.apps.batch import run_batch
+from esva.apps.inference import Recognizer
+from pathlib import Path
+rec = Recognizer.from_pretrained(None)
+load_s = time.perf_counter() - t0
+out = {}
+for kind, files in json.loads(sys.argv[1]).items():
+    paths = [Path(f) for f in files]
+    rec.predict(paths[0])  # warm-up: lazy parts (sync space, face detector) load here
+    durations = []
+    for p in paths:
+        durations.append(rec.predict(p).duration_s)
+    t = time.perf_counter()
+    summary = run_batch(paths, recognizer=rec, progress=False)
+    wall = time.perf_counter() - t
+    assert not summary.failed, summary.failed
+    out[kind] = {"n": len(paths), "seconds": wall, "media_s": sum(durations)}
+out["load_s"] = load_s
+out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps(out))
+"""
+
+
+def _run(cmd: list[str], pythonpath: str) -> dict:
+    """Run ``cmd`` and return wall s, CPU s (user + sys) and peak RSS (MB) of the child."""
+    env = {**os.environ, "PYTHONPATH": pythonpath, "OMP_NUM_THREADS": "1"}
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t
+    stdout, stderr = proc.stdout.read(), proc.stderr.read()
+    proc.stdout.close(), proc.stderr.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{stderr.decode()[-2000:]}")
+    return {
+        "wall": wall,
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "rss": usage.ru_maxrss / 1024,
+        "stdout": stdout.decode(),
+    }
+
+
+def _baseline(commit: str, where: Path) -> Path:
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(where), commit],
+        check=True,
+        capture_output=True,
+    )
+    return where
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--baseline", default="8784e89")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "predict_speed.md")
+    args = parser.parse_args()
+    shared = require_shared()
+    audio = sorted((shared / "ravdess_speech" / "Actor_01").glob("*.flac"))
+    video = sorted((shared / "ravdess_av" / "Actor_01").glob("01-01-*.mp4"))
+    if not audio or not video:
+        sys.exit("needs ravdess_speech/Actor_01/*.flac and ravdess_av/Actor_01/01-01-*.mp4")
+    load_before = os.getloadavg()
+    ours = str(ROOT / "src")
+    cli = [sys.executable, "-m", "esva.cli.main", "predict"]
+    rows, cold = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        base = _baseline(args.baseline, Path(tmp) / "base")
+        try:
+            for kind, file in (("audio", audio[0]), ("video", video[0])):
+                runs: dict[str, list[dict]] = {"baseline": [], "now": []}
+                for _ in range(args.repeats):  # alternated: both see the same machine load
+                    for name, path in (("baseline", str(base / "src")), ("now", ours)):
+                        runs[name].append(_run([*cli, str(file), "--json"], path))
+                b, n = runs["baseline"], runs["now"]
+                pb, pn = json.loads(b[0]["stdout"]), json.loads(n[0]["stdout"])
+                same = pb["label"] == pn["label"] and all(
+                    abs(pb["probabilities"][c] - pn["probabilities"][c]) < 1e-6
+                    for c in pb["probabilities"]
+                )
+                med = {k: {m: statistics.median(r[m] for r in v) for m in ("wall", "cpu", "rss")}
+                       for k, v in runs.items()}  # fmt: skip
+                cold[kind] = med
+                goal = 2.5 if kind == "audio" else 3.5
+                rows.append(
+                    [
+                        f"whole `esva predict` ({kind}, {pn['duration_s']:.1f} s clip)",
+                        f"{med['baseline']['wall']:.2f} s / {med['baseline']['cpu']:.2f} s",
+                        f"{med['now']['wall']:.2f} s / {med['now']['cpu']:.2f} s",
+                        f"{med['now']['wall'] / med['baseline']['wall']:.2f}x / "
+                        f"{med['now']['cpu'] / med['baseline']['cpu']:.2f}x",
+                        f"{med['baseline']['rss']:.0f} / {med['now']['rss']:.0f} MB",
+                        f"<= {goal} s; same answer: {'yes' if same else 'NO'}",
+                    ]
+                )
+        finally:
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)],
+                capture_output=True,
+            )
+    files = {"audio": [str(p) for p in audio[:6]], "video": [str(p) for p in video[:4]]}
+    batch = json.loads(
+        _run([sys.executable, "-c", BATCH, json.dumps(files)], ours)["stdout"].splitlines()[-1]
+    )
+    for kind, goal in (("audio", 0.05), ("video", 0.25)):
+        r = batch[kind]
+        per = r["seconds"] / r["n"]
+        rows.append(
+            [
+                f"batch per clip ({kind}, {r['n']} clips, {r['media_s'] / r['n']:.1f} s each)",
+                "-",
+                f"{per:.2f} s",
+                f"{r['seconds'] / r['media_s']:.3f}x real time",
+                f"{batch['peak_rss_mb']:.0f} MB",
+                f"<= {goal}x real time",
+            ]
+        )
+    load_after = os.getloadavg()
+    header = ["measure", f"baseline {args.baseline} (wall / CPU)", "now (wall / CPU)",
+              "ratio now/baseline", "peak RSS (base / now)", "goal"]  # fmt: skip
+    table = markdown_table(header, rows)
+    cores = os.cpu_count()
+    note = (
+        f"Machine: {cores} CPU cores shared with other jobs; load average "
+        f"{load_before[0]:.1f} before, {load_after[0]:.1f} after (1 min). Medians of "
+        f"{args.repeats} cold runs each, baseline and now alternated; OMP_NUM_THREADS=1. "
+        f"CPU = user + sys time of the process (steadier than wall time under load). "
+        f"Batch: model loaded once ({batch['load_s']:.1f} s), after one warm-up file."
+    )
+    text = f"# esva predict speed\n\n{table}\n\n{note}\n"
+    print(text)
+    with atomic_write(args.out) as handle:
+        handle.write(text)
+    write_json(args.out.with_suffix(".json"), {"cold": cold, "batch": batch})
+
+
+if __name__ == "__main__":
+    main()
