@@ -45,12 +45,14 @@ def forward_in_batches(
 def encode_face_track(
     track: FaceTrack,
     dim: int,
-    features_of: Callable[[np.ndarray], np.ndarray],
+    preprocess: Callable[[np.ndarray], np.ndarray],
+    forward: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
     record: EncoderRecord,
 ) -> EncodedFeatures:
-    """One ``dim``-wide row per track frame: ``features_of(crops)`` for the frames with a face.
+    """One ``dim``-wide row per track frame: embedding then logits, for the frames with a face.
 
-    ``features_of`` gets the uint8 crops of the masked frames only; the other rows stay zero.
+    ``preprocess`` gets the uint8 crops of the masked frames only, ``forward`` its output; the
+    rows of the frames without a face stay zero.
     """
     crops = np.asarray(track.crops)
     mask = np.asarray(track.mask, dtype=bool)
@@ -69,7 +71,8 @@ def encode_face_track(
         )
     features = np.zeros((n, dim), np.float32)
     if mask.any():
-        features[mask] = features_of(crops[mask])
+        emb, logits = forward(preprocess(crops[mask]))
+        features[mask] = np.concatenate([emb, logits], axis=1)
     timestamps = np.asarray(track.timestamps_s, dtype=np.float64)
     return EncodedFeatures(
         features=features,

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -299,12 +300,8 @@ class FaceExpertEncoder(Encoder):
 
     def encode(self, inputs: FaceTrack) -> EncodedFeatures:
         """One feature row per track frame; frames without a face get zeros and mask False."""
-
-        def features_of(crops: np.ndarray) -> np.ndarray:
-            emb, logits = self.forward_faces(preprocess_faces(crops, self.config.crop))
-            return np.concatenate([emb, logits], axis=1)
-
-        return encode_face_track(inputs, self.dim, features_of, self.record)
+        preprocess = partial(preprocess_faces, crop=self.config.crop)
+        return encode_face_track(inputs, self.dim, preprocess, self.forward_faces, self.record)
 
     @staticmethod
     def probabilities(features: np.ndarray) -> np.ndarray:

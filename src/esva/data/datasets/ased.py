@@ -19,7 +19,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from esva.data.datasets.base import Adapter, ClipList, PathLike, load_named_files
+from esva.data.datasets.base import Adapter, ClipList, PathLike, corpus_clip, load_named_files
 from esva.data.sources import ClipSource
 
 CORPUS = "ased"
@@ -80,20 +80,9 @@ def load(root: PathLike | Sequence[PathLike], *, strict: bool = False) -> ClipLi
 def _clip(path: Path) -> ClipSource:
     label, sentence, repetition, sex, speaker = parse_name(path.stem)
     _check_folder(path, path.stem)
-    return ClipSource(
-        # the emotion code in lower case: S4-... and s4-... are the same take
-        name=f"{CORPUS}_{path.stem[:2].lower()}{path.stem[2:]}",
-        audio=path,
-        label=label,
-        speaker=f"{CORPUS}:{speaker}",
-        extra={
-            "corpus": CORPUS,
-            "language": LANGUAGE,
-            "sentence": sentence,
-            "repetition": repetition,
-            "sex": sex,
-        },
-    )
+    name = f"{path.stem[:2].lower()}{path.stem[2:]}"  # S4-... and s4-... are the same take
+    extra = {"sentence": sentence, "repetition": repetition, "sex": sex}
+    return corpus_clip(CORPUS, LANGUAGE, path, name, label, speaker, extra)
 
 
 ADAPTER = Adapter(

@@ -113,6 +113,28 @@ def load_named_files(
     return finish(corpus, clips, skipped)
 
 
+def corpus_clip(
+    corpus: str,
+    language: str,
+    audio: Path,
+    name: str,
+    label: str,
+    speaker: str,
+    extra: dict[str, str],
+    text: str | None = None,
+) -> ClipSource:
+    """An audio clip ``<corpus>_<name>`` by ``<corpus>:<speaker>``, ``extra`` after corpus and
+    language: names and speakers that stay unique when corpora are combined."""
+    return ClipSource(
+        name=f"{corpus}_{name}",
+        audio=audio,
+        label=label,
+        speaker=f"{corpus}:{speaker}",
+        text=text,
+        extra={"corpus": corpus, "language": language, **extra},
+    )
+
+
 def as_roots(root: PathLike | Sequence[PathLike]) -> list[Path]:
     """One root or several, each checked to be an existing directory."""
     roots = [root] if isinstance(root, str | os.PathLike) else list(root)

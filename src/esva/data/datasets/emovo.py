@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from esva.data.datasets.base import Adapter, ClipList, PathLike, load_named_files
+from esva.data.datasets.base import Adapter, ClipList, PathLike, corpus_clip, load_named_files
 from esva.data.sources import ClipSource
 
 CORPUS = "emovo"
@@ -67,20 +67,13 @@ def _clip(path: Path) -> ClipSource:
     folder = path.parent.name
     if folder in SPEAKERS and folder != speaker:
         raise ValueError(f"EMOVO file of actor {speaker!r} in folder {folder!r}")
-    return ClipSource(
-        name=f"{CORPUS}_{path.stem}",
-        audio=path,
-        label=label,
-        speaker=f"{CORPUS}:{speaker}",
-        extra={
-            "corpus": CORPUS,
-            "language": LANGUAGE,
-            "code": path.stem.split("-")[0],
-            "sentence": sentence,
-            "sentence_type": SENTENCE_TYPES[sentence[0]],
-            "sex": SPEAKERS[speaker],
-        },
-    )
+    extra = {
+        "code": path.stem.split("-")[0],
+        "sentence": sentence,
+        "sentence_type": SENTENCE_TYPES[sentence[0]],
+        "sex": SPEAKERS[speaker],
+    }
+    return corpus_clip(CORPUS, LANGUAGE, path, path.stem, label, speaker, extra)
 
 
 ADAPTER = Adapter(

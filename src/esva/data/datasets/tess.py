@@ -20,7 +20,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from esva.data.datasets.base import Adapter, ClipList, PathLike, load_named_files
+from esva.data.datasets.base import Adapter, ClipList, PathLike, corpus_clip, load_named_files
 from esva.data.sources import ClipSource
 
 CORPUS = "tess"
@@ -74,14 +74,10 @@ def load(root: PathLike | Sequence[PathLike], *, strict: bool = False) -> ClipLi
 def _clip(path: Path) -> ClipSource:
     speaker, word, emotion = parse_path(path)
     sex, age = SPEAKERS[speaker]
-    return ClipSource(
-        name=f"{CORPUS}_{speaker}_{word}_{emotion}",
-        audio=path,
-        label=emotion,
-        speaker=f"{CORPUS}:{speaker}",
-        text=f"Say the word {word}",
-        extra={"corpus": CORPUS, "language": LANGUAGE, "word": word, "sex": sex, "age": str(age)},
-    )
+    name = f"{speaker}_{word}_{emotion}"
+    extra = {"word": word, "sex": sex, "age": str(age)}
+    text = f"Say the word {word}"
+    return corpus_clip(CORPUS, LANGUAGE, path, name, emotion, speaker, extra, text)
 
 
 ADAPTER = Adapter(
