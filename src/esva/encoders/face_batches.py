@@ -1,19 +1,19 @@
 """What the face-expression CNN encoders share: checking a face track, batching it through the net.
 
-``fer-cnn`` and ``face-expert`` differ in their network and preprocessing only; both turn a
-:class:`~esva.media.types.FaceTrack` into one row per track frame (embedding + logits), zeros
-and ``mask=False`` where the tracker found no face.
+``fer-cnn`` and ``face-expert`` differ in their network and preprocessing only; both
+(:class:`FaceCnnEncoder`) turn a :class:`~esva.media.types.FaceTrack` into one row per track
+frame (embedding + logits), zeros and ``mask=False`` where the tracker found no face.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from abc import abstractmethod
 
 import numpy as np
 import torch
 from torch import nn
 
-from esva.encoders.base import EncodedFeatures, EncoderRecord
+from esva.encoders.base import EncodedFeatures, Encoder
 from esva.errors import EsvaError
 from esva.media.types import FaceTrack
 
@@ -42,45 +42,55 @@ def forward_in_batches(
     return np.concatenate(emb), np.concatenate(logits)
 
 
-def encode_face_track(
-    track: FaceTrack,
-    dim: int,
-    preprocess: Callable[[np.ndarray], np.ndarray],
-    forward: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
-    record: EncoderRecord,
-) -> EncodedFeatures:
-    """One ``dim``-wide row per track frame: embedding then logits, for the frames with a face.
+class FaceCnnEncoder(Encoder):
+    """A face-expression CNN on the tracker's grey crops: embedding + logits per track frame.
 
-    ``preprocess`` gets the uint8 crops of the masked frames only, ``forward`` its output; the
-    rows of the frames without a face stay zero.
+    Subclasses set ``dim`` and say how crops become network input (:meth:`preprocess`) and how
+    that input becomes ``(embedding, logits)`` (:meth:`forward_faces`).
     """
-    crops = np.asarray(track.crops)
-    mask = np.asarray(track.mask, dtype=bool)
-    n = len(mask)
-    if crops.ndim != 4 or crops.shape[-1] not in (1, 3) or crops.dtype != np.uint8:
-        raise EsvaError(
-            f"face crops must be (N, S, S, 3) RGB or (N, S, S, 1) grey uint8, "
-            f"got {crops.shape} {crops.dtype}",
-            track.source,
+
+    modality = "visual"
+    face_size = 64  # the tracker's crop side; each net resizes to its own input
+    face_grey = True
+
+    @abstractmethod
+    def preprocess(self, crops: np.ndarray) -> np.ndarray:
+        """uint8 crops ``(N, S, S, 1|3)`` -> the network's float input."""
+
+    @abstractmethod
+    def forward_faces(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Preprocessed faces -> ``(embedding (N, E), logits (N, C))``, E + C = ``dim``."""
+
+    def encode(self, inputs: FaceTrack) -> EncodedFeatures:
+        """One feature row per track frame; frames without a face get zeros and mask False."""
+        track = inputs
+        crops = np.asarray(track.crops)
+        mask = np.asarray(track.mask, dtype=bool)
+        n = len(mask)
+        if crops.ndim != 4 or crops.shape[-1] not in (1, 3) or crops.dtype != np.uint8:
+            raise EsvaError(
+                f"face crops must be (N, S, S, 3) RGB or (N, S, S, 1) grey uint8, "
+                f"got {crops.shape} {crops.dtype}",
+                track.source,
+            )
+        if not len(crops) == n == len(track.timestamps_s):
+            raise EsvaError(
+                f"face track lengths differ: {len(crops)} crops, {n} mask, "
+                f"{len(track.timestamps_s)} timestamps",
+                track.source,
+            )
+        features = np.zeros((n, self.dim), np.float32)
+        if mask.any():
+            emb, logits = self.forward_faces(self.preprocess(crops[mask]))
+            features[mask] = np.concatenate([emb, logits], axis=1)
+        timestamps = np.asarray(track.timestamps_s, dtype=np.float64)
+        return EncodedFeatures(
+            features=features,
+            fps=track_fps(timestamps),
+            start_s=float(timestamps[0]) if len(timestamps) else 0.0,
+            mask=mask,
+            record=self.record,
         )
-    if not len(crops) == n == len(track.timestamps_s):
-        raise EsvaError(
-            f"face track lengths differ: {len(crops)} crops, {n} mask, "
-            f"{len(track.timestamps_s)} timestamps",
-            track.source,
-        )
-    features = np.zeros((n, dim), np.float32)
-    if mask.any():
-        emb, logits = forward(preprocess(crops[mask]))
-        features[mask] = np.concatenate([emb, logits], axis=1)
-    timestamps = np.asarray(track.timestamps_s, dtype=np.float64)
-    return EncodedFeatures(
-        features=features,
-        fps=track_fps(timestamps),
-        start_s=float(timestamps[0]) if len(timestamps) else 0.0,
-        mask=mask,
-        record=record,
-    )
 
 
 def track_fps(timestamps: np.ndarray) -> float:

