@@ -402,22 +402,10 @@ def train_llm(run: LLMRunConfig, resume: bool = False) -> TrainResult:
     from esva.recipes.sampler import EpochSampler
 
     tcfg = run.train
-    loop = LoopConfig(
-        epochs=tcfg.epochs,
-        lr=tcfg.lr,
-        out_dir=tcfg.out_dir,
-        weight_decay=tcfg.weight_decay,
-        grad_clip=tcfg.grad_clip,
-        grad_accum=tcfg.grad_accum,
-        seed=tcfg.seed,
-        warmup_share=tcfg.warmup,
-        checkpoint_every=tcfg.checkpoint_every,
-        cpu=tcfg.cpu,
-        progress=tcfg.progress,
-        threads=tcfg.threads,
-        # Checkpoints hold the trainable weights only: the frozen LM is rebuilt from its source.
-        trainable_only=True,
-    )
+    # epochs, lr, out_dir, weight_decay, grad_clip, grad_accum, seed, checkpoint_every, cpu,
+    # progress, threads: from the train section.
+    # Checkpoints hold the trainable weights only: the frozen LM is rebuilt from its source.
+    loop = LoopConfig.from_section(tcfg, warmup_share=tcfg.warmup, trainable_only=True)
     engine = Engine(loop, run.to_dict(), _fingerprint, resume)
 
     data = load_data(run, Path(tcfg.out_dir))
