@@ -8,6 +8,7 @@ frame (embedding + logits), zeros and ``mask=False`` where the tracker found no 
 from __future__ import annotations
 
 from abc import abstractmethod
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -45,9 +46,12 @@ def forward_in_batches(
 class FaceCnnEncoder(Encoder):
     """A face-expression CNN on the tracker's grey crops: embedding + logits per track frame.
 
-    Subclasses set ``dim`` and say how crops become network input (:meth:`preprocess`) and how
-    that input becomes ``(embedding, logits)`` (:meth:`forward_faces`).
+    Subclasses set ``embed_dim`` and ``dim`` (embedding + logits) and say how crops become
+    network input (:meth:`preprocess`) and how that input becomes ``(embedding, logits)``
+    (:meth:`forward_faces`).
     """
+
+    embed_dim: ClassVar[int]
 
     modality = "visual"
     face_size = 64  # the tracker's crop side; each net resizes to its own input
@@ -60,6 +64,12 @@ class FaceCnnEncoder(Encoder):
     @abstractmethod
     def forward_faces(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Preprocessed faces -> ``(embedding (N, E), logits (N, C))``, E + C = ``dim``."""
+
+    @classmethod
+    def probabilities(cls, features: np.ndarray) -> np.ndarray:
+        """Softmax of the logit columns of ``encode(...).features``: ``(T, classes)``."""
+        logits = torch.from_numpy(np.asarray(features, np.float32)[:, cls.embed_dim :])
+        return torch.softmax(logits, dim=-1).numpy()
 
     def encode(self, inputs: FaceTrack) -> EncodedFeatures:
         """One feature row per track frame; frames without a face get zeros and mask False."""

