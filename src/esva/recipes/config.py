@@ -30,6 +30,18 @@ from esva.settings import (
 MONITORS = ("weighted_f1", "accuracy", "macro_f1", "uar")
 
 
+# Limits of the options both recipes' ``train`` sections have (see LoopConfig.from_section).
+TRAIN_LIMITS: dict[str, Any] = {
+    "epochs": AT_LEAST_ONE,
+    "batch_size": AT_LEAST_ONE,
+    "lr": POSITIVE,
+    "weight_decay": NON_NEGATIVE,
+    "grad_clip": NON_NEGATIVE,  # 0: no clipping
+    "seed": NON_NEGATIVE,  # numpy's generators refuse negative seeds
+    "checkpoint_every": NON_NEGATIVE,
+}
+
+
 @dataclass
 class DataConfig:
     root: str = "data"
@@ -66,17 +78,11 @@ class TrainConfig:
     progress: bool = True
 
     LIMITS: ClassVar[dict[str, Any]] = {
-        "epochs": AT_LEAST_ONE,
-        "batch_size": AT_LEAST_ONE,
-        "lr": POSITIVE,
-        "weight_decay": NON_NEGATIVE,
+        **TRAIN_LIMITS,
         "warmup_epochs": NON_NEGATIVE,
-        "grad_clip": NON_NEGATIVE,  # 0: no clipping
-        "seed": NON_NEGATIVE,  # numpy's generators refuse negative seeds
         "patience": AT_LEAST_ONE,
         "monitor": MONITORS,
         "num_workers": NON_NEGATIVE,
-        "checkpoint_every": NON_NEGATIVE,
     }
 
 

@@ -52,7 +52,7 @@ from esva.llm.data import (
 )
 from esva.llm.model import EmotionLLM, EmotionLLMConfig
 from esva.llm.parse import label_last_word, label_strict
-from esva.recipes.config import SectionedRunConfig
+from esva.recipes.config import TRAIN_LIMITS, SectionedRunConfig
 from esva.recipes.engine import (
     BEST,
     CHECKPOINT,
@@ -65,8 +65,6 @@ from esva.recipes.engine import (
 )
 from esva.settings import (
     AT_LEAST_ONE,
-    NON_NEGATIVE,
-    POSITIVE,
     SHARE,
     config_section,
     refuse_unknown,
@@ -117,15 +115,9 @@ class LLMTrainConfig:
     progress: bool = True
 
     LIMITS: ClassVar[dict[str, Any]] = {
-        "epochs": AT_LEAST_ONE,
-        "batch_size": AT_LEAST_ONE,
+        **TRAIN_LIMITS,
         "grad_accum": AT_LEAST_ONE,
-        "lr": POSITIVE,
-        "weight_decay": NON_NEGATIVE,
         "warmup": SHARE,
-        "grad_clip": NON_NEGATIVE,  # 0: no clipping
-        "seed": NON_NEGATIVE,  # numpy's generators refuse negative seeds
-        "checkpoint_every": NON_NEGATIVE,
         "monitor": ("weighted_f1", "loss"),
         "eval_batch_size": AT_LEAST_ONE,
         "eval_max_new_tokens": AT_LEAST_ONE,
