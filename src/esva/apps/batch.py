@@ -38,6 +38,7 @@ from typing import Any
 from esva.data.sources import MEDIA_SUFFIXES
 from esva.errors import EsvaError
 from esva.io import atomic_write
+from esva.runs import ProgressBar, distributed
 
 _GLOB_CHARS = set("*?[")
 
@@ -261,16 +262,6 @@ class BatchSummary:
     written: Path | None = None  # the CSV, when this process wrote it (rank 0)
 
 
-def _distributed() -> tuple[int, int, Any]:
-    """(rank, world size, accelerate state) under accelerate/torchrun; else (0, 1, None)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0, 1, None
-    from accelerate import PartialState
-
-    state = PartialState(cpu=True)
-    return state.process_index, state.num_processes, state
-
-
 def _model_identity(model_dir: str | Path | None) -> tuple[str, list[str]]:
     """The model's name (as Recognizer names it) and its classes, without loading weights."""
     from esva.io import read_json
@@ -314,7 +305,7 @@ def run_batch(
         model_name, classes = recognizer.name, list(recognizer.model.config.classes)
     else:
         model_name, classes = _model_identity(model_dir)
-    rank, world, state = _distributed()
+    rank, world, state = distributed()
     shard = paths[rank::world]
     done = read_done(out, model_name, classes) if out is not None else {}
     summary = BatchSummary(total=len(paths), classes=classes)
@@ -327,7 +318,9 @@ def run_batch(
         else:
             todo.append(str(p))
     side = _SideWriter(_side_file(out, rank), model_name, classes) if out is not None else None
-    bar = _Bar(progress and rank == 0 and bool(todo), len(todo), world, rank)
+    title = f"predict (rank {rank}/{world})" if world > 1 else "predict"
+    # on stderr: stdout carries the results
+    bar = ProgressBar(progress and rank == 0 and bool(todo), len(todo), title, stderr=True)
     try:
         if recognizer is not None:
             results = (predict_row(recognizer, p) for p in todo)
@@ -385,40 +378,3 @@ def _results(
     with ctx.Pool(workers, _init_worker, (model, assume_default, 1)) as pool:
         # Unordered: a slow file does not hold back the side file; the CSV is put in input order.
         yield from pool.imap_unordered(_predict_one, todo)
-
-
-class _Bar:
-    """A rich progress bar on stderr (stdout stays for results)."""
-
-    def __init__(self, enabled: bool, total: int, world: int, rank: int) -> None:
-        self.progress = None
-        if enabled:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            title = f"predict (rank {rank}/{world})" if world > 1 else "predict"
-            self.progress = Progress(
-                TextColumn(title),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-            )
-            self.progress.start()
-            self.task = self.progress.add_task(title, total=total)
-
-    def advance(self) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, advance=1)
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()

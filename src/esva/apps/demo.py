@@ -51,7 +51,8 @@ class DemoConfig:
     progress: bool = True
 
 
-def _model_config(syn: SyntheticConfig, cfg: DemoConfig, **flags: bool) -> ESVAConfig:
+def model_config(syn: SyntheticConfig, hidden_dim: int = 64, **flags: bool) -> ESVAConfig:
+    """An ESVA model for the synthetic corpus ``syn`` (its stream widths and rates)."""
     return ESVAConfig(
         audio_dim=syn.audio_dim,
         visual_dim=syn.visual_dim,
@@ -59,7 +60,7 @@ def _model_config(syn: SyntheticConfig, cfg: DemoConfig, **flags: bool) -> ESVAC
         audio_fps=syn.audio_fps,
         visual_fps=syn.visual_fps,
         align_fps=syn.visual_fps,
-        hidden_dim=cfg.hidden_dim,
+        hidden_dim=hidden_dim,
         use_valence=True,
         **flags,
     )
@@ -93,7 +94,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     for name, flags in VARIANTS.items():
         key = name.split(" ")[0].lower() if name.startswith("ESVA") else name.replace("w/o ", "no_")
         run = RunConfig(
-            model=_model_config(syn, cfg, **flags),
+            model=model_config(syn, cfg.hidden_dim, **flags),
             data=DataConfig(root=str(data)),
             train=TrainConfig(
                 epochs=cfg.epochs,
@@ -137,7 +138,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         results["variants"][name] = row
         histories[name] = [h.get("val_weighted_f1", float("nan")) for h in res.history]
     # What the learned sync space buys: the same offsets with untrained (random) heads.
-    untrained = ESVAModel(_model_config(syn, cfg))
+    untrained = ESVAModel(model_config(syn, cfg.hidden_dim))
     untrained.config.encoders = {"audio": "audio", "visual": "visual", "text": "text"}
     from esva.model.inputs import FeatureDataset
 

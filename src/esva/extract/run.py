@@ -25,6 +25,7 @@ from esva.errors import EsvaError
 from esva.extract.feature_store import FeatureStore
 from esva.extract.pipeline import ExtractConfig, FeatureExtractor
 from esva.io import remove_stale_temps
+from esva.runs import ProgressBar, distributed
 
 
 @dataclass
@@ -116,16 +117,6 @@ def store_lock(out: str | Path, wait_s: float | None = None) -> Iterator[Path]:
 
 
 # --- driver ---------------------------------------------------------------------------------
-def _distributed() -> tuple[int, int, object | None]:
-    """(rank, world size, accelerate state) under accelerate/torchrun; else (0, 1, None)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0, 1, None
-    from accelerate import PartialState
-
-    state = PartialState(cpu=True)
-    return state.process_index, state.num_processes, state
-
-
 def run_extract(
     sources: list[ClipSource],
     out: str | Path,
@@ -141,7 +132,7 @@ def run_extract(
         dup = sorted({n for n in names if names.count(n) > 1})[:3]
         raise EsvaError(f"clip names must be unique; repeated: {dup}")
     started = time.perf_counter()
-    rank, world, state = _distributed()
+    rank, world, state = distributed()
     # One run per store at a time: two runs would both redo every clip, and with different
     # settings both would "succeed" while only one run's features survive. Under
     # accelerate/torchrun the ranks share one run, so only rank 0 holds the lock.
@@ -157,7 +148,7 @@ def run_extract(
         summary = ExtractSummary(skipped=len(shard) - len(todo))
         if todo:
             workers = max(1, min(workers, len(todo)))
-            bar = _Bar(
+            bar = ProgressBar(
                 progress and rank == 0,
                 len(todo),
                 f"extract (rank {rank}/{world})" if world > 1 else "extract",
@@ -183,7 +174,9 @@ def run_extract(
     return summary
 
 
-def _account(summary: ExtractSummary, result: tuple[str, str, list[str], str], bar: _Bar) -> None:
+def _account(
+    summary: ExtractSummary, result: tuple[str, str, list[str], str], bar: ProgressBar
+) -> None:
     clip, status, flags, reason = result
     if status == "failed":
         summary.failed.append((clip, reason))
@@ -192,36 +185,3 @@ def _account(summary: ExtractSummary, result: tuple[str, str, list[str], str], b
         for flag in flags:
             summary.degraded[flag] = summary.degraded.get(flag, 0) + 1
     bar.advance()
-
-
-class _Bar:
-    def __init__(self, enabled: bool, total: int, title: str) -> None:
-        self.progress = None
-        if enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self.progress = Progress(
-                TextColumn(title),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                transient=False,
-            )
-            self.progress.start()
-            self.task = self.progress.add_task(title, total=total)
-
-    def advance(self) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, advance=1)
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()

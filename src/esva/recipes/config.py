@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from esva.errors import EsvaError
 from esva.model.config import ESVAConfig
@@ -28,6 +28,18 @@ from esva.settings import (
 
 # What ``train.monitor`` may name: the validation scores of esva.recipes.train_esva.
 MONITORS = ("weighted_f1", "accuracy", "macro_f1", "uar")
+
+
+# Limits of the options both recipes' ``train`` sections have (see LoopConfig.from_section).
+TRAIN_LIMITS: dict[str, Any] = {
+    "epochs": AT_LEAST_ONE,
+    "batch_size": AT_LEAST_ONE,
+    "lr": POSITIVE,
+    "weight_decay": NON_NEGATIVE,
+    "grad_clip": NON_NEGATIVE,  # 0: no clipping
+    "seed": NON_NEGATIVE,  # numpy's generators refuse negative seeds
+    "checkpoint_every": NON_NEGATIVE,
+}
 
 
 @dataclass
@@ -66,25 +78,31 @@ class TrainConfig:
     progress: bool = True
 
     LIMITS: ClassVar[dict[str, Any]] = {
-        "epochs": AT_LEAST_ONE,
-        "batch_size": AT_LEAST_ONE,
-        "lr": POSITIVE,
-        "weight_decay": NON_NEGATIVE,
+        **TRAIN_LIMITS,
         "warmup_epochs": NON_NEGATIVE,
-        "grad_clip": NON_NEGATIVE,  # 0: no clipping
-        "seed": NON_NEGATIVE,  # numpy's generators refuse negative seeds
         "patience": AT_LEAST_ONE,
         "monitor": MONITORS,
         "num_workers": NON_NEGATIVE,
-        "checkpoint_every": NON_NEGATIVE,
     }
 
 
-@dataclass
-class RunConfig:
-    model: ESVAConfig
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+class SectionedRunConfig:
+    """What a run config of ``model``, ``data`` and ``train`` sections shares (ESVA, LLM).
+
+    A subclass is a dataclass with those three fields and its own ``from_dict``; ``load`` reads
+    the YAML file and has the subclass read its relative data paths against the file's folder.
+    """
+
+    model: Any
+    data: Any
+    train: Any
+
+    @classmethod
+    def from_dict(cls, raw: Any, source: str | Path | None = None) -> Self:
+        raise NotImplementedError
+
+    def resolve_paths(self, folder: Path) -> None:
+        """Make the data section's relative paths relative to ``folder`` (the config's)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -92,6 +110,21 @@ class RunConfig:
             "data": dataclasses.asdict(self.data),
             "train": dataclasses.asdict(self.train),
         }
+
+    @classmethod
+    def load(cls, path: str | Path) -> Self:
+        path = Path(path)
+        run = cls.from_dict(read_yaml(path), path)
+        # Relative data paths are relative to the config file, so configs travel with data.
+        run.resolve_paths(path.parent)
+        return run
+
+
+@dataclass
+class RunConfig(SectionedRunConfig):
+    model: ESVAConfig
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str | Path | None = None) -> RunConfig:
@@ -106,11 +139,6 @@ class RunConfig:
             config_section(TrainConfig, raw.get("train") or {}, "train", source),
         )
 
-    @classmethod
-    def load(cls, path: str | Path) -> RunConfig:
-        path = Path(path)
-        run = cls.from_dict(read_yaml(path), path)
-        # Relative data roots are relative to the config file, so configs travel with data.
-        if not Path(run.data.root).is_absolute():
-            run.data.root = str((path.parent / run.data.root).resolve())
-        return run
+    def resolve_paths(self, folder: Path) -> None:
+        if not Path(self.data.root).is_absolute():
+            self.data.root = str((folder / self.data.root).resolve())

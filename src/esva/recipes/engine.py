@@ -27,7 +27,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +69,12 @@ class LoopConfig:
     threads: int | None = None  # torch CPU threads (None: torch's default)
     trainable_only: bool = False  # checkpoints keep only parameters with requires_grad
     find_unused_parameters: bool = False  # DDP: some parameters may get no gradient
+
+    @classmethod
+    def from_section(cls, train: Any, **rest: Any) -> LoopConfig:
+        """The options a recipe's ``train`` section names as this class does, then ``rest``."""
+        same = {f.name: getattr(train, f.name) for f in fields(cls) if hasattr(train, f.name)}
+        return cls(**{**same, **rest})
 
 
 @dataclass

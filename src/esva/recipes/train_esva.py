@@ -199,21 +199,10 @@ def train(run: RunConfig, resume: bool = False) -> TrainResult:
     if not cfg.encoders:
         # Remember which stream folders the model was trained on: evaluate/predict read them.
         cfg.encoders = {m: run.data.streams.get(m, m) for m in cfg.modalities}
-    loop = LoopConfig(
-        epochs=tcfg.epochs,
-        lr=tcfg.lr,
-        out_dir=tcfg.out_dir,
-        weight_decay=tcfg.weight_decay,
-        grad_clip=tcfg.grad_clip,
-        seed=tcfg.seed,
-        warmup_epochs=tcfg.warmup_epochs,
-        checkpoint_every=tcfg.checkpoint_every,
-        patience=tcfg.patience,
-        cpu=tcfg.cpu,
-        progress=tcfg.progress,
-        # A batch without a modality leaves its branch without gradient.
-        find_unused_parameters=True,
-    )
+    # epochs, lr, out_dir, weight_decay, grad_clip, seed, warmup_epochs, checkpoint_every,
+    # patience, cpu, progress: from the train section.
+    # A batch without a modality leaves its branch without gradient.
+    loop = LoopConfig.from_section(tcfg, find_unused_parameters=True)
     engine = Engine(loop, run.to_dict(), _fingerprint, resume)
 
     dataset = FeatureDataset(Path(run.data.root), cfg, run.data.labels, dict(run.data.streams))

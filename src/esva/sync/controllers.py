@@ -46,7 +46,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from esva.align.offsets import estimate_offset
 from esva.errors import EsvaError
 from esva.io import atomic_path
 from esva.sync.space import ASSET_DIR, SyncFeatures, SyncSpace
@@ -106,18 +105,9 @@ def stream_estimates(
         if coverage < 0.25:
             out.append(WindowEstimate(centre, float("nan"), 0.0, 0.0, float("nan"), coverage))
             continue
-        za, zv = space.project(seg)
-        est = estimate_offset(
-            za,
-            zv,
-            seg.fps,
-            audio_mask=seg.audio_mask,
-            visual_mask=seg.visual_mask,
-            max_offset_s=config.max_offset_ms / 1000.0,
-            window_s=config.local_window_s,
-            hop_s=config.local_hop_s,
-            alpha=config.alpha,
-            beta=config.beta,
+        c = config
+        est = space.estimate_offset(
+            seg, c.max_offset_ms, c.local_window_s, c.local_hop_s, c.alpha, c.beta
         )
         local = -1000.0 * est.local_tau_s[np.isfinite(est.local_tau_s)]
         spread = float(np.std(local)) if len(local) > 1 else float("nan")

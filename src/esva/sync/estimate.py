@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from esva.align.offsets import OffsetEstimate, estimate_offset
+from esva.align.offsets import OffsetEstimate
 from esva.media.decode import display_name
 from esva.sync.clip_media import ClipMedia
 from esva.sync.space import SyncFeatures, SyncSpace, load_sync_space
@@ -112,20 +112,8 @@ def estimate_from_features(
     feats: SyncFeatures, space: SyncSpace, config: ClipAlignConfig | None = None
 ) -> OffsetEstimate:
     """Project ``feats`` into the sync space and run Eq. 9 on them."""
-    config = config or ClipAlignConfig()
-    za, zv = space.project(feats)
-    return estimate_offset(
-        za,
-        zv,
-        feats.fps,
-        audio_mask=feats.audio_mask,
-        visual_mask=feats.visual_mask,
-        max_offset_s=config.max_offset_ms / 1000.0,
-        window_s=config.window_s,
-        hop_s=config.hop_s,
-        alpha=config.alpha,
-        beta=config.beta,
-    )
+    c = config or ClipAlignConfig()
+    return space.estimate_offset(feats, c.max_offset_ms, c.window_s, c.hop_s, c.alpha, c.beta)
 
 
 def align_media(

@@ -47,7 +47,13 @@ import torch
 from torch.nn import functional as F
 
 from esva.align.heads import SyncHeads
-from esva.align.offsets import global_xcorr, shifted_products, standardize
+from esva.align.offsets import (
+    OffsetEstimate,
+    estimate_offset,
+    global_xcorr,
+    shifted_products,
+    standardize,
+)
 from esva.errors import EsvaError
 from esva.hashing import file_sha256
 from esva.io import atomic_path, write_json
@@ -317,6 +323,33 @@ class SyncSpace(torch.nn.Module):
         mv = torch.from_numpy(feats.visual_mask).unsqueeze(0)
         za, zv = self.embed(a, v, ma, mv)
         return za[0].numpy(), zv[0].numpy()
+
+    def estimate_offset(
+        self,
+        feats: SyncFeatures,
+        max_offset_ms: float,
+        window_s: float,
+        hop_s: float,
+        alpha: float = 1.0,
+        beta: float = 1.0,
+    ) -> OffsetEstimate:
+        """Project ``feats`` into the space and run Eq. 9 on them (τ within ±``max_offset_ms``).
+
+        ``window_s``/``hop_s`` are Eq. 4's local windows; ``alpha``/``beta`` weigh Eq. 8.
+        """
+        za, zv = self.project(feats)
+        return estimate_offset(
+            za,
+            zv,
+            feats.fps,
+            audio_mask=feats.audio_mask,
+            visual_mask=feats.visual_mask,
+            max_offset_s=max_offset_ms / 1000.0,
+            window_s=window_s,
+            hop_s=hop_s,
+            alpha=alpha,
+            beta=beta,
+        )
 
     # ------------------------------------------------------------------ saving and loading
 

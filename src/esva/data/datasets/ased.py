@@ -19,18 +19,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from esva.data.datasets.base import (
-    AUDIO_SUFFIXES,
-    Adapter,
-    ClipList,
-    PathLike,
-    Skipped,
-    as_roots,
-    finish,
-    scan_media,
-)
+from esva.data.datasets.base import Adapter, ClipList, PathLike, corpus_clip, load_named_files
 from esva.data.sources import ClipSource
-from esva.errors import EsvaError
 
 CORPUS = "ased"
 LANGUAGE = "am"
@@ -84,41 +74,15 @@ def load(root: PathLike | Sequence[PathLike], *, strict: bool = False) -> ClipLi
     A file whose name does not parse or disagrees with its folder is skipped with the reason;
     ``strict=True`` raises a one-line :class:`EsvaError` naming it instead.
     """
-    clips: list[ClipSource] = []
-    skipped: list[Skipped] = []
-    seen: dict[str, Path] = {}
-    for base in as_roots(root):
-        for path in scan_media(base, AUDIO_SUFFIXES):
-            try:
-                label, sentence, repetition, sex, speaker = parse_name(path.stem)
-                _check_folder(path, path.stem)
-            except ValueError as exc:
-                if strict:
-                    raise EsvaError(str(exc), path) from None
-                skipped.append(Skipped(path, str(exc)))
-                continue
-            # the emotion code in lower case: S4-... and s4-... are the same take
-            name = f"{CORPUS}_{path.stem[:2].lower()}{path.stem[2:]}"
-            if name in seen:
-                skipped.append(Skipped(path, f"duplicate of {seen[name]}"))
-                continue
-            seen[name] = path
-            clips.append(
-                ClipSource(
-                    name=name,
-                    audio=path,
-                    label=label,
-                    speaker=f"{CORPUS}:{speaker}",
-                    extra={
-                        "corpus": CORPUS,
-                        "language": LANGUAGE,
-                        "sentence": sentence,
-                        "repetition": repetition,
-                        "sex": sex,
-                    },
-                )
-            )
-    return finish(CORPUS, clips, skipped)
+    return load_named_files(CORPUS, root, _clip, strict=strict)
+
+
+def _clip(path: Path) -> ClipSource:
+    label, sentence, repetition, sex, speaker = parse_name(path.stem)
+    _check_folder(path, path.stem)
+    name = f"{path.stem[:2].lower()}{path.stem[2:]}"  # S4-... and s4-... are the same take
+    extra = {"sentence": sentence, "repetition": repetition, "sex": sex}
+    return corpus_clip(CORPUS, LANGUAGE, path, name, label, speaker, extra)
 
 
 ADAPTER = Adapter(

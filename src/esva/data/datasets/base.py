@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from esva.data.sources import (  # re-exported: the adapters import them from here
-    AUDIO_SUFFIXES,  # noqa: F401
+    AUDIO_SUFFIXES,
     MEDIA_SUFFIXES,
     VIDEO_SUFFIXES,
     ClipSource,
@@ -76,6 +76,63 @@ def finish(corpus: str, clips: list[ClipSource], skipped: list[Skipped]) -> Clip
     else:
         log.info("%s: %d clips", corpus, len(result))
     return result
+
+
+def load_named_files(
+    corpus: str,
+    root: PathLike | Sequence[PathLike],
+    make_clip: Callable[[Path], ClipSource],
+    *,
+    strict: bool = False,
+    suffixes: set[str] = AUDIO_SUFFIXES,
+) -> ClipList:
+    """The loop of a corpus whose labels are in its file and folder names.
+
+    Every media file under the roots goes to ``make_clip``, which returns its clip or raises
+    ``ValueError`` with the reason; such a file is skipped with that reason (``strict=True``
+    raises a one-line :class:`EsvaError` naming it instead). A second file that makes the same
+    clip name is skipped as a duplicate of the first.
+    """
+    clips: list[ClipSource] = []
+    skipped: list[Skipped] = []
+    seen: dict[str, Path] = {}
+    for base in as_roots(root):
+        for path in scan_media(base, suffixes):
+            try:
+                clip = make_clip(path)
+            except ValueError as exc:
+                if strict:
+                    raise EsvaError(str(exc), path) from None
+                skipped.append(Skipped(path, str(exc)))
+                continue
+            if clip.name in seen:
+                skipped.append(Skipped(path, f"duplicate of {seen[clip.name]}"))
+                continue
+            seen[clip.name] = path
+            clips.append(clip)
+    return finish(corpus, clips, skipped)
+
+
+def corpus_clip(
+    corpus: str,
+    language: str,
+    audio: Path,
+    name: str,
+    label: str,
+    speaker: str,
+    extra: dict[str, str],
+    text: str | None = None,
+) -> ClipSource:
+    """An audio clip ``<corpus>_<name>`` by ``<corpus>:<speaker>``, ``extra`` after corpus and
+    language: names and speakers that stay unique when corpora are combined."""
+    return ClipSource(
+        name=f"{corpus}_{name}",
+        audio=audio,
+        label=label,
+        speaker=f"{corpus}:{speaker}",
+        text=text,
+        extra={"corpus": corpus, "language": language, **extra},
+    )
 
 
 def as_roots(root: PathLike | Sequence[PathLike]) -> list[Path]:

@@ -16,18 +16,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from esva.data.datasets.base import (
-    AUDIO_SUFFIXES,
-    Adapter,
-    ClipList,
-    PathLike,
-    Skipped,
-    as_roots,
-    finish,
-    scan_media,
-)
+from esva.data.datasets.base import Adapter, ClipList, PathLike, corpus_clip, load_named_files
 from esva.data.sources import ClipSource
-from esva.errors import EsvaError
 
 CORPUS = "emovo"
 LANGUAGE = "it"
@@ -69,43 +59,21 @@ def load(root: PathLike | Sequence[PathLike], *, strict: bool = False) -> ClipLi
     A file whose name does not parse (or that sits in another actor's folder) is skipped with
     the reason; ``strict=True`` raises a one-line :class:`EsvaError` naming it instead.
     """
-    clips: list[ClipSource] = []
-    skipped: list[Skipped] = []
-    seen: dict[str, Path] = {}
-    for base in as_roots(root):
-        for path in scan_media(base, AUDIO_SUFFIXES):
-            try:
-                label, speaker, sentence = parse_name(path.stem)
-                folder = path.parent.name
-                if folder in SPEAKERS and folder != speaker:
-                    raise ValueError(f"EMOVO file of actor {speaker!r} in folder {folder!r}")
-            except ValueError as exc:
-                if strict:
-                    raise EsvaError(str(exc), path) from None
-                skipped.append(Skipped(path, str(exc)))
-                continue
-            name = f"{CORPUS}_{path.stem}"
-            if name in seen:
-                skipped.append(Skipped(path, f"duplicate of {seen[name]}"))
-                continue
-            seen[name] = path
-            clips.append(
-                ClipSource(
-                    name=name,
-                    audio=path,
-                    label=label,
-                    speaker=f"{CORPUS}:{speaker}",
-                    extra={
-                        "corpus": CORPUS,
-                        "language": LANGUAGE,
-                        "code": path.stem.split("-")[0],
-                        "sentence": sentence,
-                        "sentence_type": SENTENCE_TYPES[sentence[0]],
-                        "sex": SPEAKERS[speaker],
-                    },
-                )
-            )
-    return finish(CORPUS, clips, skipped)
+    return load_named_files(CORPUS, root, _clip, strict=strict)
+
+
+def _clip(path: Path) -> ClipSource:
+    label, speaker, sentence = parse_name(path.stem)
+    folder = path.parent.name
+    if folder in SPEAKERS and folder != speaker:
+        raise ValueError(f"EMOVO file of actor {speaker!r} in folder {folder!r}")
+    extra = {
+        "code": path.stem.split("-")[0],
+        "sentence": sentence,
+        "sentence_type": SENTENCE_TYPES[sentence[0]],
+        "sex": SPEAKERS[speaker],
+    }
+    return corpus_clip(CORPUS, LANGUAGE, path, path.stem, label, speaker, extra)
 
 
 ADAPTER = Adapter(

@@ -20,18 +20,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from esva.data.datasets.base import (
-    AUDIO_SUFFIXES,
-    Adapter,
-    ClipList,
-    PathLike,
-    Skipped,
-    as_roots,
-    finish,
-    scan_media,
-)
+from esva.data.datasets.base import Adapter, ClipList, PathLike, corpus_clip, load_named_files
 from esva.data.sources import ClipSource
-from esva.errors import EsvaError
 
 CORPUS = "tess"
 LANGUAGE = "en"
@@ -78,41 +68,16 @@ def load(root: PathLike | Sequence[PathLike], *, strict: bool = False) -> ClipLi
     A file whose name does not parse is skipped with the reason (``ClipList.skipped``, one
     warning); ``strict=True`` raises a one-line :class:`EsvaError` naming it instead.
     """
-    clips: list[ClipSource] = []
-    skipped: list[Skipped] = []
-    seen: dict[str, Path] = {}
-    for base in as_roots(root):
-        for path in scan_media(base, AUDIO_SUFFIXES):
-            try:
-                speaker, word, emotion = parse_path(path)
-            except ValueError as exc:
-                if strict:
-                    raise EsvaError(str(exc), path) from None
-                skipped.append(Skipped(path, str(exc)))
-                continue
-            name = f"{CORPUS}_{speaker}_{word}_{emotion}"
-            if name in seen:
-                skipped.append(Skipped(path, f"duplicate of {seen[name]}"))
-                continue
-            seen[name] = path
-            sex, age = SPEAKERS[speaker]
-            clips.append(
-                ClipSource(
-                    name=name,
-                    audio=path,
-                    label=emotion,
-                    speaker=f"{CORPUS}:{speaker}",
-                    text=f"Say the word {word}",
-                    extra={
-                        "corpus": CORPUS,
-                        "language": LANGUAGE,
-                        "word": word,
-                        "sex": sex,
-                        "age": str(age),
-                    },
-                )
-            )
-    return finish(CORPUS, clips, skipped)
+    return load_named_files(CORPUS, root, _clip, strict=strict)
+
+
+def _clip(path: Path) -> ClipSource:
+    speaker, word, emotion = parse_path(path)
+    sex, age = SPEAKERS[speaker]
+    name = f"{speaker}_{word}_{emotion}"
+    extra = {"word": word, "sex": sex, "age": str(age)}
+    text = f"Say the word {word}"
+    return corpus_clip(CORPUS, LANGUAGE, path, name, emotion, speaker, extra, text)
 
 
 ADAPTER = Adapter(
