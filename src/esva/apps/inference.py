@@ -150,8 +150,10 @@ def analyse_file(
             )
             result.track_detector, result.track_fps = extractor.config.faces, extractor.config.fps
         elif sync_track:
+            from esva.sync.clip_media import track_sync_face
+
             try:
-                result.track = _sync_face_track(source.video)
+                result.track = track_sync_face(source.video)
                 result.track_source = SYNC_TRACK
                 result.track_detector = "mtcnn"
             except EsvaError as err:
@@ -169,22 +171,6 @@ def _load_audio(source: ClipSource) -> AudioClip | None:
 
     clip = load_audio(source.audio or source.video, missing_ok=True)
     return clip if clip is not None and len(clip.samples) else None
-
-
-def _sync_face_track(video: Path) -> FaceTrack:
-    """The main face through every frame, as ``esva align`` tracks it (MTCNN, mouth crops)."""
-    from esva.media.decode import iter_frames
-    from esva.media.faces import track_faces
-    from esva.sync.clip_media import ClipMediaConfig
-
-    config = ClipMediaConfig()
-    # One thread, as esva.sync.clip_media does: MTCNN's tiny nets lose time to thread syncs.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return track_faces(iter_frames(video, max_side=config.max_side), config.tracker(), video)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def measure_offset(analysis: FileAnalysis, space=None) -> tuple[float | None, float | None]:

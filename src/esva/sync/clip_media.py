@@ -27,7 +27,7 @@ import torch
 from esva.errors import EsvaError
 from esva.hashing import text_sha256
 from esva.io import atomic_path
-from esva.media.decode import display_name, iter_frames, load_audio, probe
+from esva.media.decode import display_name, load_audio, probe
 from esva.media.faces import FaceTrackerConfig, track_faces
 from esva.media.types import AudioClip, FaceTrack
 
@@ -114,6 +114,23 @@ def _load_media(path: Path, video: Path, audio: Path) -> ClipMedia:
     return ClipMedia(clip, track, video, audio)
 
 
+def track_sync_face(video: Path, config: ClipMediaConfig | None = None) -> FaceTrack:
+    """The main face through every decoded frame of ``video``, with the sync space's crops."""
+    from esva.media import decode  # looked up per call: a test counts the decodes through it
+
+    config = config or ClipMediaConfig()
+    # MTCNN's nets are tiny: torch's intra-op threads cost more in synchronisation than they
+    # gain (measured on a 3.3 s RAVDESS clip on 2 busy cores: 9 s with 1 thread, 31 s with 2),
+    # so tracking runs on one thread and the caller's setting is restored afterwards.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        frames = decode.iter_frames(video, max_side=config.max_side)
+        return track_faces(frames, config.tracker(), video)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def load_clip_media(
     video: str | os.PathLike,
     audio: str | os.PathLike | None = None,
@@ -143,15 +160,7 @@ def load_clip_media(
     clip = load_audio(audio_path)
     if clip is None or len(clip.samples) == 0:
         raise EsvaError("audio stream has no samples", display_name(audio_path))
-    # MTCNN's nets are tiny: torch's intra-op threads cost more in synchronisation than they
-    # gain (measured on a 3.3 s RAVDESS clip on 2 busy cores: 9 s with 1 thread, 31 s with 2),
-    # so tracking runs on one thread and the caller's setting is restored afterwards.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        track = track_faces(iter_frames(video, max_side=config.max_side), config.tracker(), video)
-    finally:
-        torch.set_num_threads(threads)
+    track = track_sync_face(video, config)
     if not track.mask.any():
         raise EsvaError(
             f"no face found in any of its {len(track.mask)} frames "
