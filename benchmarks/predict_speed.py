@@ -1,6 +1,6 @@
 """Benchmark: how long ``esva predict`` takes, cold and in a batch, against a baseline commit.
 
-    python benchmarks/predict_speed.py [--repeats 3] [--baseline 8784e89]
+    python benchmarks/predict_speed.py [--repeats 3] [--baseline b50d73b]
     # needs ../shared/data; writes results/predict_speed.md
 
 1. Whole ``esva predict FILE --json`` in a fresh process (imports, model loading, the file,
@@ -12,6 +12,10 @@
 2. Batch: one process, the model loaded once (``esva.apps.batch.run_batch``), per-clip time as
    a share of real time (clip duration), on a few audio files and a few videos.
 3. Peak resident memory (ru_maxrss) of each process.
+4. Where the seconds of one cold run go, for the baseline and now: the stages of one real
+   ``Recognizer`` run timed in a fresh process (each stage wraps the library call that does it),
+   and ``python -X importtime`` of the whole ``esva predict`` grouped by top-level package (self
+   time, so a package's figure is its own modules' execution).
 
 Goals (issue): whole predict <= 2.5 s (audio) / <= 3.5 s (video); batch <= 0.05x (audio) /
 <= 0.25x (video) real time.
@@ -20,8 +24,10 @@ Goals (issue): whole predict <= 2.5 s (audio) / <= 3.5 s (video); batch <= 0.05x
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -60,6 +66,71 @@ print(json.dumps(out))
 """
 
 
+# One cold run cut into stages. Each stage wraps the library call that does it, inside one real
+# Recognizer.from_pretrained + predict, so the stages add up to that run (the child's wall time
+# minus their sum is the interpreter and what the stages do not cover).
+STAGES = r"""
+import json, sys, time
+T = {}
+def timed(name, fn):
+    def wrapper(*a, **k):
+        t = time.perf_counter()
+        try:
+            return fn(*a, **k)
+        finally:
+            T[name] = T.get(name, 0.0) + time.perf_counter() - t
+    return wrapper
+t = time.perf_counter(); import torch; T["import torch"] = time.perf_counter() - t
+t = time.perf_counter()
+import esva.apps.inference as inf
+T["import the rest of the inference path (numpy, PyAV, esva)"] = time.perf_counter() - t
+import esva.model, esva.sync.clip_media
+esva.model.ESVAModel.from_pretrained = timed(
+    "load the ESVA model", esva.model.ESVAModel.from_pretrained)
+inf.extractor_for_model = timed(
+    "audio encoder set-up (import, weights hash + read, build)", inf.extractor_for_model)
+esva.sync.clip_media.track_sync_face = timed(
+    "face track (MTCNN, every frame; video)", esva.sync.clip_media.track_sync_face)
+inf.measure_offset = timed("sync space + audio-video offset (video)", inf.measure_offset)
+analyse = timed("analyse", inf.analyse_file)
+inf.analyse_file = analyse
+t = time.perf_counter()
+rec = inf.Recognizer.from_pretrained(None)
+rec.predict(sys.argv[1])
+total = time.perf_counter() - t
+face = T.get("face track (MTCNN, every frame; video)", 0.0)
+T["decode + audio features"] = T.pop("analyse") - face
+# every other stage ran inside `total`: what is left of it is the forward pass and the timeline
+inside = sum(v for k, v in T.items() if not k.startswith("import"))
+T["model forward, timeline, report"] = total - inside
+print(json.dumps(T))
+"""
+
+
+def _stages(file: Path, pythonpath: str) -> dict[str, float]:
+    """Seconds per stage of one cold Recognizer run on ``file`` plus the rest of the process."""
+    r = _run([sys.executable, "-c", STAGES, str(file)], pythonpath)
+    stages = json.loads(r["stdout"].splitlines()[-1])
+    stages["interpreter start-up and the rest"] = r["wall"] - sum(stages.values())
+    return stages
+
+
+def _imports(file: Path, pythonpath: str) -> dict[str, float]:
+    """Self import time (s) per top-level package of one cold ``esva predict FILE --json``."""
+    cli = ["-m", "esva.cli.main", "predict", str(file), "--json"]
+    cmd = [sys.executable, "-X", "importtime", *cli]
+    env = {**os.environ, "PYTHONPATH": pythonpath, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-2000:])
+    total: collections.Counter = collections.Counter()
+    for line in proc.stderr.splitlines():
+        m = re.match(r"import time:\s+(\d+) \|\s+\d+ \|\s*(\S+)", line)
+        if m:
+            total[m[2].split(".")[0]] += int(m[1]) / 1e6
+    return dict(total)
+
+
 def _run(cmd: list[str], pythonpath: str) -> dict:
     """Run ``cmd`` and return wall s, CPU s (user + sys) and peak RSS (MB) of the child."""
     env = {**os.environ, "PYTHONPATH": pythonpath, "OMP_NUM_THREADS": "1"}
@@ -91,7 +162,10 @@ def _baseline(commit: str, where: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--baseline", default="8784e89")
+    parser.add_argument(
+        "--baseline", default="b50d73b", help="commit to compare with (b50d73b: before the "
+        "plain-torch Whisper encoder, when transformers was imported on every predict)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "predict_speed.md")
     args = parser.parse_args()
     shared = require_shared()
@@ -102,7 +176,7 @@ def main() -> None:
     load_before = os.getloadavg()
     ours = str(ROOT / "src")
     cli = [sys.executable, "-m", "esva.cli.main", "predict"]
-    rows, cold = [], {}
+    rows, cold, stages, imports = [], {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         base = _baseline(args.baseline, Path(tmp) / "base")
         try:
@@ -120,6 +194,9 @@ def main() -> None:
                 med = {k: {m: statistics.median(r[m] for r in v) for m in ("wall", "cpu", "rss")}
                        for k, v in runs.items()}  # fmt: skip
                 cold[kind] = med
+                for name, path in (("baseline", str(base / "src")), ("now", ours)):
+                    stages[f"{kind} {name}"] = _stages(file, path)
+                    imports[f"{kind} {name}"] = _imports(file, path)
                 goal = 2.5 if kind == "audio" else 3.5
                 rows.append(
                     [
@@ -166,11 +243,33 @@ def main() -> None:
         f"CPU = user + sys time of the process (steadier than wall time under load). "
         f"Batch: model loaded once ({batch['load_s']:.1f} s), after one warm-up file."
     )
-    text = f"# esva predict speed\n\n{table}\n\n{note}\n"
+    columns = list(stages)
+    names = list(dict.fromkeys(k for c in columns for k in stages[c]))
+    stage_rows = [[n, *(f"{stages[c].get(n, 0.0):.2f}" for c in columns)] for n in names]
+    stage_rows.append(["total", *(f"{sum(stages[c].values()):.2f}" for c in columns)])
+    packages = sorted({p for c in columns for p in imports[c]},
+                      key=lambda p: -max(imports[c].get(p, 0.0) for c in columns))  # fmt: skip
+    import_rows = [[p, *(f"{imports[c].get(p, 0.0):.2f}" for c in columns)] for p in packages[:12]]
+    import_rows.append(["all packages", *(f"{sum(imports[c].values()):.2f}" for c in columns)])
+    header2 = ["stage (s, one cold run)", *columns]
+    text = (
+        f"# esva predict speed\n\n{table}\n\n{note}\n\n"
+        f"## Where the seconds go\n\nOne cold run per column (baseline = {args.baseline}), "
+        "wall seconds; each stage wraps the library call that does it inside one "
+        "`Recognizer.from_pretrained(None).predict(FILE)`:\n\n"
+        f"{markdown_table(header2, stage_rows)}\n\n"
+        "`python -X importtime -m esva.cli.main predict FILE --json`, self time (s) summed per "
+        "top-level package (the 12 largest), one run per column:\n\n"
+        f"{markdown_table(['package', *columns], import_rows)}\n"
+    )
     print(text)
     with atomic_write(args.out) as handle:
         handle.write(text)
-    write_json(args.out.with_suffix(".json"), {"cold": cold, "batch": batch})
+    write_json(
+        args.out.with_suffix(".json"),
+        {"baseline": args.baseline, "cold": cold, "batch": batch, "stages": stages,
+         "imports": imports},
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

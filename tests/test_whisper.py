@@ -3,7 +3,8 @@
 Without network or data: the reader against CTranslate2's own converter (random tiny model), our
 real-length forward against transformers' ``WhisperEncoder.forward``, shapes/clock/layers, and a
 local transformers checkpoint. With the weights and ../shared/data: ours against CTranslate2's
-encoder on a real RAVDESS clip.
+encoder on a real RAVDESS clip. (The plain-torch network itself against transformers, on the
+real converted weights: tests/test_whisper_net.py.)
 """
 
 from __future__ import annotations
@@ -15,7 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import WhisperConfig, WhisperForConditionalGeneration, WhisperModel
+from transformers import (
+    WhisperConfig,
+    WhisperFeatureExtractor,
+    WhisperForConditionalGeneration,
+    WhisperModel,
+)
 
 from esva.encoders.registry import create_encoder, list_encoders
 from esva.encoders.whisper import (
@@ -130,13 +136,26 @@ def test_reader_and_mapping_invert_ctranslate2_converter(tmp_path, quantization)
 # ----------------------------------------------------------------------------- forward pass
 
 
+def _hf_encoder(encoder):
+    """transformers' ``WhisperEncoder`` holding the weights of our ``encoder``."""
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    d = encoder.encoder.dims
+    config = WhisperConfig(num_mel_bins=d.n_mels, d_model=d.d_model, encoder_layers=d.n_layers,
+                           encoder_attention_heads=d.n_heads, encoder_ffn_dim=d.ffn_dim,
+                           max_source_positions=d.n_positions)  # fmt: skip
+    reference = WhisperEncoder(config).eval()
+    reference.load_state_dict(encoder.encoder.state_dict(), strict=True)
+    return reference
+
+
 def test_real_length_forward_equals_transformers_on_30s(random_tiny):
     """On a 3000-frame input our forward is transformers' forward, hidden state by hidden state."""
     torch.manual_seed(1)
     mel = torch.randn(1, 80, 3000)
     with torch.inference_mode():
         ours = random_tiny.hidden_states(mel)
-        ref = random_tiny.encoder(mel, output_hidden_states=True)
+        ref = _hf_encoder(random_tiny)(mel, output_hidden_states=True)
     assert len(ours) == len(ref.hidden_states) == 5
     for a, b in zip(ours, ref.hidden_states, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
@@ -189,9 +208,7 @@ def test_layer_choice(random_tiny):
             parse_layer(bad, 5)
 
     clip = AudioClip(_speechlike(1.0), 16_000)
-    mel = random_tiny.feature_extractor(
-        clip.samples, sampling_rate=16_000, padding="longest", return_tensors="pt"
-    ).input_features
+    mel = random_tiny.log_mel(clip.samples)
     with torch.inference_mode():
         states = random_tiny.hidden_states(mel)
     mean4 = create_encoder("whisper-tiny", pretrained=False, layer="-4..-1")
@@ -285,7 +302,7 @@ def test_pretrained_matches_ctranslate2_on_ravdess(name, weights, dim, version):
     for pad in (False, True):
         encoder.config.pad_to_30s = pad
         ours = encoder.encode(AudioClip(samples, sr))
-        mel = encoder.feature_extractor(
+        mel = WhisperFeatureExtractor(feature_size=80)(
             samples, sampling_rate=sr, padding="max_length" if pad else "longest",
             return_tensors="np",
         ).input_features  # fmt: skip
@@ -301,11 +318,10 @@ def test_pretrained_matches_ctranslate2_on_ravdess(name, weights, dim, version):
 
 
 def test_whisper_base_random_init_has_base_dimensions():
-    """Without weights: base's architecture (6 layers, 8 heads, 512-d, multilingual vocab)."""
+    """Without weights: base's encoder architecture (6 layers, 8 heads, 512-d)."""
     encoder = create_encoder("whisper-base", pretrained=False, layer="-4..-1")
     assert encoder.dim == 512 and len(encoder.encoder.layers) == 6
-    assert encoder.encoder.config.encoder_attention_heads == 8
-    assert encoder.encoder.config.vocab_size == 51865
+    assert encoder.encoder.dims.n_heads == 8 and encoder.encoder.dims.ffn_dim == 2048
     assert encoder.layers == [3, 4, 5, 6] and encoder.record.version == "random-init"
     out = encoder.encode(AudioClip(_speechlike(1.0), 16_000))
     assert out.features.shape == (50, 512) and np.isfinite(out.features).all()

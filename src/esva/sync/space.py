@@ -152,16 +152,10 @@ _MEL_CACHE: dict[tuple, torch.Tensor] = {}
 def _mel_filters(config: SyncSpaceConfig) -> torch.Tensor:
     key = (config.n_fft, config.n_mels, config.fmin, config.fmax, config.sample_rate)
     if key not in _MEL_CACHE:
-        from transformers.audio_utils import mel_filter_bank
+        from esva.media.mel import mel_filter_bank  # transformers' formula, without its import
 
         fb = mel_filter_bank(
-            num_frequency_bins=config.n_fft // 2 + 1,
-            num_mel_filters=config.n_mels,
-            min_frequency=config.fmin,
-            max_frequency=config.fmax,
-            sampling_rate=config.sample_rate,
-            norm="slaney",
-            mel_scale="slaney",
+            config.n_fft // 2 + 1, config.n_mels, config.fmin, config.fmax, config.sample_rate
         )
         _MEL_CACHE[key] = torch.from_numpy(fb.astype(np.float32))  # (F, n_mels)
     return _MEL_CACHE[key]

@@ -235,7 +235,10 @@ def _sidecar(path: Path) -> Path:
 
 
 def load_converted(
-    name: str, tag: str, convert: Callable[[Path], dict[str, torch.Tensor]]
+    name: str,
+    tag: str,
+    convert: Callable[[Path], dict[str, torch.Tensor]],
+    keys: Callable[[str], bool] | None = None,
 ) -> tuple[dict[str, torch.Tensor], str]:
     """Load the state dict converted from weights ``name``, converting it on first use.
 
@@ -244,8 +247,10 @@ def load_converted(
     Every load re-hashes the file; a missing sidecar, a truncated or corrupted file is converted
     again. Bump ``tag`` whenever ``convert`` changes what it produces. Returns
     ``(state_dict, sha256 of the safetensors file)``: the hash to record next to features.
+    ``keys`` keeps only the tensors whose names it accepts: the file is memory-mapped and only
+    those are read (an audio encoder skips Whisper's decoder, over half of the file).
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     src = source(name)
     path = cache_dir() / "converted" / f"{name}-{tag}.safetensors"
@@ -253,7 +258,7 @@ def load_converted(
     if path.exists() and sidecar.exists():
         digest = file_sha256(path)
         if digest == sidecar.read_text(encoding="utf-8").strip():
-            return load_file(path), digest
+            return _read_safetensors(path, keys), digest
         log.warning("converted weights %s fail their sha256 check; converting again", path)
 
     state = convert(fetch(name))
@@ -267,4 +272,12 @@ def load_converted(
     digest = file_sha256(path)
     with atomic_write(sidecar) as handle:
         handle.write(digest + "\n")
-    return state, digest
+    return {k: v for k, v in state.items() if keys is None or keys(k)}, digest
+
+
+def _read_safetensors(path: Path, keys: Callable[[str], bool] | None) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file that ``keys`` accepts (all for None), memory-mapped."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return {k: handle.get_tensor(k) for k in handle.keys() if keys is None or keys(k)}  # noqa: SIM118
