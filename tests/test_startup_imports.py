@@ -10,6 +10,8 @@ and ``scipy.optimize``; the shipped model's Whisper encoder runs without it
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -74,3 +76,42 @@ def test_predict_on_video_imports_no_transformers(tmp_path):
     mp4 = write_media(tmp_path / "clip.mp4", duration_s=1.5, freq=200.0)
     loaded = _loaded_after(_predict(mp4), [*NEVER, "cv2"])
     assert loaded == ["cv2"], "the face tracker's OpenCV, and none of the never-needed ones"
+
+
+def test_heap_is_frozen_only_in_a_process_started_by_run(tmp_path):
+    """``esva`` (``run``) freezes the loaded heap (gc.freeze) and keeps exit statuses; ``main``
+    called in-process (as the tests do) leaves the garbage collector alone."""
+    import gc
+
+    from esva.cli import heap
+    from esva.cli.main import main
+
+    before = gc.get_freeze_count()
+    wav = write_media(tmp_path / "tone.wav", video=False, duration_s=1.0, freq=200.0)
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["predict", str(wav), "--json"]) in (0, 2)  # 2: weights unavailable
+    heap.settle()
+    assert gc.get_freeze_count() == before and not heap.process_entry
+
+    code = (
+        "import gc, sys\n"
+        "from esva.cli import heap, main\n"
+        f"sys.argv = ['esva', 'predict', {str(wav)!r}, '--json']\n"
+        "try:\n"
+        "    main.run()\n"
+        "except SystemExit as exc:\n"
+        "    print('frozen', gc.get_freeze_count() > 1000, 'status', exc.code, file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    if "esva: error" in proc.stderr and "weights" in proc.stderr:
+        pytest.skip("the shipped model's weights are unavailable")
+    assert json.loads(proc.stdout)["label"]
+    assert "frozen True status 0" in proc.stderr, proc.stderr[-2000:]
+
+    missing = subprocess.run(
+        [sys.executable, "-m", "esva.cli.main", "predict", str(tmp_path / "nope.wav")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert missing.returncode == 2 and "esva: error" in missing.stderr

@@ -2,6 +2,9 @@
 
 Each sub-command lives in its own module and is registered here. User errors
 (:class:`esva.errors.EsvaError`) become one line on stderr and exit status 2, never a traceback.
+
+:func:`run` is the process entry (the ``esva`` script, ``python -m esva.cli.main``); :func:`main`
+is the same CLI callable in-process (tests), without :func:`esva.cli.heap.settle`'s effect.
 """
 
 from __future__ import annotations
@@ -83,5 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     return result if isinstance(result, int) else 0
 
 
+def run() -> None:
+    """The ``esva`` command: :func:`main`, then exit without a last walk over the frozen heap."""
+    from esva.cli import heap
+
+    heap.process_entry = True
+    status = main()
+    heap.settle()  # finalisation's collection skips what is frozen; atexit handlers still run
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

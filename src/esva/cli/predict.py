@@ -87,6 +87,9 @@ def predict(
     recognizer = Recognizer.from_pretrained(
         model, assume_default_extraction=assume_default_extraction
     )
+    from esva.cli import heap
+
+    heap.settle()  # torch and the model stay to the end: no more garbage-collector walks
     pred = recognizer.predict(file, audio=audio, window_s=window, hop_s=hop)
     if plot is not None:
         from esva.apps.predict import plot_timeline  # matplotlib only when a plot is asked for
