@@ -81,7 +81,9 @@ def timed(name, fn):
         finally:
             T[name] = T.get(name, 0.0) + time.perf_counter() - t
     return wrapper
-t = time.perf_counter(); import esva.cli.main as cli; T["import the CLI (typer)"] = time.perf_counter() - t
+t = time.perf_counter()
+import esva.cli.main as cli
+T["import the CLI (typer)"] = time.perf_counter() - t
 t = time.perf_counter(); import torch; T["import torch"] = time.perf_counter() - t
 t = time.perf_counter()
 import esva.apps.inference as inf

@@ -3,16 +3,20 @@
 Why not transformers' ``WhisperEncoder`` here. With transformers 5.x, importing
 ``transformers.models.whisper.modeling_whisper`` pulls in ``torch.distributed.tensor``,
 ``torch._dynamo``, sympy, ``scipy.optimize``, accelerate and psutil (its model-loading, masking
-and generation layers import them at module level): 3.8-5.6 s on the 2-core machine this was
-measured on, more than twice the whole start-up goal of ``esva predict`` on an audio file
-(2.5 s), for an encoder of ~60 lines. No environment variable or narrower import path avoids it
-(``WhisperFeatureExtractor`` alone costs ``import transformers``, ~0.7-1.4 s). So ``esva``'s
-Whisper encoders (:mod:`esva.encoders.whisper`) run this module, and transformers stays the
-reference: ``tests/test_whisper_net.py`` loads the same weights into transformers'
-``WhisperEncoder`` / ``WhisperFeatureExtractor`` and checks every hidden state and the log-mel
-to ~1e-5. The same way :mod:`esva.media.faces` runs MTCNN in plain torch. transformers is still
-what loads a hub / local Whisper checkpoint (``create_encoder("whisper", path=...)``) and what
-decodes speech (:mod:`esva.encoders.asr`); both import it only when used.
+and generation layers import them at module level): the Whisper encoder's set-up took 5.3-5.6 s
+of a 10-12 s cold ``esva predict`` on the shared 2-core machine (``benchmarks/predict_speed.py``),
+more than twice the whole start-up goal for an audio file (2.5 s), for an encoder of ~60 lines.
+No environment variable or narrower import path avoids it: the package ``__init__`` is lazy, but
+``modeling_whisper`` itself imports the heavy layers, and ``WhisperFeatureExtractor`` alone costs
+``import transformers`` (0.7-1.4 s). This is a deliberate exception to "use the field's
+libraries", for inference only: ``esva``'s Whisper encoders (:mod:`esva.encoders.whisper`) run
+this module, and transformers stays the reference: ``tests/test_whisper_net.py`` loads the same
+weights into transformers' ``WhisperEncoder`` / ``WhisperFeatureExtractor`` and checks every
+hidden state and the log-mel to 1e-5 (they came out bit-identical, torch 2.13 / transformers
+5.24, on the shipped whisper-tiny and whisper-base weights). :mod:`esva.media.faces` runs MTCNN
+in plain torch for a similar reason. transformers is still what loads a hub / local Whisper
+checkpoint (``create_encoder("whisper", path=...)``) and what decodes speech
+(:mod:`esva.encoders.asr`); both import it only when used.
 
 Parameter names are those of transformers' ``WhisperEncoder`` (``conv1``, ``conv2``,
 ``embed_positions.weight``, ``layers.{i}.self_attn.{q,k,v,out}_proj``, ``self_attn_layer_norm``,
