@@ -45,7 +45,8 @@ def register_encoder(
 # Where each built-in encoder lives, so that create_encoder imports only that module: importing
 # them all pulled in transformers' HuBERT/ViT modelling code even when only whisper-tiny and
 # fer-cnn were asked for (encoder set-up 9.2 s -> 7.4 s per extraction worker, measured on a
-# loaded machine; most of the rest is importing transformers itself for Whisper).
+# loaded machine; most of the rest was importing transformers for Whisper, which the Whisper
+# encoders no longer do: see esva.encoders.whisper_net).
 _MODULE_OF: dict[str, str] = {
     **dict.fromkeys(("hubert", "wav2vec2", "wavlm"), "esva.encoders.ssl_audio"),
     **dict.fromkeys(("mae", "videomae", "clip", "eva"), "esva.encoders.vision"),
