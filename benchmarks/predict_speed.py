@@ -203,7 +203,10 @@ def main() -> None:
                        for k, v in runs.items()}  # fmt: skip
                 cold[kind] = med
                 for name, path in (("baseline", str(base / "src")), ("now", ours)):
-                    stages[f"{kind} {name}"] = _stages(file, path)
+                    runs_ = [_stages(file, path) for _ in range(args.repeats)]
+                    stages[f"{kind} {name}"] = {
+                        k: statistics.median(r.get(k, 0.0) for r in runs_) for k in runs_[0]
+                    }
                     imports[f"{kind} {name}"] = _imports(file, path)
                 goal = 2.5 if kind == "audio" else 3.5
                 rows.append(
@@ -259,12 +262,13 @@ def main() -> None:
                       key=lambda p: -max(imports[c].get(p, 0.0) for c in columns))  # fmt: skip
     import_rows = [[p, *(f"{imports[c].get(p, 0.0):.2f}" for c in columns)] for p in packages[:12]]
     import_rows.append(["all packages", *(f"{sum(imports[c].values()):.2f}" for c in columns)])
-    header2 = ["stage (s, one cold run)", *columns]
+    header2 = ["stage (wall s, median)", *columns]
     text = (
         f"# esva predict speed\n\n{table}\n\n{note}\n\n"
-        f"## Where the seconds go\n\nOne cold run per column (baseline = {args.baseline}), "
-        "wall seconds; each stage wraps the library call that does it inside one "
-        "`Recognizer.from_pretrained(None).predict(FILE)`:\n\n"
+        f"## Where the seconds go\n\nWall seconds per stage, median of {args.repeats} cold "
+        f"processes per column (baseline = {args.baseline}); each process runs one "
+        "`esva predict FILE --json` through the CLI's `main`, each stage wrapping the library "
+        "call that does it (the total is the sum of the medians):\n\n"
         f"{markdown_table(header2, stage_rows)}\n\n"
         "`python -X importtime -m esva.cli.main predict FILE --json`, self time (s) summed per "
         "top-level package (the 12 largest), one run per column:\n\n"
