@@ -137,3 +137,30 @@ def test_pretrained_weights_every_hidden_state_is_transformers(name):
     except EsvaError as exc:
         pytest.skip(f"{name} weights unavailable: {exc}")
     _assert_same_states(encoder.encoder, _speechlike(3.3), tol=1e-5)
+
+
+def test_checkpoint_with_another_log_mel_is_refused(tmp_path):
+    """A transformers checkpoint whose preprocessor asks for a log-mel esva does not compute."""
+    import json
+
+    from transformers import WhisperModel
+
+    config = WhisperConfig(vocab_size=100, d_model=32, encoder_layers=1, decoder_layers=1,
+                           encoder_attention_heads=2, decoder_attention_heads=2,
+                           encoder_ffn_dim=48, decoder_ffn_dim=48, pad_token_id=0,
+                           bos_token_id=1, eos_token_id=2, decoder_start_token_id=3)  # fmt: skip
+    WhisperModel(config).save_pretrained(tmp_path)
+    WhisperFeatureExtractor(feature_size=80).save_pretrained(tmp_path)  # the standard one: fine
+    encoder = create_encoder("whisper", path=tmp_path)
+    assert encoder.encode(_audio(1.0)).features.shape == (50, 32)
+
+    settings = json.loads((tmp_path / "preprocessor_config.json").read_text())
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({**settings, "hop_length": 200}))
+    with pytest.raises(EsvaError, match="non-standard Whisper log-mel"):
+        create_encoder("whisper", path=tmp_path)
+
+
+def _audio(seconds: float):
+    from esva.media.types import AudioClip
+
+    return AudioClip(_speechlike(seconds), 16_000)
