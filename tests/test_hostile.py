@@ -1012,7 +1012,7 @@ CASES: dict[str, Case] = {
     # --- demo -----------------------------------------------------------------------------------
     "demo-out-is-file": Case(D, lambda c, t: [D, "--out", c("good.wav")], 2, ("not a folder",)),
     # --- explain --------------------------------------------------------------------------------
-    "explain-no-model": Case(X, lambda c, t: [X, c("good.wav")], 2, ("--model",)),
+    "explain-bad-task": Case(X, lambda c, t: [X, c("good.wav"), "--task", "story"], 2, ("--task",)),
     "explain-model-empty": Case(
         X, lambda c, t: [X, c("good.wav"), "--model", c("llm_empty")], 2, ("llm_empty",)
     ),

@@ -106,7 +106,10 @@ def _one_line_error(capsys, rc: int, *fragments: str) -> None:
 def test_one_line_errors(trained, tmp_path: Path, capsys) -> None:
     root, best = trained
     wav = root / "media" / "sad_0.wav"
-    _one_line_error(capsys, main(["explain", str(wav)]), "no --model given", "esva train-llm")
+    rc = main(["explain", str(wav), "--task", "story"])
+    _one_line_error(capsys, rc, "unknown --task 'story'", "emotion, reason, face, voice")
+    rc = main(["explain", str(wav), "--model", str(best), "--task", "face"])
+    _one_line_error(capsys, rc, "not with --model")
     rc = main(["explain", str(tmp_path / "none.mp4"), "--model", str(best)])
     _one_line_error(capsys, rc, "file not found", "none.mp4")
     rc = main(["explain", str(wav), "--model", str(tmp_path)])

@@ -1,7 +1,16 @@
-"""``esva explain``: one media file -> label and explanation by an LLM from ``esva train-llm``.
+"""``esva explain``: one media file -> label, measured cues and an explanation in words.
 
-A thin layer over :mod:`esva.apps.inference`: the adapter and the extractor its folder's
-``extraction.json`` describes are loaded once (:class:`Explainer`); per file the media is
+Out of the box (:class:`CueExplainer`, no flags): the label and probabilities come from the
+default recogniser (:meth:`esva.apps.inference.Recognizer.from_pretrained`), the cues are
+measured (the voice's pitch, loudness, pace and melody against the shipped voice reference with
+stated margins; the face expert's expressions over time and its peak frame when the prediction
+carries them; the transcript), and the offline base LM (SmolLM2-135M-Instruct, untuned) writes
+the reasoning from those cues as text. :mod:`esva.llm.conclude` force-decodes the conclusion
+"Therefore, the emotion is <label>." and never ships a sentence that
+:func:`esva.llm.cues.check_sentence` finds unsupported.
+
+With ``--model DIR`` (an adapter from ``esva train-llm``): the adapter and the extractor its
+folder's ``extraction.json`` describes are loaded once (:class:`Explainer`); per file the media is
 decoded and extracted once, the LM streams are built as in training
 (:func:`esva.llm.data.lm_features`), and the speech is transcribed from the same decoded audio
 when the model was trained with subtitles.
@@ -137,3 +146,241 @@ def explain_file(
         model_dir, asr=asr, assume_default_extraction=assume_default_extraction
     )
     return explainer.explain(path, audio=audio, max_new_tokens=max_new_tokens)
+
+
+# ----------------------------------------------------------------------------- out of the box
+
+TASKS = ("emotion", "reason", "face", "voice")
+TASK_MODALITIES = {
+    "emotion": ("voice", "face", "words"),
+    "reason": ("voice", "face", "words"),
+    "face": ("face",),
+    "voice": ("voice", "words"),
+}
+
+
+def load_voice_reference() -> dict[str, dict[str, float]]:
+    """Per-register medians (``male`` / ``female``) of the shipped voice reference."""
+    import json
+
+    from esva.assets import voice_reference_path
+
+    return json.loads(voice_reference_path().read_text(encoding="utf-8"))["registers"]
+
+
+def relate_voice(v, registers: dict[str, dict[str, float]]):
+    """(voice cues against the register nearer the clip's pitch, the reference's name).
+
+    ``v`` is :class:`esva.recipes.captions.VoiceCues`; the register is the one whose median F0
+    is nearer in semitones (a clip has no speaker baseline; the register is named in the
+    result so a reader sees what "higher" is relative to).
+    """
+    import math
+
+    from esva.llm.cues import (
+        LOUDNESS_MARGIN_DB,
+        PITCH_MARGIN_ST,
+        RANGE_MARGIN,
+        RATE_MARGIN,
+        VoiceCue,
+        direction,
+    )
+
+    if v.f0_hz:
+        register = min(registers, key=lambda r: abs(math.log2(v.f0_hz / registers[r]["f0_hz"])))
+    else:
+        register = "female" if "female" in registers else next(iter(registers))
+    ref = registers[register]
+    cues = []
+    if v.f0_hz:
+        st = 12 * math.log2(v.f0_hz / ref["f0_hz"])
+        cues.append(
+            VoiceCue(
+                "pitch", v.f0_hz, ref["f0_hz"], "Hz", st, PITCH_MARGIN_ST,
+                direction(st, PITCH_MARGIN_ST),
+            )
+        )  # fmt: skip
+    db = v.loudness_db - ref["loudness_db"]
+    cues.append(
+        VoiceCue(
+            "loudness", v.loudness_db, ref["loudness_db"], "dBFS", db, LOUDNESS_MARGIN_DB,
+            direction(db, LOUDNESS_MARGIN_DB),
+        )
+    )  # fmt: skip
+    if ref["rate_per_s"] > 0:
+        ratio = v.rate_per_s / ref["rate_per_s"]
+        cues.append(
+            VoiceCue(
+                "pace", v.rate_per_s, ref["rate_per_s"], "syllables/s", ratio, RATE_MARGIN,
+                direction(ratio, RATE_MARGIN, ratio=True),
+            )
+        )  # fmt: skip
+    if v.f0_range_st is not None and ref["f0_range_st"] > 0:
+        ratio = v.f0_range_st / ref["f0_range_st"]
+        cues.append(
+            VoiceCue(
+                "melody", v.f0_range_st, ref["f0_range_st"], "semitones", ratio, RANGE_MARGIN,
+                direction(ratio, RANGE_MARGIN, ratio=True),
+            )
+        )  # fmt: skip
+    name = f"the median neutral RAVDESS {register}-register voice"
+    return cues, name
+
+
+def face_from_prediction(prediction):
+    """The face expert's track from a :class:`Prediction` when it carries one (the fused
+    default's ``per_modality``); None otherwise. Read defensively: plain models have none."""
+    from esva.llm.cues import FaceTrackCue
+
+    per = getattr(prediction, "per_modality", None) or {}
+    face = per.get("face") if isinstance(per, dict) else None
+    if not face or not face.get("present", True):
+        return None
+    probs = face.get("raw") or face.get("probabilities")
+    if not probs:
+        return None
+    windows = []
+    for w in getattr(prediction, "timeline", None) or []:
+        wf = (w.get("per_modality") or {}).get("face") or {}
+        if wf.get("probabilities"):
+            windows.append(
+                {"start_s": w.get("start_s"), "end_s": w.get("end_s"),
+                 "probabilities": wf["probabilities"]}
+            )  # fmt: skip
+    peak = getattr(prediction, "peak_face_time_s", None)
+    if peak is None:
+        peak = face.get("peak_time_s")
+    return FaceTrackCue(
+        probabilities={k: float(v) for k, v in probs.items()},
+        windows=windows,
+        peak_time_s=None if peak is None else float(peak),
+        coverage=face.get("coverage"),
+    )
+
+
+class CueExplainer:
+    """The default recogniser, the offline base LM and the cue measurers, loaded once."""
+
+    def __init__(self, recognizer, lm, tokenizer, backbone: str, asr: bool = True):
+        self.recognizer, self.lm, self.tokenizer = recognizer, lm, tokenizer
+        self.backbone, self.asr = backbone, asr
+        self._prosody = None
+        self._transcriber = None
+        self._registers = load_voice_reference()
+
+    @classmethod
+    def from_pretrained(
+        cls, backbone: str | None = None, recognizer_dir: str | Path | None = None, asr: bool = True
+    ) -> CueExplainer:
+        from esva.apps.inference import Recognizer
+        from esva.llm.backbone import DEFAULT_BACKBONE, load_backbone
+
+        spec = backbone or DEFAULT_BACKBONE
+        lm, tokenizer = load_backbone(spec)
+        return cls(Recognizer.from_pretrained(recognizer_dir), lm, tokenizer, spec, asr)
+
+    def _voice(self, audio_clip):
+        from esva.recipes.captions import voice_cues
+
+        if audio_clip is None or not len(audio_clip.samples):
+            return [], None
+        if self._prosody is None:
+            from esva.encoders import create_encoder
+
+            self._prosody = create_encoder("prosody")
+        enc = self._prosody.encode(audio_clip)
+        v = voice_cues(enc.features, enc.mask, enc.fps)
+        if v is None:
+            return [], None
+        return relate_voice(v, self._registers)
+
+    def _transcribe(self, audio_clip) -> str | None:
+        from esva.encoders import create_encoder
+        from esva.extract.pipeline import ASR_MODEL
+
+        if audio_clip is None or not len(audio_clip.samples):
+            return None
+        if self._transcriber is None:
+            self._transcriber = create_encoder(ASR_MODEL)
+        return self._transcriber.transcribe(audio_clip).text.strip() or None
+
+    def explain(
+        self,
+        path: str | Path,
+        audio: str | Path | None = None,
+        task: str = "reason",
+        samples: int = 2,
+        max_new_tokens: int = 40,
+    ) -> dict[str, Any]:
+        import zlib
+
+        from esva.llm.conclude import explain_with_model
+        from esva.llm.cues import ClipCueSet
+        from esva.llm.parse import emotion_words
+        from esva.media.decode import load_audio
+
+        if task not in TASKS:
+            raise EsvaError(f"unknown task {task!r} (choose {', '.join(TASKS)})")
+        path = Path(path)
+        prediction = self.recognizer.predict(path, audio=audio)
+        # The recogniser keeps no decoded audio: decode once more for the prosody (a silent
+        # video has none).
+        clip = load_audio(Path(audio) if audio else path, missing_ok=True)
+        voice, reference = self._voice(clip)
+        transcript = prediction.transcript
+        if transcript is None and self.asr and voice:
+            transcript = self._transcribe(clip)
+        cues = ClipCueSet(
+            voice=voice,
+            voice_reference=reference,
+            face=face_from_prediction(prediction),
+            transcript=transcript,
+        )
+        wanted = TASK_MODALITIES[task]
+        if task == "face" and cues.face is None:
+            raise EsvaError("--task face: no face was measured in the file", path)
+        if task == "voice" and not cues.voice:
+            raise EsvaError("--task voice: no voice was measured in the file", path)
+        seed = zlib.crc32(path.name.encode())
+        exp = explain_with_model(
+            self.lm,
+            self.tokenizer,
+            cues,
+            prediction.label,
+            prediction.probabilities,
+            task=task,
+            modalities=wanted,
+            samples=samples,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+        )
+        measured = [m for m, ok in (("voice", bool(voice)), ("face", cues.face is not None),
+                                    ("words", bool(transcript))) if ok]  # fmt: skip
+        return {
+            "file": str(path),
+            "task": task,
+            "label": prediction.label,
+            "probabilities": prediction.probabilities,
+            "explanation": exp.text,
+            "open_vocabulary": emotion_words(exp.text),
+            "cues": {
+                "sentences": exp.sentences,
+                "voice": [vars(c) for c in cues.voice] if "voice" in wanted else [],
+                "voice_reference": reference if "voice" in wanted else None,
+                "face": None if cues.face is None or "face" not in wanted else vars(cues.face),
+                "transcript": transcript if "words" in wanted else None,
+            },
+            "modalities": {
+                "recogniser": list(prediction.modalities),
+                "cues": [m for m in measured if m in wanted],
+            },
+            "explanation_source": exp.source,
+            "dropped_sentences": exp.dropped,
+            "conclusion_logprob": round(exp.conclusion_logprob, 4),
+            "lm_scores": {k: round(v, 4) for k, v in exp.lm_scores.items()},
+            "transcript": transcript,
+            "flags": list(prediction.flags),
+            "confident": prediction.confident,
+            "model": prediction.model,
+            "llm": self.backbone,
+        }

