@@ -128,8 +128,11 @@ def sample_reasonings(
     max_new_tokens: int = 48,
     seed: int = 0,
     sentences: int = 2,
+    lead: str = "",
 ) -> list[str]:
-    """``n`` sampled reasonings (one batched ``generate``), the other classes' names banned."""
+    """``n`` sampled reasonings (one batched ``generate``), the other classes' names banned.
+
+    ``prompt_ids`` end with the forced ``lead`` words; each returned text starts with them."""
     from transformers import StoppingCriteriaList
 
     with torch.random.fork_rng(devices=[]), torch.no_grad():
@@ -151,7 +154,11 @@ def sample_reasonings(
             ),
         )
     texts = tokenizer.batch_decode(out[:, prompt_ids.shape[1] :], skip_special_tokens=True)
-    return [t.split("\n\n")[0].strip() for t in texts]
+    texts = [t.split("\n\n")[0].rstrip() for t in texts]
+    if not lead:
+        return [t.strip() for t in texts]
+    # The lead was tokenised without a trailing space: the LM's first token carries it.
+    return [(lead + t).strip() for t in texts]
 
 
 def _complete(sentences: list[str]) -> list[str]:
@@ -185,6 +192,14 @@ def select(candidates: Sequence[str], cues: ClipCueSet) -> tuple[list[str], list
     return best[2], best[3], best[1]
 
 
+def _cache_arg(model) -> str:
+    """The forward argument that takes a KV cache (transformers 5.x renames it ``cache``)."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
 def force_conclusion(
     model,
     tokenizer,
@@ -211,11 +226,8 @@ def force_conclusion(
         lp = float(first[ids[0]])
         if len(ids) > 1:
             with torch.no_grad():
-                rest = model(
-                    input_ids=torch.tensor([ids[:-1]]),
-                    past_key_values=copy.deepcopy(out.past_key_values),
-                    use_cache=True,
-                ).logits[0]
+                past = {_cache_arg(model): copy.deepcopy(out.past_key_values)}
+                rest = model(input_ids=torch.tensor([ids[:-1]]), use_cache=True, **past).logits[0]
             logp = torch.log_softmax(rest.float(), dim=-1)
             lp += sum(float(logp[k, t]) for k, t in enumerate(ids[1:]))
         scores[cls] = lp
@@ -253,14 +265,12 @@ def explain_with_model(
             model,
             tokenizer,
             _prompt_ids(tokenizer, messages, lead),
+            lead=lead,
             banned=banned_words(tokenizer, others),
             n=samples,
             max_new_tokens=max_new_tokens,
             seed=seed,
         )
-        # The lead is part of each decoded sequence (forced prefix, then the LM's words).
-        candidates = [(lead + " " + c if c and c[0].isalnum() else lead + c) if lead else c
-                      for c in candidates]  # fmt: skip
         n = len(candidates)
         kept, dropped, _ = select(candidates, cues)
         source = "lm"

@@ -1,0 +1,214 @@
+"""``esva explain`` out of the box: the conclusion is the recogniser's label (forced at decoding),
+no unsupported cue ships, the JSON fields, exit codes (tiny random LM: fast, no weights), and the
+real offline LM on real clips (skipped when absent)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from esva.apps.explain import CueExplainer, face_from_prediction
+from esva.apps.inference import Prediction
+from esva.cli.main import main
+from esva.llm import conclude
+from esva.llm.backbone import TINY_BACKBONE, load_backbone
+from esva.llm.cues import ClipCueSet, VoiceCue
+from esva.llm.parse import label_strict
+
+CLASSES = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_backbone(TINY_BACKBONE)
+
+
+def _probs(label: str) -> dict[str, float]:
+    p = {c: 0.02 for c in CLASSES}
+    p[label] = 1.0 - 0.02 * (len(CLASSES) - 1)
+    return p
+
+
+def _cues() -> ClipCueSet:
+    return ClipCueSet(
+        voice=[VoiceCue("pitch", 250.0, 207.0, "Hz", 3.3, 1.5, 1)],
+        voice_reference="the reference voice",
+    )
+
+
+@pytest.mark.parametrize("label", CLASSES)
+def test_the_conclusion_names_the_label(tiny, label: str) -> None:
+    model, tokenizer = tiny
+    exp = conclude.explain_with_model(
+        model, tokenizer, _cues(), label, _probs(label), samples=2, max_new_tokens=12
+    )
+    assert exp.text.endswith(f"Therefore, the emotion is {label}.")
+    assert label_strict(exp.text, CLASSES) == label
+    assert set(exp.lm_scores) == set(CLASSES)
+    assert exp.conclusion_logprob == pytest.approx(exp.lm_scores[label])
+    assert np.isfinite(exp.conclusion_logprob) and exp.conclusion_logprob < 0
+
+
+def test_task_emotion_is_the_answer_alone(tiny) -> None:
+    model, tokenizer = tiny
+    exp = conclude.explain_with_model(
+        model, tokenizer, _cues(), "sad", _probs("sad"), task="emotion"
+    )
+    assert exp.text == "The emotion is sad." and exp.source == "none"
+
+
+def test_unsupported_sentences_never_ship(tiny, monkeypatch) -> None:
+    model, tokenizer = tiny
+    monkeypatch.setattr(
+        conclude,
+        "sample_reasonings",
+        lambda *a, **k: [
+            "The voice has a lower pitch. It is fast.",  # pitch was measured higher
+            "The voice has a higher pitch. The voice has a higher pitch. She smiles.",
+        ],
+    )
+    exp = conclude.explain_with_model(model, tokenizer, _cues(), "happy", _probs("happy"))
+    assert exp.source == "lm"
+    assert "lower pitch" not in exp.text and "smiles" not in exp.text  # no face was measured
+    assert exp.text == "The voice has a higher pitch. Therefore, the emotion is happy."
+    dropped = {d["sentence"] for d in exp.dropped}
+    assert {"The voice has a higher pitch.", "She smiles."} <= dropped
+
+
+def test_no_surviving_sentence_falls_back_to_the_measured_cues(tiny, monkeypatch) -> None:
+    model, tokenizer = tiny
+    monkeypatch.setattr(conclude, "sample_reasonings", lambda *a, **k: ["She is shouting."])
+    exp = conclude.explain_with_model(model, tokenizer, _cues(), "angry", _probs("angry"))
+    assert exp.source == "cues"
+    assert exp.text == (
+        "Compared with the reference voice, the voice has a higher pitch. "
+        "Therefore, the emotion is angry."
+    )
+
+
+def test_other_class_names_are_banned_while_reasoning(tiny) -> None:
+    _, tokenizer = tiny
+    banned = conclude.banned_words(tokenizer, ["sad"])
+    forms = {tokenizer.decode(ids) for ids in banned}
+    assert forms == {"sad", "Sad", " sad", " Sad"}
+
+
+# ----------------------------------------------------------------------------- the app
+
+
+class FakeRecognizer:
+    """Stands in for the default recogniser: main's Prediction, or one with the fused
+    default's per_modality face track (read defensively)."""
+
+    def __init__(self, label: str = "happy", face: bool = False):
+        self.label, self.face = label, face
+
+    def predict(self, path, audio=None):
+        p = Prediction(
+            file=str(path),
+            label=self.label,
+            probabilities=_probs(self.label),
+            offset_ms=None,
+            offset_confidence=None,
+            modalities=["audio"],
+            missing=[],
+            flags=[],
+            model="fake",
+        )
+        if not self.face:
+            return p
+        face = {"probabilities": _probs("happy"), "raw": _probs("happy"), "peak_time_s": 0.8}
+        face |= {"coverage": 1.0, "present": True}
+        timeline = [
+            {"start_s": t0, "end_s": t0 + 2, "per_modality": {"face": {"probabilities": _probs(e)}}}
+            for t0, e in ((0.0, "neutral"), (0.5, "happy"))
+        ]
+        return SimpleNamespace(
+            **{**vars(p), "per_modality": {"face": face}, "peak_face_time_s": 0.8,
+               "timeline": timeline, "modalities": ["audio", "face"]}
+        )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def wav(tmp_path_factory) -> Path:
+    sr = 16000
+    t = np.arange(int(2.0 * sr)) / sr
+    f0 = 180 + 40 * np.sin(2 * np.pi * 1.5 * t)  # a voiced, gliding tone in bursts
+    x = 0.3 * np.sin(2 * np.pi * np.cumsum(f0) / sr) * (np.sin(2 * np.pi * 4 * t) > -0.3)
+    path = tmp_path_factory.mktemp("media") / "tone.wav"
+    sf.write(path, x.astype(np.float32), sr)
+    return path
+
+
+def _explainer(tiny, **kw) -> CueExplainer:
+    model, tokenizer = tiny
+    return CueExplainer(FakeRecognizer(**kw), model, tokenizer, TINY_BACKBONE, asr=False)
+
+
+FIELDS = {"label", "probabilities", "explanation", "open_vocabulary", "cues", "modalities", "task"}
+
+
+def test_json_fields_voice(tiny, wav) -> None:
+    r = _explainer(tiny).explain(wav)
+    assert set(r) >= FIELDS
+    assert r["label"] == "happy" and r["task"] == "reason"
+    assert r["explanation"].endswith("Therefore, the emotion is happy.")
+    assert "happy" in r["open_vocabulary"]
+    assert {c["name"] for c in r["cues"]["voice"]} >= {"pitch", "loudness", "pace"}
+    assert "RAVDESS" in r["cues"]["voice_reference"]
+    assert r["modalities"] == {"recogniser": ["audio"], "cues": ["voice"]}
+    assert r["cues"]["face"] is None
+    json.dumps(r)  # plain JSON
+
+
+def test_face_track_from_a_fused_prediction(tiny, wav) -> None:
+    explainer = _explainer(tiny, face=True)
+    face = face_from_prediction(explainer.recognizer.predict(wav))
+    assert face.peak_time_s == 0.8 and face.trajectory()[-1] == "happy"
+    assert face.shown() == {"neutral", "happy"}
+    r = explainer.explain(wav, task="face")
+    assert r["modalities"]["cues"] == ["face"] and r["cues"]["voice"] == []
+    assert r["cues"]["face"]["peak_time_s"] == 0.8
+
+
+def test_plain_prediction_has_no_face(tiny, wav) -> None:
+    assert face_from_prediction(FakeRecognizer().predict(wav)) is None
+
+
+def test_cli_default_explain(tiny, wav, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(
+        CueExplainer, "from_pretrained", classmethod(lambda c, **k: _explainer(tiny))
+    )
+    assert main(["explain", str(wav), "--json", "--no-asr"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert set(r) >= FIELDS and r["explanation"].endswith("is happy.")
+    assert main(["explain", str(wav), "--task", "emotion"]) == 0
+    assert "The emotion is happy." in capsys.readouterr().out
+    rc = main(["explain", str(wav), "--task", "face"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "no face was measured" in err and len(err.splitlines()) == 1, err
+
+
+# ----------------------------------------------------------------------------- real weights
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_real_lm_on_a_real_clip(shared_data) -> None:
+    from esva.llm.backbone import DEFAULT_BACKBONE, converted_dir
+
+    if not converted_dir(DEFAULT_BACKBONE).is_dir():
+        pytest.skip("SmolLM2 not converted in the esva cache (esva weights pull)")
+    clip = shared_data / "ravdess_speech" / "Actor_01" / "03-01-05-02-01-01-01.flac"
+    r = CueExplainer.from_pretrained(asr=False).explain(clip)
+    assert r["explanation"].endswith(f"Therefore, the emotion is {r['label']}.")
+    assert label_strict(r["explanation"], list(r["probabilities"])) == r["label"]
+    cues = ClipCueSet(voice=[VoiceCue(**c) for c in r["cues"]["voice"]])
+    from esva.llm.cues import check_sentence
+
+    assert all(check_sentence(s["sentence"], cues) == [] for s in r["cues"]["sentences"])
