@@ -1,0 +1,243 @@
+"""``esva explain`` out of the box, measured: labels, conclusions, cue faithfulness, diversity,
+latency and memory -> ``results/explain.md`` (+ .json).
+
+Held-out clips: TESS (``ser_corpora/tess``, 2 speakers the shipped recogniser never heard; a
+corpus it was not trained on), ``--per-class`` clips per emotion and speaker, with ``esva
+explain``'s defaults (the shipped recogniser, ASR on, 2 sampled reasonings of at most 40
+tokens). Baseline in the same run: the cue-template explanation (``esva.llm.cues.cue_sentences``
+plus the same conclusion), which needs no LM. The "LM alone" label is the argmax of the base
+LM's class-word log-probabilities in the conclusion slot; its prompt shows the recogniser's
+answer, so it is not an independent opinion.
+
+Cold runs: the whole command ``esva explain FILE --json`` in a fresh process, for an audio
+file, a talking-face video and a silent face video (wall time and peak RSS)::
+
+    python benchmarks/explain.py [--per-class 2] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, markdown_table, require_shared
+
+TESS_LABELS = {
+    "angry": "angry",
+    "disgust": "disgust",
+    "fear": "fearful",
+    "happy": "happy",
+    "neutral": "neutral",
+    "pleasant_surprise": "surprised",
+    "sad": "sad",
+}
+
+
+def tess_clips(shared: Path, per_class: int) -> list[tuple[Path, str]]:
+    out = []
+    for folder in sorted((shared / "ser_corpora" / "tess").iterdir()):
+        _speaker, emotion = folder.name.split("_", 1)
+        files = sorted(folder.glob("*.opus"))
+        step = max(1, len(files) // per_class)
+        out += [(f, TESS_LABELS[emotion]) for f in files[::step][:per_class]]
+    return out
+
+
+def cold_run(path: Path, threads: int) -> dict:
+    """The whole command in a fresh process: wall time, exit status, peak RSS."""
+    code = (
+        "import sys, resource\n"
+        "from esva.cli.main import main\n"
+        "rc = main(['explain', sys.argv[1], '--json'])\n"
+        "sys.stderr.write('RSS %d\\n' % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "sys.exit(rc)\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(path)], env=env, capture_output=True, text=True
+    )
+    wall = time.perf_counter() - start
+    rss = [int(x.split()[1]) for x in proc.stderr.splitlines() if x.startswith("RSS ")]
+    result = {"file": path.name, "rc": proc.returncode, "wall_s": round(wall, 2)}
+    result["peak_rss_mb"] = round(rss[-1] / 1024, 1) if rss else None
+    if proc.returncode == 0:
+        out = json.loads(proc.stdout)
+        result["answer"] = {k: out[k] for k in ("label", "explanation", "modalities")}
+    else:
+        err = [x for x in proc.stderr.splitlines() if x.strip() and not x.startswith("RSS ")]
+        result["error"] = err[-1] if err else ""
+    return result
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--per-class", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--results", type=Path, default=ROOT / "results" / "explain")
+    parser.add_argument("--no-cold", action="store_true")
+    args = parser.parse_args()
+    shared = require_shared()
+
+    import torch
+    from sklearn.metrics import f1_score
+
+    from esva.apps.explain import CueExplainer
+    from esva.llm.conclude import CONCLUSION
+    from esva.llm.cues import (
+        ClipCueSet,
+        FaceTrackCue,
+        VoiceCue,
+        check_sentence,
+        cue_sentences,
+        split_sentences,
+    )
+    from esva.llm.parse import label_strict
+
+    torch.set_num_threads(args.threads)
+    clips = tess_clips(shared, args.per_class)
+    t0 = time.perf_counter()
+    explainer = CueExplainer.from_pretrained()
+    load_s = time.perf_counter() - t0
+    rows, gold, times = [], [], []
+    for path, label in clips:
+        t = time.perf_counter()
+        r = explainer.explain(path)
+        times.append(time.perf_counter() - t)
+        gold.append(label)
+        rows.append(r)
+        print(f"{path.name}: {label} -> {r['label']}: {r['explanation']}", flush=True)
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    classes = list(rows[0]["probabilities"])
+    head = [r["label"] for r in rows]
+    lm = [max(r["lm_scores"], key=r["lm_scores"].get) for r in rows]
+
+    def cues_of(r) -> ClipCueSet:
+        c = r["cues"]
+        face = FaceTrackCue(**c["face"]) if c["face"] else None
+        return ClipCueSet([VoiceCue(**v) for v in c["voice"]], c["voice_reference"], face)
+
+    concl = sum(label_strict(r["explanation"], classes) == r["label"] for r in rows)
+    ends = sum(r["explanation"].endswith(CONCLUSION.format(label=r["label"])) for r in rows)
+    shipped = [(s["sentence"], cues_of(r)) for r in rows for s in r["cues"]["sentences"]]
+    faithful = sum(not check_sentence(s, c) for s, c in shipped)
+    generated = sum(len(r["cues"]["sentences"]) for r in rows if r["explanation_source"] == "lm")
+    dropped = sum(len(r["dropped_sentences"]) for r in rows)
+    template = [
+        " ".join([*cue_sentences(cues_of(r)), CONCLUSION.format(label=r["label"])]) for r in rows
+    ]
+
+    def diversity(texts: list[str]) -> tuple[float, float, float]:
+        sentences = Counter(s for t in texts for s in split_sentences(t)[:-1])
+        top = sentences.most_common(1)[0][1] / len(texts) if sentences else 0.0
+        return len(set(texts)) / len(texts), top, sum(map(words, texts)) / len(texts)
+
+    lm_div, tpl_div = diversity([r["explanation"] for r in rows]), diversity(template)
+    warm = sorted(times[1:]) or times
+    summary = {
+        "clips": len(rows),
+        "threads": args.threads,
+        "label_weighted_f1_head": round(f1_score(gold, head, average="weighted"), 4),
+        "label_weighted_f1_lm_alone": round(f1_score(gold, lm, average="weighted"), 4),
+        "conclusion_names_label": round(concl / len(rows), 4),
+        "ends_with_forced_conclusion": round(ends / len(rows), 4),
+        "shipped_sentences": len(shipped),
+        "shipped_faithful": round(faithful / max(1, len(shipped)), 4),
+        "generated_sentences_dropped": dropped,
+        "generated_sentences_kept": generated,
+        "explanations_from_cue_fallback": sum(r["explanation_source"] == "cues" for r in rows),
+        "lm": {"distinct": lm_div[0], "top_sentence_share": lm_div[1], "mean_words": lm_div[2]},
+        "template": {
+            "distinct": tpl_div[0],
+            "top_sentence_share": tpl_div[1],
+            "mean_words": tpl_div[2],
+        },
+        "load_s": round(load_s, 2),
+        "warm_s_median": round(warm[len(warm) // 2], 2),
+        "warm_s_max": round(max(warm), 2),
+        "peak_rss_mb_in_process": round(rss_mb, 1),
+        "loadavg_1min": os.getloadavg()[0],
+    }
+    cold = []
+    if not args.no_cold:
+        examples = [
+            shared / "ravdess_speech" / "Actor_01" / "03-01-08-01-01-02-01.flac",
+            shared / "ravdess_av" / "Actor_01" / "01-01-08-01-01-02-01.mp4",
+            sorted((shared / "mead_faces").glob("*happy*.mp4"))[0],
+        ]
+        cold = [cold_run(p, args.threads) for p in examples]
+    out = {"summary": summary, "cold": cold, "clips": [
+        {"file": str(p.name), "gold": g, **{k: r[k] for k in (
+            "label", "explanation", "explanation_source", "dropped_sentences", "lm_scores")}}
+        for (p, g), r in zip(clips, rows, strict=True)
+    ]}  # fmt: skip
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")
+    s = summary
+    table = markdown_table(
+        ["measure", "esva explain (base SmolLM2 + checker)", "cue template (no LM)"],
+        [
+            ["label weighted F1 (shipped recogniser)", s["label_weighted_f1_head"], "same"],
+            ["label weighted F1, LM alone (sees the answer)", s["label_weighted_f1_lm_alone"], "-"],
+            ["conclusion names the label", s["conclusion_names_label"], 1.0],
+            ["shipped sentences faithful to the cues", s["shipped_faithful"], 1.0],
+            ["generated sentences dropped / kept", f"{dropped} / {generated}", "-"],
+            ["explanations from the cue fallback", s["explanations_from_cue_fallback"], "-"],
+            ["distinct explanations / clips", s["lm"]["distinct"], s["template"]["distinct"]],
+            ["most common sentence, share of clips", s["lm"]["top_sentence_share"],
+             s["template"]["top_sentence_share"]],
+            ["mean words", s["lm"]["mean_words"], s["template"]["mean_words"]],
+        ],
+    )  # fmt: skip
+    lines = [
+        "# esva explain, out of the box",
+        "",
+        f"`python benchmarks/explain.py --per-class {args.per_class} --threads {args.threads}`: "
+        f"{len(rows)} TESS clips (2 speakers, 7 emotions; a corpus the shipped recogniser was "
+        f"not trained on), {args.threads} torch threads, 1-min load average "
+        f"{s['loadavg_1min']:.1f} on the 2-core machine at the end of the run.",
+        "",
+        table,
+        "",
+        f"Latency per clip (in process, models loaded once in {s['load_s']} s): median "
+        f"{s['warm_s_median']} s, max {s['warm_s_max']} s; peak RSS "
+        f"{s['peak_rss_mb_in_process']} MB.",
+        "",
+    ]
+    if cold:
+        lines += ["## Cold runs (`esva explain FILE --json` in a fresh process)", ""]
+        lines.append(
+            markdown_table(
+                ["file", "exit", "wall s", "peak RSS MB", "answer"],
+                [
+                    [
+                        c["file"],
+                        c["rc"],
+                        c["wall_s"],
+                        c["peak_rss_mb"],
+                        (c["answer"]["label"] + ": " + c["answer"]["explanation"]).replace("|", "/")
+                        if c["rc"] == 0
+                        else c.get("error", ""),
+                    ]
+                    for c in cold
+                ],
+            )
+        )
+    args.results.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
