@@ -123,7 +123,7 @@ class FakeRecognizer:
         if not self.face:
             return p
         face = {"probabilities": _probs("happy"), "raw": _probs("happy"), "peak_time_s": 0.8}
-        face |= {"coverage": 1.0, "present": True}
+        face |= {"coverage": 1.0, "presence": 1.0, "weight": 0.3}
         timeline = [
             {"start_s": t0, "end_s": t0 + 2, "per_modality": {"face": {"probabilities": _probs(e)}}}
             for t0, e in ((0.0, "neutral"), (0.5, "happy"))

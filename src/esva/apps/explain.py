@@ -234,9 +234,10 @@ def face_from_prediction(prediction):
 
     per = getattr(prediction, "per_modality", None) or {}
     face = per.get("face") if isinstance(per, dict) else None
-    if not face or not face.get("present", True):
+    if not face or float(face.get("presence", 1.0)) <= 0:
         return None
-    probs = face.get("raw") or face.get("probabilities")
+    # The output classes, as the per-window distributions (``raw`` is the expert's own set).
+    probs = face.get("probabilities") or face.get("raw")
     if not probs:
         return None
     windows = []
