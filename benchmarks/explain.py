@@ -68,7 +68,7 @@ def cold_run(path: Path, threads: int) -> dict:
     wall = time.perf_counter() - start
     rss = [int(x.split()[1]) for x in proc.stderr.splitlines() if x.startswith("RSS ")]
     result = {"file": path.name, "rc": proc.returncode, "wall_s": round(wall, 2)}
-    result["peak_rss_mb"] = round(rss[-1] / 1024, 1) if rss else None
+    result["peak_rss_mb"] = round(rss[-1] / 1024) if rss else None
     if proc.returncode == 0:
         out = json.loads(proc.stdout)
         result["answer"] = {k: out[k] for k in ("label", "explanation", "modalities")}
@@ -134,15 +134,17 @@ def main() -> None:
     shipped = [(s["sentence"], cues_of(r)) for r in rows for s in r["cues"]["sentences"]]
     faithful = sum(not check_sentence(s, c) for s, c in shipped)
     generated = sum(len(r["cues"]["sentences"]) for r in rows if r["explanation_source"] == "lm")
-    dropped = sum(len(r["dropped_sentences"]) for r in rows)
+    why = Counter(d.get("why", "") for r in rows for d in r["dropped_sentences"])
+    dropped = why["unsupported cue"]
     template = [
         " ".join([*cue_sentences(cues_of(r)), CONCLUSION.format(label=r["label"])]) for r in rows
     ]
 
-    def diversity(texts: list[str]) -> tuple[float, float, float]:
+    def diversity(texts: list[str]) -> tuple[float, float, float, float]:
         sentences = Counter(s for t in texts for s in split_sentences(t)[:-1])
         top = sentences.most_common(1)[0][1] / len(texts) if sentences else 0.0
-        return len(set(texts)) / len(texts), top, sum(map(words, texts)) / len(texts)
+        top_text = Counter(texts).most_common(1)[0][1] / len(texts)
+        return len(set(texts)) / len(texts), top, sum(map(words, texts)) / len(texts), top_text
 
     lm_div, tpl_div = diversity([r["explanation"] for r in rows]), diversity(template)
     warm = sorted(times[1:]) or times
@@ -155,14 +157,20 @@ def main() -> None:
         "ends_with_forced_conclusion": round(ends / len(rows), 4),
         "shipped_sentences": len(shipped),
         "shipped_faithful": round(faithful / max(1, len(shipped)), 4),
-        "generated_sentences_dropped": dropped,
+        "generated_sentences_dropped": dict(why),
         "generated_sentences_kept": generated,
         "explanations_from_cue_fallback": sum(r["explanation_source"] == "cues" for r in rows),
-        "lm": {"distinct": lm_div[0], "top_sentence_share": lm_div[1], "mean_words": lm_div[2]},
+        "lm": {
+            "distinct": lm_div[0],
+            "top_sentence_share": lm_div[1],
+            "mean_words": lm_div[2],
+            "top_explanation_share": lm_div[3],
+        },
         "template": {
             "distinct": tpl_div[0],
             "top_sentence_share": tpl_div[1],
             "mean_words": tpl_div[2],
+            "top_explanation_share": tpl_div[3],
         },
         "load_s": round(load_s, 2),
         "warm_s_median": round(warm[len(warm) // 2], 2),
@@ -193,9 +201,13 @@ def main() -> None:
             ["label weighted F1, LM alone (sees the answer)", s["label_weighted_f1_lm_alone"], "-"],
             ["conclusion names the label", s["conclusion_names_label"], 1.0],
             ["shipped sentences faithful to the cues", s["shipped_faithful"], 1.0],
-            ["generated sentences dropped / kept", f"{dropped} / {generated}", "-"],
+            ["generated sentences kept", generated, "-"],
+            ["dropped: unsupported cue / unfinished at the token limit / repeated",
+             f"{dropped} / {why['unfinished']} / {why['repeated']}", "-"],
             ["explanations from the cue fallback", s["explanations_from_cue_fallback"], "-"],
             ["distinct explanations / clips", s["lm"]["distinct"], s["template"]["distinct"]],
+            ["most common explanation, share of clips", s["lm"]["top_explanation_share"],
+             s["template"]["top_explanation_share"]],
             ["most common sentence, share of clips", s["lm"]["top_sentence_share"],
              s["template"]["top_sentence_share"]],
             ["mean words", s["lm"]["mean_words"], s["template"]["mean_words"]],
@@ -213,7 +225,7 @@ def main() -> None:
         "",
         f"Latency per clip (in process, models loaded once in {s['load_s']} s): median "
         f"{s['warm_s_median']} s, max {s['warm_s_max']} s; peak RSS "
-        f"{s['peak_rss_mb_in_process']} MB.",
+        f"{round(s['peak_rss_mb_in_process'])} MB.",
         "",
     ]
     if cold:

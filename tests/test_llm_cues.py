@@ -54,6 +54,11 @@ def test_direction_needs_the_margin() -> None:
         ("Her voice is not louder than usual.", True),  # negated: no claim
         ("The melody is flat.", False),  # melody within the margin
         ("The clip is about dogs by a door.", True),  # no cue claim: not judged
+        # SmolLM2's own words on a real clip whose pitch was measured higher:
+        ("The voice is slightly lower in frequency compared to the female voice.", False),
+        ("Her voice is deeper.", False),
+        ("The voice is higher in tone.", True),
+        ("She speaks at a higher volume.", False),
     ],
 )
 def test_voice_claims_against_measurements(sentence: str, ok: bool) -> None:

@@ -175,16 +175,21 @@ def select(candidates: Sequence[str], cues: ClipCueSet) -> tuple[list[str], list
     best: tuple[float, int, list[str], list[dict]] | None = None
     for i, text in enumerate(candidates):
         kept, dropped, support = [], [], 0
-        for s in _complete(split_sentences(text)):
+        parts = split_sentences(text)
+        for s in parts[len(_complete(parts)) :]:  # cut by the token limit mid-sentence
+            dropped.append({"sentence": s, "unsupported": [], "why": "unfinished"})
+        for s in _complete(parts):
             bad = check_sentence(s, cues)
             if s in kept:  # a repeated sentence says nothing new
                 dropped.append({"sentence": s, "unsupported": [], "why": "repeated"})
             elif bad:
-                dropped.append({"sentence": s, "unsupported": [vars(c) for c in bad]})
+                why = "unsupported cue"
+                dropped.append({"sentence": s, "unsupported": [vars(c) for c in bad], "why": why})
             else:
                 kept.append(s)
                 support += len(claims(s, cues))
-        score = support + 0.1 * len(kept) - 10.0 * len(dropped)
+        failed = sum(d["why"] != "unfinished" for d in dropped)
+        score = support + 0.1 * len(kept) - 10.0 * failed
         if best is None or score > best[0]:
             best = (score, i, kept, dropped)
     if best is None:

@@ -193,16 +193,21 @@ def _rx(*words: str) -> re.Pattern[str]:
 # (cue, direction, pattern). Patterns are matched on the lower-cased sentence.
 _VOICE_CLAIMS: tuple[tuple[str, int, re.Pattern[str]], ...] = (
     ("pitch", 1, _rx(r"high(?:er)?[- ]pitch(?:ed)?", r"pitch (?:is |was )?(?:high|higher|raised)",
-                     r"raised pitch", r"rais(?:es|ed|ing) (?:his |her |their )?pitch")),
+                     r"raised pitch", r"rais(?:es|ed|ing) (?:his |her |their )?pitch",
+                     r"high(?:er)? (?:in )?(?:frequency|tone|register)", r"high[- ]frequency")),
     ("pitch", -1, _rx(r"low(?:er)?[- ]pitch(?:ed)?", r"pitch (?:is |was )?(?:low|lower|dropped)",
-                      r"deep(?:er)? voice")),
+                      r"deep(?:er)?", r"low(?:er)? (?:in )?(?:frequency|tone|register)",
+                      r"low[- ]frequency")),
     ("loudness", 1, _rx(r"loud(?:er|ly)?", r"shout(?:s|ed|ing)?", r"yell(?:s|ed|ing)?",
-                        r"raised voice")),
-    ("loudness", -1, _rx(r"soft(?:er|ly)?", r"quiet(?:er|ly)?", r"whisper(?:s|ed|ing)?")),
-    ("pace", 1, _rx(r"fast(?:er)?", r"quick(?:er|ly)?", r"rapid(?:ly)?", r"hurried(?:ly)?")),
+                        r"raised voice", r"(?:high(?:er)?|increased|more) volume",
+                        r"volume (?:is |was )?(?:high|higher|raised)")),
+    ("loudness", -1, _rx(r"soft(?:er|ly)?", r"quiet(?:er|ly)?", r"whisper(?:s|ed|ing)?",
+                         r"(?:low(?:er)?|reduced|less) volume")),
+    ("pace", 1, _rx(r"fast(?:er)?", r"quick(?:er|ly)?", r"rapid(?:ly)?", r"hurried(?:ly)?",
+                    r"speed(?:s|ing)? up")),
     ("pace", -1, _rx(r"slow(?:er|ly)?")),
     ("melody", 1, _rx(r"livel(?:y|ier)", r"varied (?:melody|intonation|pitch)",
-                      r"wid(?:e|er) (?:pitch )?range", r"animated")),
+                      r"wid(?:e|er) (?:pitch )?range", r"animated", r"expressive intonation")),
     ("melody", -1, _rx(r"flat(?:ter)?", r"monoton(?:e|ous)")),
 )  # fmt: skip
 # Words that show a face expression.
