@@ -219,14 +219,17 @@ def main() -> None:
     speech_full, vad_stats = speech_full_from_training(shared)
     print(f"[dev] speech_full = {speech_full} ({vad_stats})", flush=True)
     base_spec = spec_with(0.5, 0.0, speech_full)
-    voices = {HELDOUT: heldout_voice_model(shared), SHIPPED: None}
+    from esva.assets import default_model_dir
+
+    # The shipped folder unverified: this script rewrites its fusion.json (--install).
+    voices = {HELDOUT: heldout_voice_model(shared), SHIPPED: default_model_dir(verify=False)}
     takes = ravdess_takes(shared)
     labels = [label for _, _, label in takes]
     entries: dict[str, list[dict]] = {}
     for name, folder in voices.items():
         plain = Recognizer.from_pretrained(folder)
         rec = Recognizer(plain.model, plain.extractor, plain.name, fusion=base_spec)
-        slug = "heldout" if folder is not None else "shipped"
+        slug = ("heldout" if name == HELDOUT else "shipped") + f"-full{speech_full}"
         entries[name] = [
             run_clip(rec, v, a, WORK / "cache" / slug / f"{v.stem}.json") for v, a, _ in takes
         ]
@@ -243,13 +246,14 @@ def main() -> None:
     chosen = spec_with(alpha, gamma, speech_full)
 
     # MEAD: silent clips through the shipped default's face-only path (no voice).
-    rec = Recognizer.from_pretrained(None)
+    rec = Recognizer.from_pretrained(voices[SHIPPED])
     rec = Recognizer(rec.model, rec.extractor, rec.name, fusion=chosen)
     mead_rows, mead_right, mead_n = [], 0, 0
     for clip in sorted((shared / "mead_faces").glob("*.mp4")):
         emotion = clip.stem.split("_")[2]
         truth = MEAD_SER7[emotion]
-        e = run_clip(rec, clip, None, WORK / "cache" / "mead" / f"{clip.stem}.json")
+        cache = WORK / "cache" / f"mead-full{speech_full}" / f"{clip.stem}.json"
+        e = run_clip(rec, clip, None, cache)
         face = (e.get("per_modality") or {}).get("face", {})
         face_only = any(f.startswith("face-only") for f in e["flags"])
         if truth is not None:
@@ -287,6 +291,10 @@ def main() -> None:
              f"{pm.get('face', {}).get('presence', 0):.2f}"]
         )  # fmt: skip
     speed = np.median([e["seconds"] for e in heldout])
+    face_neutral = sum(e["per_modality"]["face"]["label"] == "neutral" for e in heldout)
+    changed = [
+        f"{r[0]} (truth {r[1]}: voice {r[2]} -> fused {r[4]})" for r in per_take if r[2] != r[4]
+    ]
     elapsed = time.perf_counter() - t0
     take_header = ["take", "truth", "voice", "face", "fused", "voice (shipped)",
                    "voice presence", "face presence"]  # fmt: skip
@@ -294,7 +302,9 @@ def main() -> None:
                    "coverage", "peak face s"]  # fmt: skip
     text = f"""# Fusion dev: voice model + face expert (reliability-weighted log-linear pool)
 
-Produced by `PYTHONPATH=src python benchmarks/fusion_dev.py` (one CPU thread, {elapsed:.0f} s).
+Produced by `PYTHONPATH=src python benchmarks/fusion_dev.py` (one CPU thread, {elapsed:.0f} s;
+per-clip predictions are cached under `runs/fusion_dev/cache/`, the held-out voice model under
+`runs/fusion_dev/voice_no01/`: about 20 min to build on 2 busy cores).
 Rule and parameters: `esva.fusion.reliability` (module doc); settings shipped in
 `src/esva/assets/default_model/fusion.json`.
 
@@ -314,8 +324,12 @@ choose anything. The held-out voice model is the same recipe trained on actors 0
 {markdown_table(["voice model", "rule", "right", "mean NLL"], rows)}
 
 Labels of these takes: {", ".join(f"{c} {labels.count(c)}" for c in sorted(set(labels)))}
-(RAVDESS Actor_01 has video only for these emotions): a tiny, unbalanced dev set; the choice
-is a coarse one (the grid below shows how flat it is).
+(RAVDESS Actor_01 has video only for these emotions): a tiny, unbalanced dev set, and the face
+expert reads this actor's face as neutral in {face_neutral} of the {len(labels)} takes, so here
+the face acts mostly as a pull towards neutral: it lowers the NLL of the neutral takes, and the
+fused label differs from the held-out voice's on {len(changed)} take(s):
+{"; ".join(changed) or "none"}. The choice is a coarse one (the grid below shows how flat it
+is); MEAD below is where the face expert's own skill shows.
 
 ## Grid (held-out voice model)
 
@@ -344,7 +358,6 @@ Median time per RAVDESS take (predict, held-out model, in-process, one thread): 
          "vad": vad_stats, "grid": grid, "mead": {"right": mead_right, "n": mead_n}},
     )  # fmt: skip
     if args.install:
-        from esva.assets import default_model_dir
         from esva.hashing import file_sha256
 
         target = default_model_dir(verify=False) / "fusion.json"

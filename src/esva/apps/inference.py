@@ -7,9 +7,12 @@ describes (:func:`esva.extract.provenance.extractor_for_model`). Then, per file,
 decoded audio and the face track (with mouth crops), so that the audio-video offset is measured
 by the sync space (:func:`esva.sync.estimate.align_media`) on the SAME decoded streams.
 
-A model without a visual stream (the shipped default is audio-only) has no face track of its
-own: the video is then decoded once for the sync face track, with the sync tool's defaults
-(MTCNN on every frame, ``esva align``), so the offset is what ``esva align`` measures.
+A model without a visual stream (the shipped default's voice model is audio-only) has no face
+track of its own: the video is then decoded once for the sync face track, with the sync tool's
+defaults (MTCNN on every frame, ``esva align``), so the offset is what ``esva align`` measures.
+A model folder with ``fusion.json`` (the shipped default) fuses its model, as the voice expert,
+with a face expert that reads that same track's crops (:mod:`esva.apps.fused`): the answer is
+in the fusion's classes, with each expert's share in ``Prediction.per_modality``.
 
 What the data cannot support is flagged, not hidden: an offset measured on a Haar track (Haar
 loses profile faces), a clip too short to label (its probabilities are marked not confident),
@@ -508,7 +511,12 @@ class Recognizer:
             offset_ms=offset_ms,
             offset_confidence=conf,
             modalities=used,
-            missing=[MODALITY_OF[n] for n in spec.experts if n not in fused.used],
+            # an audio file was never going to show a face: only a video can miss one
+            missing=[
+                MODALITY_OF[n]
+                for n in spec.experts
+                if n not in fused.used and not (n == "face" and analysis.is_audio)
+            ],
             flags=flags,
             timeline=fused.timeline,
             valence=None,

@@ -33,7 +33,7 @@ DEFAULT_MODEL_SHA256: dict[str, str] = {
 # chosen by benchmarks/fusion_dev.py, which prints it). Kept apart from the model's own files,
 # which benchmarks/train_default_model.py rebuilds.
 DEFAULT_FUSION_SHA256: dict[str, str] = {
-    "fusion.json": "9af1b06744631b74a26b83a58ced92cd33664b9a44ba1fc3b31805b50672f58e",
+    "fusion.json": "85717e194e68377450b91b026a3dfec24d2482451191f636c4f0f5fbc165a26d",
 }
 
 

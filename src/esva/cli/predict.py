@@ -26,8 +26,9 @@ def predict(
         Path | None,
         typer.Option(
             "--model",
-            help="Model folder from `esva train` (default: the shipped RAVDESS speech model; "
-            "non-commercial, see esva/assets/default_model/MODEL_CARD.md).",
+            help="Model folder from `esva train` (default: the shipped RAVDESS speech model "
+            "fused with the face expert; non-commercial, see "
+            "esva/assets/default_model/MODEL_CARD.md).",
         ),
     ] = None,
     audio: Annotated[

@@ -42,11 +42,11 @@ from esva.errors import EsvaError
 
 LOG_FLOOR = 1e-6  # probabilities are floored here before the log: one expert's 0 is no veto
 # Energy VAD (speech_presence): 25 ms frames every 10 ms; a frame is active when it is both
-# 12 dB above the clip's noise floor (10th percentile of frame energy) and above -55 dBFS.
+# 9 dB above the clip's noise floor (10th percentile of frame energy) and above -60 dBFS.
 VAD_FRAME_S = 0.025
 VAD_HOP_S = 0.010
-VAD_ABOVE_FLOOR_DB = 12.0
-VAD_MIN_DBFS = -55.0
+VAD_ABOVE_FLOOR_DB = 9.0
+VAD_MIN_DBFS = -60.0
 
 
 def log_linear_pool(probs: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
