@@ -351,3 +351,40 @@ def test_talking_face_is_fused_and_printed_per_modality(shared_data, tmp_path, c
     for name in ("voice", "face", "fused"):
         assert any(line.strip("│ ").startswith(name) for line in lines), name
     assert (tmp_path / "t.png").stat().st_size > 10_000
+
+
+def test_face_expert_reads_the_detected_frames_of_the_sync_track():
+    """Every 3rd frame (the detector's) is read; coverage still counts every tracked frame."""
+    from esva.apps.fused import expert_frames, face_expert_output
+    from esva.media.types import FaceTrack
+
+    n = 30
+    mask = np.ones(n, bool)
+    mask[24:] = False  # the face is lost for the last 6 frames
+    detected = (np.arange(n) % 3 == 0) & mask
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 255, (n, 64, 64, 1), dtype=np.uint8)
+    track = FaceTrack(crops, np.arange(n) / 30.0, mask, detected=detected)
+    assert (expert_frames(track) == detected).all()
+    assert (expert_frames(FaceTrack(crops, track.timestamps_s, mask)) == mask).all()
+
+    class Counting:
+        labels = FER
+        seen = 0
+
+        def encode(self, sub):
+            Counting.seen = len(sub.mask)
+            from esva.encoders.base import EncodedFeatures, EncoderRecord
+
+            logits = np.zeros((len(sub.mask), 8), np.float32)
+            return EncodedFeatures(logits, 30.0, 0.0, sub.mask, EncoderRecord("x", "1", "", ""))
+
+        @staticmethod
+        def probabilities(features):
+            e = np.exp(features)
+            return e / e.sum(axis=1, keepdims=True)
+
+    out = face_expert_output(Counting(), track, 0.8, 0.0, [(0.0, 0.5), (0.5, 1.0)])
+    assert Counting.seen == int(detected.sum()) == 8
+    assert out.presence == pytest.approx(0.8) and out.info["frames_read"] == 8
+    assert out.windows[0][1] == pytest.approx(1.0) and out.windows[1][1] == pytest.approx(0.6)

@@ -76,28 +76,49 @@ def voice_presence(audio, span: tuple[float, float], windows: list[tuple[float, 
     return share, speech_presence(share, full), [speech_presence(s, full) for s in per_window]
 
 
+def expert_frames(track) -> np.ndarray:
+    """The track frames the face expert reads: those where the detector itself found the face
+    (the sync track detects every 3rd frame and interpolates the boxes between), so the expert
+    sees ~10 expression samples a second, each on a detected box; all tracked frames when the
+    track does not say which were detected."""
+    mask = np.asarray(track.mask, bool)
+    detected = getattr(track, "detected", None)
+    if detected is not None and len(detected) == len(mask) and (mask & detected).any():
+        return mask & np.asarray(detected, bool)
+    return mask
+
+
 def face_expert_output(
     encoder, track, coverage: float, origin: float, windows: list[tuple[float, float]]
 ) -> ExpertOutput | None:
-    """The face expert on the track's crops: pooled clip distribution and per-window ones."""
+    """The face expert on the track's crops: pooled clip distribution and per-window ones.
+
+    The expert reads the detected frames (:func:`expert_frames`); presence is the face
+    coverage of the clip (of each window: its share of tracked frames).
+    """
     from esva.encoders.face_expert import pool_clip
+    from esva.media.types import FaceTrack
 
     if track is None or not np.asarray(track.mask).any():
         return None
-    encoded = encoder.encode(track)
-    frame_probs = encoder.probabilities(encoded.features)  # (T, C) calibrated
+    mask = np.asarray(track.mask, bool)
+    keep = expert_frames(track)
     times = np.asarray(track.timestamps_s, np.float64)
-    mask = np.asarray(encoded.mask, bool)
-    clip = pool_clip(frame_probs, times, mask)
-    rel = times - origin
+    sub = FaceTrack(np.asarray(track.crops)[keep], times[keep], np.ones(int(keep.sum()), bool))
+    frame_probs = encoder.probabilities(encoder.encode(sub).features)  # (K, C) calibrated
+    t_keep = times[keep]
+    clip = pool_clip(frame_probs, t_keep)
+    rel_all, rel = times - origin, t_keep - origin
+    n_classes = frame_probs.shape[1]
     per_window = []
     for t0, t1 in windows:
         inside = (rel >= t0) & (rel < t1)
-        if not (inside & mask).any():
-            per_window.append((np.full(frame_probs.shape[1], 1.0 / frame_probs.shape[1]), 0.0))
+        tracked = mask[(rel_all >= t0) & (rel_all < t1)]
+        if not inside.any() or not tracked.any():
+            per_window.append((np.full(n_classes, 1.0 / n_classes), 0.0))
             continue
-        w = pool_clip(frame_probs[inside], times[inside], mask[inside])
-        per_window.append((w.probabilities, float(mask[inside].mean())))
+        w = pool_clip(frame_probs[inside], t_keep[inside])
+        per_window.append((w.probabilities, float(tracked.mean())))
     return ExpertOutput(
         classes=list(encoder.labels),
         probs=clip.probabilities,
@@ -108,6 +129,7 @@ def face_expert_output(
             "coverage": round(float(coverage), 4),
             "frames": len(mask),
             "frames_with_face": int(mask.sum()),
+            "frames_read": int(keep.sum()),
         },
     )
 
