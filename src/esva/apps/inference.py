@@ -310,10 +310,12 @@ class Recognizer:
         self.fusion = fusion
         self._face_expert = None
         if fusion is not None:
-            if "voice" in fusion.experts and model.config.modalities != ["audio"]:
+            mods = model.config.modalities
+            if "voice" in fusion.experts and ("audio" not in mods or "visual" in mods):
+                # the face is the face expert's: a voice model reads audio (and text, if any)
                 raise EsvaError(
-                    "fusion.json's voice expert must be an audio-only model, this one reads "
-                    f"{'+'.join(model.config.modalities)}",
+                    "fusion.json's voice expert must read audio and no video, this model reads "
+                    f"{'+'.join(mods)}",
                     name or None,
                 )
             target_table(model.config.classes, fusion.classes)  # a missing table fails here
@@ -454,9 +456,11 @@ class Recognizer:
         span = analysis.span_s() or (0.0, 0.0)
         grid = window_grid(analysis.duration_s, window_s, hop_s)
         experts: dict[str, ExpertOutput] = {}
+        voice_streams: list[str] = []
         if "voice" in spec.experts:
             item, windows, _ = _items(model, analysis.features.streams, window_s, hop_s, grid)
-            if any(m in item for m in cfg.modalities):
+            voice_streams = [m for m in cfg.modalities if m in item]
+            if voice_streams:
                 probs = _run_model(model, [item])  # alone: padding never touches the clip
                 wprobs = _run_model(model, windows) if windows else probs[:0]
                 share, q, q_windows = voice_presence(analysis.audio, span, grid, spec.speech_full)
@@ -492,7 +496,10 @@ class Recognizer:
         offset_ms = conf = None
         if measure_offset and not analysis.is_audio:
             offset_ms, conf = _measure(analysis, self)
-        used = [MODALITY_OF[n] for n in fused.used]
+        # the voice expert's own streams (audio, and text when the model reads a transcript)
+        used = [
+            m for n in fused.used for m in (voice_streams if n == "voice" else [MODALITY_OF[n]])
+        ]
         classes = list(spec.classes)
         face_record = self._face_expert.record.to_dict() if "face" in experts else None
         extraction = extraction_summary(self.extractor)

@@ -140,6 +140,9 @@ def predict(
         settings += f"; faces {x['faces']} at {x['fps']:g} fps"
     if x.get("asr"):
         settings += f"; speech transcribed by {x['asr_model']}"
+    fusion = x.get("fusion") or {}
+    if fusion.get("face_record"):
+        settings += f"; {fusion['face_expert']} on the {fusion['face_track']} face track"
     console.print(
         f"extraction: {settings}" + (" (assumed defaults)" if x["assumed_default"] else "")
     )
