@@ -506,7 +506,7 @@ class Recognizer:
         extraction["fusion"] = {
             "face_expert": spec.face_encoder,
             "face_record": face_record,
-            "face_track": SYNC_TRACK if not analysis.is_audio else None,
+            "face_track": None if analysis.is_audio else "mtcnn sync track, detected frames",
             "base_weights": spec.base,
             "confidence_power": spec.confidence_power,
             "speech_full": spec.speech_full,

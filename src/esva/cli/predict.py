@@ -142,7 +142,7 @@ def predict(
         settings += f"; speech transcribed by {x['asr_model']}"
     fusion = x.get("fusion") or {}
     if fusion.get("face_record"):
-        settings += f"; {fusion['face_expert']} on the {fusion['face_track']} face track"
+        settings += f"; {fusion['face_expert']} on the {fusion['face_track']}"
     console.print(
         f"extraction: {settings}" + (" (assumed defaults)" if x["assumed_default"] else "")
     )
