@@ -17,7 +17,9 @@ with weights that follow how much each expert can be trusted on THIS clip
 * ``q_m`` (presence, in [0, 1]) is what the clip gives the expert: for the face, the share of
   the clip's span with a tracked face (face coverage); for the voice, the share of the clip
   that is active speech (:func:`speech_presence`, an energy VAD), saturating at
-  ``speech_full`` (a RAVDESS sentence is about half speech, half silence around it).
+  ``speech_full`` (shipped: 0.4, the 25th percentile of that share over the voice model's
+  RAVDESS training clips, whose sentences sit in about as much silence as speech). An energy
+  VAD counts loud non-speech (music, babble) as speech; steady noise and tones it does not.
 * ``c_m`` (confidence, in [0, 1]) is one minus the expert's normalised entropy
   (:func:`entropy_confidence`); ``gamma`` says how much it moves the relative weights
   (0: not at all).

@@ -7,10 +7,10 @@ its ESVA model alone, exactly as before. The file::
 
     {"format": "esva-fusion/1",
      "classes": ["neutral", "happy", ...],           # output space (ser7)
-     "experts": {"voice": {"source": "model", "temperature": 1.0, "base_weight": 0.6},
-                 "face": {"encoder": "face-expert", "temperature": 1.0, "base_weight": 0.4}},
+     "experts": {"voice": {"source": "model", "temperature": 1.0, "base_weight": 0.7},
+                 "face": {"encoder": "face-expert", "temperature": 1.0, "base_weight": 0.3}},
      "confidence_power": 0.0,                         # gamma
-     "speech_full": 0.5,                              # active-speech share counted as full
+     "speech_full": 0.4,                              # active-speech share counted as full
      "chosen_by": "benchmarks/fusion_dev.py -> results/fusion_dev.md"}
 
 ``temperature`` divides an expert's log-probabilities before mapping (1.0: the expert's own
