@@ -154,7 +154,8 @@ def cut_media(
 ) -> Path:
     """The first ``video_s`` seconds of a real video (downscaled to ``width``, libx264) and the
     first ``audio_s`` (default: the same) of its sound (16 kHz mono AAC): a short real clip.
-    ``audio_s > video_s`` gives a file whose soundtrack outlasts its pictures."""
+    ``audio_s > video_s`` gives a file whose soundtrack outlasts its pictures; ``audio_s=0`` a
+    silent video (no audio stream; the source may have none)."""
     from esva.media.decode import iter_frames, load_audio
 
     audio_s = video_s if audio_s is None else audio_s
@@ -165,20 +166,23 @@ def cut_media(
             break
         frames.append(rgb)
     height = round(frames[0].shape[0] * width / frames[0].shape[1] / 2) * 2
-    sound = load_audio(src)
-    samples = sound.samples[: round(audio_s * sound.sample_rate)]
+    sound = load_audio(src) if audio_s > 0 else None
+    samples = sound.samples[: round(audio_s * sound.sample_rate)] if sound else np.zeros(0)
     with av.open(str(dst), mode="w") as container:
         vstream = container.add_stream("libx264", rate=30)  # RAVDESS: 29.97 fps
         vstream.width, vstream.height = width, height
         vstream.pix_fmt = "yuv420p"
         vstream.options = {"preset": "ultrafast", "crf": "18"}
-        astream = container.add_stream("aac", rate=sound.sample_rate)
-        astream.layout = "mono"
+        if sound is not None:
+            astream = container.add_stream("aac", rate=sound.sample_rate)
+            astream.layout = "mono"
         for k, rgb in enumerate(frames[: round(video_s * 30)]):
             small = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(width, height)
             small.pts = k
             container.mux(vstream.encode(small))
         container.mux(vstream.encode(None))
+        if sound is None:
+            return dst
         for i in range(0, len(samples), 4096):
             frame = av.AudioFrame.from_ndarray(
                 np.ascontiguousarray(samples[None, i : i + 4096]), format="fltp", layout="mono"

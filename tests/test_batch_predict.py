@@ -12,7 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 from esva.apps.batch import collect_inputs, run_batch
 from esva.apps.inference import Recognizer
@@ -20,8 +22,10 @@ from esva.cli.main import main
 from esva.errors import EsvaError
 from media_factory import write_media
 
-CLASSES = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
-HEADER = ["name", "discrete", *CLASSES, "modalities", "offset_ms", "error"]
+# The shipped default is fused (voice model + face expert): ser7 classes, one label per expert.
+CLASSES = ["neutral", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
+HEADER = ["name", "discrete", *CLASSES, "modalities", "offset_ms", "error", "voice_label",
+          "face_label"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -31,15 +35,26 @@ def shipped() -> Recognizer:
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory) -> Path:
-    """Three tones (one in a sub-folder), a file that is not media, and a README."""
+    """Three voiced sounds (one in a sub-folder), a file that is not media, and a README.
+
+    Voice-like (a swelling vowel with vibrato), not steady tones: the fused default's energy VAD
+    rightly finds no speech in a steady tone and would answer uniform probabilities."""
     folder = tmp_path_factory.mktemp("clips")
-    for i, freq in enumerate((180.0, 220.0)):
-        write_media(folder / f"tone{i}.wav", video=False, duration_s=1.5, freq=freq)
+    for i, f0 in enumerate((180.0, 220.0)):
+        _voice(folder / f"tone{i}.wav", 1.5, f0)
     (folder / "sub").mkdir()
-    write_media(folder / "sub" / "tone2.flac", video=False, duration_s=1.0, freq=300.0)
+    _voice(folder / "sub" / "tone2.flac", 1.0, 300.0)
     (folder / "broken.wav").write_bytes(b"not a wave file at all")
     (folder / "README.txt").write_text("not media")
     return folder
+
+
+def _voice(path: Path, seconds: float, f0: float, sr: int = 16_000) -> Path:
+    t = np.arange(int(seconds * sr)) / sr
+    phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.08 * np.sin(2 * np.pi * 3 * t))) / sr
+    x = sum(np.sin(k * phase) / k for k in range(1, 12)) * 0.1 * np.hanning(len(t))
+    sf.write(path, x.astype(np.float32), sr)
+    return path
 
 
 def _read(path: Path) -> list[dict[str, str]]:

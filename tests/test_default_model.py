@@ -14,7 +14,7 @@ from esva.assets import DEFAULT_MODEL_SHA256, default_model_dir, verify_files
 from esva.cli.main import main
 from esva.errors import EsvaError
 from esva.extract.provenance import extractor_for_model, read_extraction
-from esva.labelsets import RAVDESS_CLASSES
+from esva.labelsets import RAVDESS_CLASSES, SER7_CLASSES
 from esva.model import ESVAModel
 
 
@@ -103,7 +103,8 @@ def test_cli_refuses_a_damaged_install_in_one_line(tmp_path, capsys, monkeypatch
 
 def test_predict_without_model_on_a_generated_audio_file(tmp_path, capsys):
     pred = _predict_json(capsys, str(_voice(tmp_path / "voice.wav")))
-    assert pred["label"] in RAVDESS_CLASSES
+    assert pred["label"] in SER7_CLASSES  # the fused default answers in ser7 (calm -> neutral)
+    assert list(pred["probabilities"]) == list(SER7_CLASSES)
     assert abs(sum(pred["probabilities"].values()) - 1.0) < 1e-4
     assert pred["modalities"] == ["audio"] and pred["missing"] == []
     assert pred["model"].startswith("default")
@@ -132,11 +133,12 @@ def test_predict_real_ravdess_clips(shared_data, capsys):
 
 
 @pytest.mark.shared
-def test_predict_real_video_uses_its_audio_track(shared_data, capsys):
+def test_predict_real_video_fuses_its_audio_track_and_face(shared_data, capsys):
     video = shared_data / "ravdess_av" / "Actor_01" / "01-01-08-02-02-02-01.mp4"
     pred = _predict_json(capsys, str(video))
-    assert pred["label"] in RAVDESS_CLASSES
-    assert pred["modalities"] == ["audio"]
+    assert pred["label"] in SER7_CLASSES
+    assert pred["modalities"] == ["audio", "visual"]  # the voice model and the face expert
+    assert set(pred["per_modality"]) == {"voice", "face"}
     # the audio-only model cannot align; the shipped sync heads measure the offset instead,
     # and RAVDESS is recorded in sync (to about one 33 ms frame)
     assert pred["offset_ms"] is not None and abs(pred["offset_ms"]) < 100

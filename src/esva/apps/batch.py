@@ -30,7 +30,7 @@ import json
 import math
 import multiprocessing as mp
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,12 +109,15 @@ def prediction_row(pred: Any, classes: list[str]) -> dict[str, Any]:
     if any(p is None or not math.isfinite(p) for p in probs):
         raise EsvaError("the model returned a non-finite probability")
     offset = pred.offset_ms
+    per_modality = getattr(pred, "per_modality", None) or {}
     return {
         "discrete": pred.label,
         "probabilities": [float(p) for p in probs],
         "modalities": "+".join(pred.modalities),
         "offset_ms": None if offset is None or not math.isfinite(offset) else float(offset),
         "error": "",
+        # a fused model's per-expert labels (the CSV's <expert>_label columns)
+        "experts": {name: m["label"] for name, m in per_modality.items()},
     }
 
 
@@ -153,7 +156,7 @@ def predict_row(recognizer: Any, path: str) -> tuple[str, dict[str, Any]]:
     """``(path, row)``: the file's CSV row, or an error row with its one-line reason."""
     try:
         pred = recognizer.predict(path)
-        row = prediction_row(pred, recognizer.model.config.classes)
+        row = prediction_row(pred, _classes_of(recognizer))
     except Exception as exc:  # a bad file is reported in its row; the batch goes on
         row = error_row(_one_line(exc))
     return path, row
@@ -218,15 +221,24 @@ class _SideWriter:
 # ----------------------------------------------------------------------------- CSV
 
 
-def csv_header(classes: list[str]) -> list[str]:
-    return ["name", "discrete", *classes, "modalities", "offset_ms", "error"]
+def csv_header(classes: list[str], experts: Sequence[str] = ()) -> list[str]:
+    """MERTools' name,discrete, one column per class, then ours; a fused model (its experts
+    given) adds each expert's own label (``voice_label``, ``face_label``) at the end."""
+    tail = [f"{e}_label" for e in experts]
+    return ["name", "discrete", *classes, "modalities", "offset_ms", "error", *tail]
 
 
-def write_csv(out: Path, paths: list[Path], rows: dict[str, dict], classes: list[str]) -> None:
+def write_csv(
+    out: Path,
+    paths: list[Path],
+    rows: dict[str, dict],
+    classes: list[str],
+    experts: Sequence[str] = (),
+) -> None:
     """The predictions CSV in input order, atomically (temp + rename)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(csv_header(classes))
+    writer.writerow(csv_header(classes, experts))
     for p in paths:
         row = rows[row_key(p)]
         probs = row["probabilities"] or [None] * len(classes)
@@ -238,6 +250,7 @@ def write_csv(out: Path, paths: list[Path], rows: dict[str, dict], classes: list
                 row["modalities"],
                 "" if row["offset_ms"] is None else f"{row['offset_ms']:.1f}",
                 row["error"],
+                *((row.get("experts") or {}).get(e, "") for e in experts),
             ]
         )
     with atomic_write(out) as handle:
@@ -262,20 +275,40 @@ class BatchSummary:
     written: Path | None = None  # the CSV, when this process wrote it (rank 0)
 
 
-def _model_identity(model_dir: str | Path | None) -> tuple[str, list[str]]:
-    """The model's name (as Recognizer names it) and its classes, without loading weights."""
+def _classes_of(recognizer: Any) -> list[str]:
+    """The answers' classes (a fused recognizer's output space; else the model's)."""
+    classes = getattr(recognizer, "classes", None)
+    return list(classes) if classes is not None else list(recognizer.model.config.classes)
+
+
+def _experts_of(recognizer: Any) -> list[str]:
+    fusion = getattr(recognizer, "fusion", None)
+    return list(fusion.experts) if fusion is not None else []
+
+
+def _model_identity(model_dir: str | Path | None) -> tuple[str, list[str], list[str]]:
+    """The model's name (as Recognizer names it), its answers' classes and its fused experts
+    (from fusion.json when the folder has one; else the model's classes, no experts), without
+    loading weights."""
+    from esva.fusion.spec import load_fusion
     from esva.io import read_json
 
     if model_dir is None:
         from esva.assets import default_model_dir
 
-        return "default (esva/assets/default_model)", list(
-            read_json(default_model_dir(verify=False) / "config.json")["classes"]
-        )
+        directory = default_model_dir(verify=False)
+        fusion = load_fusion(directory)
+        name = "default (esva/assets/default_model)"
+        if fusion is not None:
+            return name, list(fusion.classes), list(fusion.experts)
+        return name, list(read_json(directory / "config.json")["classes"]), []
+    fusion = load_fusion(model_dir)
+    if fusion is not None:
+        return str(model_dir), list(fusion.classes), list(fusion.experts)
     config = read_json(Path(model_dir) / "config.json")
     if not isinstance(config, dict) or not isinstance(config.get("classes"), list):
         raise EsvaError("config.json has no class list", model_dir)
-    return str(model_dir), [str(c) for c in config["classes"]]
+    return str(model_dir), [str(c) for c in config["classes"]], []
 
 
 def run_batch(
@@ -302,9 +335,10 @@ def run_batch(
     if recognizer is not None:
         if workers != 1:
             raise EsvaError("a loaded recognizer runs in this process: workers must be 1")
-        model_name, classes = recognizer.name, list(recognizer.model.config.classes)
+        model_name, classes = recognizer.name, _classes_of(recognizer)
+        experts = _experts_of(recognizer)
     else:
-        model_name, classes = _model_identity(model_dir)
+        model_name, classes, experts = _model_identity(model_dir)
     rank, world, state = distributed()
     shard = paths[rank::world]
     done = read_done(out, model_name, classes) if out is not None else {}
@@ -347,7 +381,7 @@ def run_batch(
         if missing:
             raise EsvaError(f"{len(missing)} file(s) have no row after the run (e.g. {missing[0]})")
         summary.rows = rows
-        write_csv(out, paths, rows, classes)
+        write_csv(out, paths, rows, classes, experts)
         summary.written = out
         for f in _side_files(out):
             f.unlink(missing_ok=True)

@@ -7,9 +7,12 @@ describes (:func:`esva.extract.provenance.extractor_for_model`). Then, per file,
 decoded audio and the face track (with mouth crops), so that the audio-video offset is measured
 by the sync space (:func:`esva.sync.estimate.align_media`) on the SAME decoded streams.
 
-A model without a visual stream (the shipped default is audio-only) has no face track of its
-own: the video is then decoded once for the sync face track, with the sync tool's defaults
-(MTCNN on every frame, ``esva align``), so the offset is what ``esva align`` measures.
+A model without a visual stream (the shipped default's voice model is audio-only) has no face
+track of its own: the video is then decoded once for the sync face track, with the sync tool's
+defaults (MTCNN on every frame, ``esva align``), so the offset is what ``esva align`` measures.
+A model folder with ``fusion.json`` (the shipped default) fuses its model, as the voice expert,
+with a face expert that reads that same track's crops (:mod:`esva.apps.fused`): the answer is
+in the fusion's classes, with each expert's share in ``Prediction.per_modality``.
 
 What the data cannot support is flagged, not hidden: an offset measured on a Haar track (Haar
 loses profile faces), a clip too short to label (its probabilities are marked not confident),
@@ -32,6 +35,8 @@ from esva.data.streams import combine
 from esva.errors import EsvaError
 from esva.extract.pipeline import ClipFeatures, FeatureExtractor
 from esva.extract.provenance import extractor_for_model
+from esva.fusion.label_spaces import target_table
+from esva.fusion.spec import FusionSpec, load_fusion
 from esva.media.types import AudioClip, FaceTrack
 from esva.model import ESVAModel
 from esva.model.inputs import collate, modality_fps
@@ -124,15 +129,18 @@ def analyse_file(
     audio: str | Path | None = None,
     keep_media: bool = True,
     sync_track: bool = True,
+    require_streams: bool = True,
 ) -> FileAnalysis:
     """Decode and extract ``path`` once.
 
     With ``keep_media`` the decoded audio and face track stay in the result. With
     ``sync_track`` and an extractor without a visual encoder, the video is decoded once more
     (its only decoding) for the sync face track, with ``esva align``'s defaults.
+    ``require_streams=False`` lets a clip without any of the extractor's streams through (the
+    fused default answers a silent video from the face track).
     """
     source, is_audio = file_source(path, audio)
-    features = extractor.extract(source, keep_media=keep_media)
+    features = extractor.extract(source, keep_media=keep_media, require_streams=require_streams)
     result = FileAnalysis(
         path=Path(path),
         audio_path=source.audio or source.video,
@@ -242,6 +250,12 @@ class Prediction:
     extraction: dict[str, Any] = field(default_factory=dict)  # the settings used
     # The sync space's C(τ) curve and per-window offsets, when it measured the offset.
     alignment: dict[str, Any] | None = None
+    # Fused models (a folder with fusion.json, e.g. the shipped default): each expert's
+    # distribution over the output classes, its fusion weight, presence and confidence
+    # ({"voice": {...}, "face": {..., "raw": 8-class, "peak_time_s", "coverage"}}); None for a
+    # plain ESVA model.
+    per_modality: dict[str, dict[str, Any]] | None = None
+    peak_face_time_s: float | None = None  # the face expert's most expressive frame
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -281,12 +295,46 @@ class Recognizer:
     """An ESVA model and its extractor, loaded once; ``predict(path)`` per file."""
 
     def __init__(
-        self, model: ESVAModel, extractor: FeatureExtractor, name: str = "", space=None
+        self,
+        model: ESVAModel,
+        extractor: FeatureExtractor,
+        name: str = "",
+        space=None,
+        fusion: FusionSpec | None = None,
     ) -> None:
         self.model = model.eval()
         self.extractor = extractor
         self.name = name
         self._space = space
+        # With fusion settings (fusion.json) the model is the voice expert of a fused answer.
+        self.fusion = fusion
+        self._face_expert = None
+        if fusion is not None:
+            mods = model.config.modalities
+            if "voice" in fusion.experts and ("audio" not in mods or "visual" in mods):
+                # the face is the face expert's: a voice model reads audio (and text, if any)
+                raise EsvaError(
+                    "fusion.json's voice expert must read audio and no video, this model reads "
+                    f"{'+'.join(mods)}",
+                    name or None,
+                )
+            target_table(model.config.classes, fusion.classes)  # a missing table fails here
+
+    @property
+    def classes(self) -> list[str]:
+        """The classes of the answers: the fusion's output space, or the model's own."""
+        if self.fusion is not None:
+            return list(self.fusion.classes)
+        return list(self.model.config.classes)
+
+    @property
+    def face_expert(self):
+        """The fusion's face-expression encoder, loaded on first use and kept."""
+        if self._face_expert is None:
+            from esva.encoders import create_encoder
+
+            self._face_expert = create_encoder(self.fusion.face_encoder)
+        return self._face_expert
 
     @classmethod
     def from_pretrained(
@@ -303,7 +351,7 @@ class Recognizer:
         extractor = extractor_for_model(
             directory, model_streams(model), assume_default=assume_default_extraction
         )
-        return cls(model, extractor, name)
+        return cls(model, extractor, name, fusion=load_fusion(directory))
 
     @property
     def space(self):
@@ -329,6 +377,8 @@ class Recognizer:
         """
         if window_s <= 0 or hop_s <= 0:
             raise EsvaError("--window and --hop must be positive")
+        if self.fusion is not None:
+            return self._predict_fused(path, audio, window_s, hop_s, measure_offset)
         model, cfg = self.model, self.model.config
         analysis = analyse_file(
             self.extractor, path, audio, keep_media=measure_offset, sync_track=measure_offset
@@ -376,6 +426,126 @@ class Recognizer:
             alignment=analysis.alignment,
         )
 
+    def _predict_fused(
+        self,
+        path: str | Path,
+        audio: str | Path | None,
+        window_s: float,
+        hop_s: float,
+        measure_offset: bool,
+    ) -> Prediction:
+        """The fused answer (:mod:`esva.apps.fused`): voice model + face expert, any subset."""
+        from esva.apps.fused import (
+            FACE_ONLY_NO_AUDIO,
+            FACE_ONLY_NO_SPEECH,
+            MODALITY_OF,
+            VOICE_ONLY_NO_FACE,
+            ExpertOutput,
+            face_expert_output,
+            fuse,
+            voice_presence,
+            window_grid,
+        )
+
+        spec, model, cfg = self.fusion, self.model, self.model.config
+        # The decoded audio (for the VAD) and the MTCNN track (for the face expert and the
+        # offset) are always kept: the face expert reads that track's crops, no second decode.
+        analysis = analyse_file(
+            self.extractor, path, audio, keep_media=True, sync_track=True, require_streams=False
+        )
+        span = analysis.span_s() or (0.0, 0.0)
+        grid = window_grid(analysis.duration_s, window_s, hop_s)
+        experts: dict[str, ExpertOutput] = {}
+        voice_streams: list[str] = []
+        if "voice" in spec.experts:
+            item, windows, _ = _items(model, analysis.features.streams, window_s, hop_s, grid)
+            voice_streams = [m for m in cfg.modalities if m in item]
+            if voice_streams:
+                probs = _run_model(model, [item])  # alone: padding never touches the clip
+                wprobs = _run_model(model, windows) if windows else probs[:0]
+                share, q, q_windows = voice_presence(analysis.audio, span, grid, spec.speech_full)
+                by_start = {w["start_s"]: p for w, p in zip(windows, wprobs, strict=True)}
+                uniform = np.full(len(cfg.classes), 1.0 / len(cfg.classes))
+                experts["voice"] = ExpertOutput(
+                    classes=list(cfg.classes),
+                    probs=probs[0],
+                    presence=q,
+                    windows=[
+                        (by_start[t0], qw) if t0 in by_start else (uniform, 0.0)
+                        for (t0, _), qw in zip(grid, q_windows, strict=True)
+                    ],
+                    info={"speech_share": round(share, 4)},
+                )
+        coverage = analysis.face_coverage()
+        if "face" in spec.experts and not analysis.is_audio:
+            face = face_expert_output(
+                self.face_expert, analysis.track, coverage or 0.0, span[0], grid
+            )
+            if face is not None:
+                experts["face"] = face
+        fused = fuse(spec, experts, grid)
+        flags = analysis.flags
+        if not analysis.is_audio:
+            if "voice" not in experts and analysis.audio is None:
+                flags.append(FACE_ONLY_NO_AUDIO)
+            elif "face" in fused.used and "voice" not in fused.used:
+                flags.append(FACE_ONLY_NO_SPEECH)
+            elif "face" not in experts and "voice" in fused.used:
+                flags.append(VOICE_ONLY_NO_FACE)
+        flags.extend(fused.flags)
+        offset_ms = conf = None
+        if measure_offset and not analysis.is_audio:
+            offset_ms, conf = _measure(analysis, self)
+        # the voice expert's own streams (audio, and text when the model reads a transcript)
+        used = [
+            m for n in fused.used for m in (voice_streams if n == "voice" else [MODALITY_OF[n]])
+        ]
+        classes = list(spec.classes)
+        face_record = self._face_expert.record.to_dict() if "face" in experts else None
+        extraction = extraction_summary(self.extractor)
+        extraction["fusion"] = {
+            "face_expert": spec.face_encoder,
+            "face_record": face_record,
+            "face_track": None if analysis.is_audio else "mtcnn sync track, detected frames",
+            "base_weights": spec.base,
+            "confidence_power": spec.confidence_power,
+            "speech_full": spec.speech_full,
+        }
+        return Prediction(
+            file=str(path),
+            label=classes[int(fused.probabilities.argmax())],
+            probabilities=dict(zip(classes, map(float, fused.probabilities), strict=True)),
+            offset_ms=offset_ms,
+            offset_confidence=conf,
+            modalities=used,
+            # an audio file was never going to show a face: only a video can miss one
+            missing=[
+                MODALITY_OF[n]
+                for n in spec.experts
+                if n not in fused.used and not (n == "face" and analysis.is_audio)
+            ],
+            flags=flags,
+            timeline=fused.timeline,
+            valence=None,
+            transcript=analysis.features.info.get("transcript"),
+            model=self.name,
+            confident=analysis.duration_s >= SHORT_CLIP_S and fused.confident,
+            duration_s=round(analysis.duration_s, 3),
+            face_coverage=None if coverage is None else round(coverage, 4),
+            extraction=extraction,
+            alignment=analysis.alignment,
+            per_modality=fused.per_modality,
+            peak_face_time_s=fused.peak_face_time_s,
+        )
+
+
+def _run_model(model: ESVAModel, items: list[dict]) -> np.ndarray:
+    """The model's probabilities ``(len(items), C)`` for already built items."""
+    with torch.no_grad():
+        batch = collate(items, model.config.modalities)
+        out = model({k: v for k, v in batch.items() if k != "name"})
+    return out.probabilities.numpy().astype(np.float64)
+
 
 def _measure(analysis: FileAnalysis, recognizer: Recognizer) -> tuple[float | None, float | None]:
     try:
@@ -396,9 +566,14 @@ def _window(classes: list[str], t0: float, t1: float, p: np.ndarray) -> dict:
 
 
 def _items(
-    model: ESVAModel, streams: dict, window_s: float, hop_s: float
+    model: ESVAModel,
+    streams: dict,
+    window_s: float,
+    hop_s: float,
+    grid: list[tuple[float, float]] | None = None,
 ) -> tuple[dict, list, float]:
-    """The whole-clip item and the sliding-window items for the timeline."""
+    """The whole-clip item and the sliding-window items for the timeline (``grid``: the
+    windows to use, clip-relative seconds; default: windows over the model's streams)."""
     cfg = model.config
     specs = cfg.encoders
     item: dict = {"name": "clip", "label": -1, "valence": None}
@@ -411,10 +586,11 @@ def _items(
     durations = [len(item[m]) / modality_fps(cfg, m) for m in ("audio", "visual") if m in item]
     duration = max(durations, default=0.0)
     windows = []
-    if duration > window_s:
+    if grid is None and duration > window_s:
         n = math.floor((duration - window_s) / hop_s) + 1
-        for k in range(n):
-            t0, t1 = k * hop_s, k * hop_s + window_s
+        grid = [(k * hop_s, k * hop_s + window_s) for k in range(n)]
+    if grid is not None:
+        for k, (t0, t1) in enumerate(grid):
             win = {"name": f"w{k}", "label": -1, "valence": None, "start_s": t0, "end_s": t1}
             for m in cfg.modalities:
                 if m not in item:

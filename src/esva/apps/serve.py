@@ -88,7 +88,7 @@ class _Service:
         self.recognizer = Recognizer.from_pretrained(model_dir)
         self.recognizer.space  # noqa: B018  (load the sync heads now, not on the first request)
         self.name = self.recognizer.name
-        self.classes = list(self.recognizer.model.config.classes)
+        self.classes = list(self.recognizer.classes)
 
     def predict(self, path: Path, audio: Path | None = None) -> dict[str, Any]:
         """``esva predict --json``'s object for ``path`` (with the C(τ) curve when measured)."""

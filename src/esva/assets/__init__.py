@@ -2,7 +2,8 @@
 
 ``default_model_dir()`` is the folder of that model: ``config.json``, ``model.safetensors`` and
 ``extraction.json`` (how its features were extracted: Whisper tiny.en layer 2, audio only; the
-same file every trained model folder carries, see esva.extract.provenance), with ``MODEL_CARD.md``
+same file every trained model folder carries, see esva.extract.provenance) and ``fusion.json``
+(how that voice model is fused with the face expert, esva.fusion.spec), with ``MODEL_CARD.md``
 beside them (training data, licence, label set, cross-validated scores and known limits). Every
 file is checked against the sha256 recorded below before it is used, so a truncated or altered
 install fails with one line naming the file instead of silently giving different predictions.
@@ -28,6 +29,12 @@ DEFAULT_MODEL_SHA256: dict[str, str] = {
     "extraction.json": "36cf0b8d7c7af8b9499b5c9ba5f36adc5373bef3ff273f58857506b4e9422941",
     "model.safetensors": "0dc148a98bcef90c79bcd807830cf6093da37e3a18812091a786333852acdff6",
 }
+# sha256 of the fusion settings (fusion.json: the voice model + face expert late fusion,
+# chosen by benchmarks/fusion_dev.py, which prints it). Kept apart from the model's own files,
+# which benchmarks/train_default_model.py rebuilds.
+DEFAULT_FUSION_SHA256: dict[str, str] = {
+    "fusion.json": "85717e194e68377450b91b026a3dfec24d2482451191f636c4f0f5fbc165a26d",
+}
 
 
 def verify_files(directory: str | Path, expected: Mapping[str, str]) -> Path:
@@ -49,7 +56,10 @@ def verify_files(directory: str | Path, expected: Mapping[str, str]) -> Path:
 def default_model_dir(verify: bool = True) -> Path:
     """The shipped default model's folder, hash-checked unless ``verify=False``."""
     directory = Path(__file__).resolve().parent / DEFAULT_MODEL
-    return verify_files(directory, DEFAULT_MODEL_SHA256) if verify else directory
+    if verify:
+        verify_files(directory, DEFAULT_MODEL_SHA256)
+        verify_files(directory, DEFAULT_FUSION_SHA256)
+    return directory
 
 
 # The voice reference of ``esva explain`` (median neutral RAVDESS clip per voice register), as
@@ -65,6 +75,7 @@ def voice_reference_path() -> Path:
 
 
 __all__ = [
+    "DEFAULT_FUSION_SHA256",
     "DEFAULT_MODEL_SHA256",
     "VOICE_REFERENCE_SHA256",
     "default_model_dir",

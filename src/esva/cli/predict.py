@@ -26,8 +26,9 @@ def predict(
         Path | None,
         typer.Option(
             "--model",
-            help="Model folder from `esva train` (default: the shipped RAVDESS speech model; "
-            "non-commercial, see esva/assets/default_model/MODEL_CARD.md).",
+            help="Model folder from `esva train` (default: the shipped RAVDESS speech model "
+            "fused with the face expert; non-commercial, see "
+            "esva/assets/default_model/MODEL_CARD.md).",
         ),
     ] = None,
     audio: Annotated[
@@ -94,7 +95,7 @@ def predict(
     if plot is not None:
         from esva.apps.predict import plot_timeline  # matplotlib only when a plot is asked for
 
-        plot_timeline(pred, recognizer.model.config.classes, plot)
+        plot_timeline(pred, recognizer.classes, plot)
     if as_json:
         typer.echo(json_dumps(pred.to_dict()))
         return
@@ -107,16 +108,21 @@ def predict(
     if not pred.confident:
         verdict += f" [yellow](not confident: only {pred.duration_s:.2f} s)[/]"
     console.print(verdict)
-    table = Table()
-    table.add_column("emotion")
-    table.add_column("p", justify="right")
-    for label, p in sorted(pred.probabilities.items(), key=lambda kv: -kv[1]):
-        table.add_row(label, f"{p:.3f}")
-    console.print(table)
+    if pred.per_modality is not None:
+        console.print(_modality_table(pred))
+        for line in _modality_notes(pred):
+            console.print(line)
+    else:
+        table = Table()
+        table.add_column("emotion")
+        table.add_column("p", justify="right")
+        for label, p in sorted(pred.probabilities.items(), key=lambda kv: -kv[1]):
+            table.add_row(label, f"{p:.3f}")
+        console.print(table)
     if shipped:
         console.print(
-            "model: the shipped default (RAVDESS acted English speech, 8 classes; "
-            "non-commercial, CC BY-NC-SA 4.0)"
+            "model: the shipped default: voice model (RAVDESS acted English speech; "
+            "non-commercial, CC BY-NC-SA 4.0) fused with the face expert (FER+), 7 classes"
         )
     offset = (
         "n/a (needs audio and a face)"
@@ -137,6 +143,9 @@ def predict(
         settings += f"; faces {x['faces']} at {x['fps']:g} fps"
     if x.get("asr"):
         settings += f"; speech transcribed by {x['asr_model']}"
+    fusion = x.get("fusion") or {}
+    if fusion.get("face_record"):
+        settings += f"; {fusion['face_expert']} on the {fusion['face_track']}"
     console.print(
         f"extraction: {settings}" + (" (assumed defaults)" if x["assumed_default"] else "")
     )
@@ -146,6 +155,52 @@ def predict(
         console.print("timeline: " + ", ".join(_runs(pred.timeline)))
     if plot is not None:
         console.print(f"timeline plot -> {display_name(plot)}")
+
+
+def _modality_table(pred):
+    """One row per modality (its probabilities over the output classes and its fusion weight),
+    then the fused row: the answer."""
+    from rich.table import Table
+
+    classes = list(pred.probabilities)
+    table = Table()
+    table.add_column("")
+    table.add_column("weight", justify="right")
+    for c in classes:
+        table.add_column(c, justify="right")
+    for name, m in pred.per_modality.items():
+        probs = m["probabilities"]
+        table.add_row(name, f"{m['weight']:.2f}", *(f"{probs[c]:.3f}" for c in classes))
+    best = max(pred.probabilities, key=pred.probabilities.get)
+    table.add_row(
+        "[bold]fused[/]",
+        "",
+        *(f"[bold]{p:.3f}[/]" if c == best else f"{p:.3f}" for c, p in pred.probabilities.items()),
+    )
+    return table
+
+
+def _modality_notes(pred) -> list[str]:
+    """What each expert's weight followed: speech share, face coverage, confidence."""
+    lines = []
+    voice, face = pred.per_modality.get("voice"), pred.per_modality.get("face")
+    if voice is not None:
+        lines.append(
+            f"voice: {voice['label']}; speech in {100 * voice.get('speech_share', 0):.0f} % of "
+            f"the clip (presence {voice['presence']:.2f}), confidence {voice['confidence']:.2f}"
+        )
+    if face is not None:
+        raw = face.get("raw") or {}
+        extra = f"; contempt {raw['contempt']:.2f} (no class in the output)" if raw.get(
+            "contempt", 0) >= 0.05 else ""  # fmt: skip
+        lines.append(
+            f"face: {face['label']}; face tracked in {100 * face['coverage']:.0f} % of the clip, "
+            f"most expressive frame at {face['peak_time_s']:.2f} s, confidence "
+            f"{face['confidence']:.2f}{extra}"
+        )
+    if not pred.per_modality:
+        lines.append("no expert could answer (no speech and no face)")
+    return lines
 
 
 def _runs(timeline: list[dict]) -> list[str]:

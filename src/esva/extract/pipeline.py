@@ -96,10 +96,18 @@ class FeatureExtractor:
         return {name: enc.record.to_dict() for name, enc in self.encoders.items()}
 
     def extract(
-        self, source: ClipSource, keep_media: bool = False, mouth_size: int = 32
+        self,
+        source: ClipSource,
+        keep_media: bool = False,
+        mouth_size: int = 32,
+        require_streams: bool = True,
     ) -> ClipFeatures:
         """The clip's feature streams; with ``keep_media`` also its decoded audio and face track
-        (grey crops and ``mouth_size`` mouth crops) in ``out.audio`` / ``out.track``."""
+        (grey crops and ``mouth_size`` mouth crops) in ``out.audio`` / ``out.track``.
+
+        A clip that yields no stream at all is an error, unless ``require_streams`` is False
+        (a caller with other experts, e.g. the fused default's face expert on a silent video).
+        """
         t0 = time.perf_counter()
         out = ClipFeatures(streams={})
         clip = self._audio(source, out) if (self.config.audio or self.config.text) else None
@@ -112,7 +120,7 @@ class FeatureExtractor:
             self._visual(source, out, mouth_size if keep_media else None)
         if self.config.text:
             self._text(source, clip, out)
-        if not any(s.mask.any() for s in out.streams.values()):
+        if require_streams and not any(s.mask.any() for s in out.streams.values()):
             raise EsvaError(
                 "no usable audio, face or text in the clip", source.video or source.audio
             )
