@@ -57,6 +57,8 @@ def test_direction_needs_the_margin() -> None:
         # SmolLM2's own words on a real clip whose pitch was measured higher:
         ("The voice is slightly lower in frequency compared to the female voice.", False),
         ("Her voice is deeper.", False),
+        ("The voice is high in terms of tone but low on frequency response.", False),
+        ("The voice is high in terms of tone.", True),
         ("The voice is higher in tone.", True),
         ("She speaks at a higher volume.", False),
     ],

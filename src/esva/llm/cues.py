@@ -194,9 +194,10 @@ def _rx(*words: str) -> re.Pattern[str]:
 _VOICE_CLAIMS: tuple[tuple[str, int, re.Pattern[str]], ...] = (
     ("pitch", 1, _rx(r"high(?:er)?[- ]pitch(?:ed)?", r"pitch (?:is |was )?(?:high|higher|raised)",
                      r"raised pitch", r"rais(?:es|ed|ing) (?:his |her |their )?pitch",
-                     r"high(?:er)? (?:in )?(?:frequency|tone|register)", r"high[- ]frequency")),
+                     r"high(?:er)?(?: \w+){0,3} (?:frequency|tone|register)",
+                     r"high[- ]frequency")),
     ("pitch", -1, _rx(r"low(?:er)?[- ]pitch(?:ed)?", r"pitch (?:is |was )?(?:low|lower|dropped)",
-                      r"deep(?:er)?", r"low(?:er)? (?:in )?(?:frequency|tone|register)",
+                      r"deep(?:er)?", r"low(?:er)?(?: \w+){0,3} (?:frequency|tone|register)",
                       r"low[- ]frequency")),
     ("loudness", 1, _rx(r"loud(?:er|ly)?", r"shout(?:s|ed|ing)?", r"yell(?:s|ed|ing)?",
                         r"raised voice", r"(?:high(?:er)?|increased|more) volume",
