@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -54,10 +53,12 @@ def tess_clips(shared: Path, per_class: int) -> list[tuple[Path, str]]:
 def cold_run(path: Path, threads: int) -> dict:
     """The whole command in a fresh process: wall time, exit status, peak RSS."""
     code = (
-        "import sys, resource\n"
+        "import sys\n"
         "from esva.cli.main import main\n"
         "rc = main(['explain', sys.argv[1], '--json'])\n"
-        "sys.stderr.write('RSS %d\\n' % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        # VmHWM: this process's own peak (ru_maxrss would inherit the parent's at fork).
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+        "sys.stderr.write('RSS %s\\n' % hwm)\n"
         "sys.exit(rc)\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
@@ -107,6 +108,14 @@ def main() -> None:
     from esva.llm.parse import label_strict
 
     torch.set_num_threads(args.threads)
+    cold = []  # first, while this process is small (a child's ru_maxrss starts at its parent's)
+    if not args.no_cold:
+        examples = [
+            shared / "ravdess_speech" / "Actor_01" / "03-01-08-01-01-02-01.flac",
+            shared / "ravdess_av" / "Actor_01" / "01-01-08-01-01-02-01.mp4",
+            sorted((shared / "mead_faces").glob("*happy*.mp4"))[0],
+        ]
+        cold = [cold_run(p, args.threads) for p in examples]
     clips = tess_clips(shared, args.per_class)
     t0 = time.perf_counter()
     explainer = CueExplainer.from_pretrained()
@@ -119,7 +128,8 @@ def main() -> None:
         gold.append(label)
         rows.append(r)
         print(f"{path.name}: {label} -> {r['label']}: {r['explanation']}", flush=True)
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with open("/proc/self/status") as status:  # this process's own peak (VmHWM, kB)
+        rss_mb = int(next(x for x in status if x.startswith("VmHWM")).split()[1]) / 1024
     classes = list(rows[0]["probabilities"])
     head = [r["label"] for r in rows]
     lm = [max(r["lm_scores"], key=r["lm_scores"].get) for r in rows]
@@ -178,14 +188,6 @@ def main() -> None:
         "peak_rss_mb_in_process": round(rss_mb, 1),
         "loadavg_1min": os.getloadavg()[0],
     }
-    cold = []
-    if not args.no_cold:
-        examples = [
-            shared / "ravdess_speech" / "Actor_01" / "03-01-08-01-01-02-01.flac",
-            shared / "ravdess_av" / "Actor_01" / "01-01-08-01-01-02-01.mp4",
-            sorted((shared / "mead_faces").glob("*happy*.mp4"))[0],
-        ]
-        cold = [cold_run(p, args.threads) for p in examples]
     out = {"summary": summary, "cold": cold, "clips": [
         {"file": str(p.name), "gold": g, **{k: r[k] for k in (
             "label", "explanation", "explanation_source", "dropped_sentences", "lm_scores")}}
