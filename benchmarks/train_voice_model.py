@@ -13,12 +13,13 @@ left for early stopping it trains a fixed number of epochs (``EPOCHS``): the med
 epoch of the four cross-corpus runs, each early-stopped on its validation speakers.
 
 Reproducible bit for bit on the same software (torch 2.13.0 CPU, the weights of ``esva weights
-list``): clips sorted by name, features extracted with one torch thread (``_xcorpus_features.pooled_layers``; ``esva extract``
-itself would use every core and differ in the last bits), training with one
-thread and a fixed seed, a batch order that depends only on (seed, epoch), and fixed
-safetensors metadata. The script prints the sha256 of ``config.json``, ``extraction.json`` and
-``model.safetensors``. ``--store`` reuses a feature store of the same settings (the benchmark's,
-``runs/bench/crosscorpus/stores/whisper-base-l<LAYER>``): features do not depend on clip order.
+list``): clips sorted by name, features extracted with one torch thread
+(``_xcorpus_features.pooled_layers``; ``esva extract`` itself would use every core and differ
+in the last bits), training with one thread and a fixed seed, a batch order that depends only
+on (seed, epoch), and fixed safetensors metadata. The script prints the sha256 of
+``config.json``, ``extraction.json`` and ``model.safetensors``. ``--store`` reuses a feature
+store of the same settings (the benchmark's, ``runs/bench/crosscorpus/stores/whisper-base-l2``):
+features do not depend on clip order.
 """
 
 from __future__ import annotations
