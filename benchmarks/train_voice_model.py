@@ -7,7 +7,7 @@ The recipe is the one ``benchmarks/crosscorpus.py`` measured leave-one-corpus-ou
 (results/crosscorpus.md): ESVA with MSFE and without the contrastive term (the variant chosen on
 RAVDESS's validation actors, results/ravdess.md), hidden 64 at 25 Hz, on the Whisper base
 hidden state chosen on validation speakers only (``LAYER``), corpus- then speaker-balanced
-sampling with 1500 draws per epoch. Here it is trained once on **all** 7,062 clips of RAVDESS
+sampling with 1000 draws per epoch. Here it is trained once on **all** 7,062 clips of RAVDESS
 speech 01-20, TESS, EMOVO and ASED (labels in ser7: esva.data.label_mapping). With no speaker
 left for early stopping it trains a fixed number of epochs (``EPOCHS``): the median best
 epoch of the four cross-corpus runs, each early-stopped on its validation speakers.
