@@ -557,15 +557,20 @@ def main(argv: list[str] | None = None) -> None:
         "loco_val_f1": loco_layer_proxy(pooled, y, clips, val),
     }
     out: dict = {"layer": layer, "val_speakers": sorted(val), "methods": {}}
-    print("[egemaps + LR]", flush=True)
-    eg = xf.egemaps(clips, work / "egemaps.npz")
-    out["methods"]["egemaps_lr"] = lr_baseline(eg, y, clips, val, classes)
+    command = "python benchmarks/crosscorpus.py" + (" " + " ".join(argv or sys.argv[1:])).rstrip()
+
+    def report() -> None:  # after every stage, so a stopped run still leaves its results
+        out["seconds"] = time.perf_counter() - t0
+        write_report(out, clips, classes, command.strip())
+
     print(f"[whisper-base l{chosen} pooled + LR]", flush=True)
     out["methods"]["pooled_lr"] = lr_baseline(pooled[:, int(chosen)], y, clips, val, classes)
+    report()
     if not args.skip_esva:
         store = extract_store(clips, store, "whisper-base", chosen)  # complete: only finalises
         make_view(work / "view", "whisper-base", store, clips, val)
         out["methods"]["esva"] = esva_loco(work, "whisper-base", 512, classes)
+        report()
     if not args.skip_shipped:
         tiny = work / "stores" / "whisper-tiny-l2"
         xf.pooled_layers(clips, "whisper-tiny", work / "pooled_tiny", store=tiny, layer="2")
@@ -573,9 +578,12 @@ def main(argv: list[str] | None = None) -> None:
         make_view(work / "view_tiny", "whisper-tiny", store, clips, val)
         print("[shipped model]", flush=True)
         out["methods"]["shipped"] = shipped_baseline(work, clips, val, classes)
-    out["seconds"] = time.perf_counter() - t0
-    command = "python benchmarks/crosscorpus.py" + (" " + " ".join(argv or sys.argv[1:])).rstrip()
-    write_report(out, clips, classes, command.strip())
+        report()
+    # last: openSMILE takes ~0.25 s per clip here, longer than the rest but ESVA
+    print("[egemaps + LR]", flush=True)
+    eg = xf.egemaps(clips, work / "egemaps.npz")
+    out["methods"]["egemaps_lr"] = lr_baseline(eg, y, clips, val, classes)
+    report()
 
 
 if __name__ == "__main__":
