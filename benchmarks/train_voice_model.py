@@ -20,6 +20,16 @@ on (seed, epoch), and fixed safetensors metadata. The script prints the sha256 o
 ``config.json``, ``extraction.json`` and ``model.safetensors``. ``--store`` reuses a feature
 store of the same settings (the benchmark's, ``runs/bench/crosscorpus/stores/whisper-base-l2``):
 features do not depend on clip order.
+
+Not installed (2026-12-02). Measured leave-one-corpus-out (results/crosscorpus.md), this recipe
+scores weighted F1 0.296 / 0.201 / 0.299 on TESS / EMOVO / ASED held out, below the shipped
+RAVDESS-only model on the same three unseen corpora (0.421 / 0.287 / 0.339), so the shipped
+model stays; ``--install`` is for a recipe that wins. Built twice with ``--store`` reusing the
+benchmark's store: the same sha256 both times (config.json ``89582f74...``, extraction.json
+``53c48aea...``, model.safetensors ``721a5c28...``, 2.7 MB). ``esva predict --model
+runs/voice_model/model`` on a 4.0 s RAVDESS clip: 7.64 s wall / 7.50 s CPU, 845 MB peak,
+against 7.41 s / 7.33 s, 644 MB for the shipped model (medians of 3 alternated cold runs,
+OMP_NUM_THREADS=1, load average ~1.8).
 """
 
 from __future__ import annotations
