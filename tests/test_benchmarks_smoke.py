@@ -12,7 +12,7 @@ import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 SCRIPTS = ["ravdess.py", "meld.py", "ravdess_av.py", "noise.py", "train_default_model.py",
-           "whisper_base.py"]  # fmt: skip
+           "whisper_base.py", "crosscorpus.py", "train_voice_model.py"]  # fmt: skip
 
 
 def _run(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:

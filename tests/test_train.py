@@ -159,3 +159,9 @@ def test_ddp_two_cpu_processes_end_with_identical_weights(small_corpus, tmp_path
     assert [r["num_processes"] for r in ranks] == [2, 2]
     assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
     assert proc.stdout.count("best model") == 1, "only the main process reports"
+
+
+def test_corpus_speaker_balanced_epoch_of_a_given_size(small_corpus, tmp_path):
+    run = _run(small_corpus, tmp_path / "g", epochs=1, corpus_speaker_balanced=True, epoch_size=12)
+    result = train(run)
+    assert len(result.history) == 1 and ESVAModel.from_pretrained(result.best_dir)

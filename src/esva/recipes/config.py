@@ -71,6 +71,11 @@ class TrainConfig:
     patience: int | None = 8  # early stopping: epochs without a better score (null: off)
     monitor: str = "weighted_f1"  # validation metric to maximise
     balanced_sampling: bool = False  # draw classes equally often (with replacement)
+    # Draw each corpus, then each speaker inside it, equally often (with replacement); the
+    # corpus is the prefix of the speaker id ("tess:OAF", as esva.data.datasets.load_corpora
+    # writes them). For training across corpora (esva.recipes.sampler).
+    corpus_speaker_balanced: bool = False
+    epoch_size: int = 0  # draws per epoch; 0: the number of training clips
     num_workers: int = 0
     checkpoint_every: int = 0  # optimizer steps between mid-epoch checkpoints (0: epochs only)
     out_dir: str = "runs/esva"
@@ -83,6 +88,7 @@ class TrainConfig:
         "patience": AT_LEAST_ONE,
         "monitor": MONITORS,
         "num_workers": NON_NEGATIVE,
+        "epoch_size": NON_NEGATIVE,
     }
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "CHECKPOINT",
     "METRICS",
     "TrainResult",
+    "corpus_speaker_groups",
     "make_loader",
     "param_groups",
     "predict_loader",
@@ -86,6 +87,21 @@ def split_clips(clips: list[ClipLabel], data: DataConfig, seed: int) -> dict[str
         val = [labelled[i] for i in order[:n_val]]
     val_names = {c.name for c in val}
     return {"train": [c for c in labelled if c.name not in val_names], "val": val, "test": []}
+
+
+def corpus_speaker_groups(clips: list[ClipLabel]) -> list[tuple[str, str]]:
+    """(corpus, speaker) of each clip for corpus- then speaker-balanced sampling.
+
+    The corpus is the speaker id's prefix before ``:`` (``tess:OAF`` -> ``tess``); a speaker id
+    without one is a corpus of its own name's prefix ``""``, and a clip without a speaker
+    counts as a speaker of its own.
+    """
+    out = []
+    for clip in clips:
+        speaker = clip.speaker or f"clip:{clip.name}"
+        corpus = speaker.split(":", 1)[0] if clip.speaker and ":" in clip.speaker else ""
+        out.append((corpus, speaker))
+    return out
 
 
 def make_loader(
@@ -212,7 +228,11 @@ def train(run: RunConfig, resume: bool = False) -> TrainResult:
     if len(train_set) == 0:
         raise EsvaError("no labelled training clips", Path(run.data.root) / run.data.labels)
     sampler = EpochSampler(
-        [train_set.class_index[c.label] for c in train_set.clips], tcfg.seed, tcfg.balanced_sampling
+        [train_set.class_index[c.label] for c in train_set.clips],
+        tcfg.seed,
+        tcfg.balanced_sampling,
+        groups=corpus_speaker_groups(train_set.clips) if tcfg.corpus_speaker_balanced else None,
+        size=tcfg.epoch_size or None,
     )
     train_loader = make_loader(train_set, tcfg.batch_size, sampler, tcfg.num_workers)
     val_loader = None
