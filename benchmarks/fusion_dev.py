@@ -9,8 +9,13 @@ Free parameters (``esva.fusion.reliability``): the face's base weight ``alpha`` 
 counted as full voice presence) is not fitted on labels: it is the 25th percentile of the
 energy-VAD speech share over the voice model's own training clips (RAVDESS speech, actors
 02-20, every 5th clip), so a clip with as much speech as most training clips counts as fully
-voiced. Expert temperatures stay 1.0 (the face expert's logits are already divided by the
-temperature fitted on FER+ valid; the voice model is used as trained).
+voiced. The face expert's temperature stays 1.0 (its logits are already divided by the
+temperature fitted on FER+ valid). The voice model's temperature is not fitted here either: it
+is :func:`voice_temperature`, the median of the temperatures that ``benchmarks/crosscorpus.py``
+fitted for the shipped voice model on each leave-one-corpus-out fold's validation speakers
+(``results/crosscorpus.json``; never on a held-out corpus). Trained on RAVDESS only, the model
+is ~0.99 confident on speech it has never heard; that temperature is what brings its expected
+calibration error on the unseen corpora down (results/crosscorpus.md).
 
 Dev data (all from ``../shared/data``):
 
@@ -163,6 +168,20 @@ def fused_probs(spec, experts: dict) -> np.ndarray:
     return fuse(spec, experts, []).probabilities
 
 
+def voice_temperature() -> float:
+    """Median of the shipped voice model's per-fold temperatures in results/crosscorpus.json
+    (each fitted on that fold's validation speakers); 1.0 when that benchmark has not run."""
+    path = ROOT / "results" / "crosscorpus.json"
+    if not path.is_file():
+        return 1.0
+    folds = json.loads(path.read_text()).get("methods", {}).get("shipped", {})
+    temps = [float(f["temperature"]) for f in folds.values() if "temperature" in f]
+    return round(float(np.median(temps)), 3) if temps else 1.0
+
+
+VOICE_T = voice_temperature()
+
+
 def spec_with(alpha: float, gamma: float, speech_full: float, only: str | None = None):
     from esva.fusion.spec import FusionSpec
 
@@ -179,7 +198,11 @@ def default_spec_dict(alpha: float, gamma: float, speech_full: float) -> dict:
         "format": "esva-fusion/1",
         "classes": list(SER7_CLASSES),
         "experts": {
-            "voice": {"temperature": 1.0, "base_weight": round(1.0 - alpha, 4), "source": "model"},
+            "voice": {
+                "temperature": VOICE_T,
+                "base_weight": round(1.0 - alpha, 4),
+                "source": "model",
+            },
             "face": {"temperature": 1.0, "base_weight": round(alpha, 4), "encoder": "face-expert"},
         },
         "confidence_power": gamma,
@@ -339,7 +362,9 @@ Rule and parameters: `esva.fusion.reliability` (module doc); settings shipped in
 `src/esva/assets/default_model/fusion.json`.
 
 **Chosen: alpha (face base weight) = {alpha}, gamma (confidence power) = {gamma:g},
-speech_full = {speech_full}.** Chosen on the held-out voice model's 18 RAVDESS Actor_01 takes
+speech_full = {speech_full}; voice temperature {VOICE_T} (not chosen here: the median of the
+shipped voice model's per-fold validation temperatures in results/crosscorpus.json).**
+Chosen on the held-out voice model's 18 RAVDESS Actor_01 takes
 by mean NLL of the true ser7 class (ties: accuracy, then the larger alpha).
 
 speech_full = {speech_full}: the 25th percentile of the energy-VAD speech share over

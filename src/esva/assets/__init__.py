@@ -33,7 +33,7 @@ DEFAULT_MODEL_SHA256: dict[str, str] = {
 # chosen by benchmarks/fusion_dev.py, which prints it). Kept apart from the model's own files,
 # which benchmarks/train_default_model.py rebuilds.
 DEFAULT_FUSION_SHA256: dict[str, str] = {
-    "fusion.json": "85717e194e68377450b91b026a3dfec24d2482451191f636c4f0f5fbc165a26d",
+    "fusion.json": "70605a6171bb368ed90e65bba6d59f1e9f905b810df66f1b129833e21321d155",
 }
 
 
