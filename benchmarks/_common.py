@@ -42,3 +42,27 @@ def run_child(code: str, payload: dict, threads: int = 2) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def report_and_install(out: Path, install: bool, sort: bool = False) -> dict[str, str]:
+    """Print the sha256 of each file of the default model folder ``out`` against the recorded
+    ones (esva.assets.DEFAULT_MODEL_SHA256); with ``install`` copy them into the package."""
+    import shutil
+
+    from esva.assets import DEFAULT_MODEL_SHA256, default_model_dir
+    from esva.hashing import file_sha256
+
+    names = sorted(DEFAULT_MODEL_SHA256) if sort else list(DEFAULT_MODEL_SHA256)
+    hashes = {name: file_sha256(out / name) for name in names}
+    for name, sha in hashes.items():
+        size = (out / name).stat().st_size
+        same = "matches" if DEFAULT_MODEL_SHA256[name] == sha else "DIFFERS from"
+        print(f"{name}: {size / 1e6:.2f} MB sha256 {sha} ({same} the recorded hash)")
+    print("DEFAULT_MODEL_SHA256 = " + repr(hashes))
+    if install:
+        target = default_model_dir(verify=False)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in hashes:
+            shutil.copyfile(out / name, target / name)
+        print(f"installed into {target}; record the hashes above in src/esva/assets/__init__.py")
+    return hashes

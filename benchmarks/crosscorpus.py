@@ -35,7 +35,6 @@ continues where it stopped.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import shutil
@@ -95,15 +94,10 @@ def loco_split(clips: list, held_out: str, val: set[str]) -> dict[str, list[int]
 
 # --- metrics ------------------------------------------------------------------------------------
 def ece(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
-    """Expected calibration error of the top label (equal-width confidence bins)."""
-    conf, pred = probs.max(1), probs.argmax(1)
-    edges = np.linspace(0, 1, bins + 1)
-    total = 0.0
-    for lo, hi in itertools.pairwise(edges):
-        sel = (conf > lo) & (conf <= hi)
-        if sel.any():
-            total += sel.mean() * abs((pred[sel] == labels[sel]).mean() - conf[sel].mean())
-    return float(total)
+    """Expected calibration error of the top label (esva.evaluate.classification)."""
+    from esva.evaluate.classification import expected_calibration_error
+
+    return expected_calibration_error(probs, labels, bins)
 
 
 def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:

@@ -22,7 +22,6 @@ measured scores into ``src/esva/assets/face_expert/config.json`` (then record it
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import re
 import sys
@@ -103,15 +102,10 @@ def softmax(x: np.ndarray) -> np.ndarray:
 
 
 def ece(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
-    """Expected calibration error of the top label (equal-width confidence bins)."""
-    conf, pred = probs.max(1), probs.argmax(1)
-    edges = np.linspace(0, 1, bins + 1)
-    total = 0.0
-    for lo, hi in itertools.pairwise(edges):
-        sel = (conf > lo) & (conf <= hi)
-        if sel.any():
-            total += sel.mean() * abs((pred[sel] == labels[sel]).mean() - conf[sel].mean())
-    return float(total)
+    """Expected calibration error of the top label (esva.evaluate.classification)."""
+    from esva.evaluate.classification import expected_calibration_error
+
+    return expected_calibration_error(probs, labels, bins)
 
 
 def expert_logits(enc: fe.FaceExpertEncoder, faces: np.ndarray, crop: float = 1.0) -> np.ndarray:

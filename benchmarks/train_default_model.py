@@ -42,6 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ravdess as rb
+from _common import report_and_install
 
 # --- the configuration chosen by cross-validation (results/ravdess.md) -------------------------
 # Chosen on the validation actors only (seed 0, mean over the 5 folds; results/ravdess.md):
@@ -133,22 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.data.is_dir():
         sys.exit(f"RAVDESS speech not found at {args.data} (set ESVA_SHARED or --data)")
     os.environ["OMP_NUM_THREADS"] = "1"
-    from esva.assets import DEFAULT_MODEL_SHA256, default_model_dir
-    from esva.hashing import file_sha256
-
     out = build(args.data, args.work, args.workers)
-    hashes = {name: file_sha256(out / name) for name in DEFAULT_MODEL_SHA256}
-    for name, sha in hashes.items():
-        size = (out / name).stat().st_size
-        same = "matches" if DEFAULT_MODEL_SHA256[name] == sha else "DIFFERS from"
-        print(f"{name}: {size / 1e6:.2f} MB sha256 {sha} ({same} the recorded hash)")
-    print("DEFAULT_MODEL_SHA256 = " + repr(hashes))
-    if args.install:
-        target = default_model_dir(verify=False)
-        target.mkdir(parents=True, exist_ok=True)
-        for name in hashes:
-            shutil.copyfile(out / name, target / name)
-        print(f"installed into {target}; record the hashes above in src/esva/assets/__init__.py")
+    report_and_install(out, args.install, sort=False)
 
 
 if __name__ == "__main__":

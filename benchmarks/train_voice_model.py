@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _xcorpus_features as xf
 import crosscorpus as cc
 import ravdess as rb
+from _common import report_and_install
 
 # --- the configuration chosen on validation (results/crosscorpus.md) ----------------------------
 LAYER = "2"  # Whisper base hidden state chosen on validation actors only (crosscorpus.md)
@@ -123,22 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     shared = cc.require_shared()
     os.environ["OMP_NUM_THREADS"] = "1"
-    from esva.assets import DEFAULT_MODEL_SHA256, default_model_dir
-    from esva.hashing import file_sha256
-
     out = build(shared, args.work, args.store)
-    hashes = {name: file_sha256(out / name) for name in sorted(DEFAULT_MODEL_SHA256)}
-    for name, sha in hashes.items():
-        size = (out / name).stat().st_size
-        same = "matches" if DEFAULT_MODEL_SHA256[name] == sha else "differs from"
-        print(f"{name}: {size / 1e6:.2f} MB sha256 {sha} ({same} the recorded hash)")
-    print("DEFAULT_MODEL_SHA256 = " + repr(hashes))
-    if args.install:
-        target = default_model_dir(verify=False)
-        target.mkdir(parents=True, exist_ok=True)
-        for name in hashes:
-            shutil.copyfile(out / name, target / name)
-        print(f"installed into {target}; record the hashes above in src/esva/assets/__init__.py")
+    report_and_install(out, args.install, sort=True)
 
 
 if __name__ == "__main__":

@@ -192,3 +192,15 @@ def cut_media(
             container.mux(astream.encode(frame))
         container.mux(astream.encode(None))
     return dst
+
+
+def write_voice(path, seconds: float = 2.5, sr: int = 16_000):
+    """A voiced, vowel-like sound with vibrato (not speech: only the pipeline is tested)."""
+    t = np.arange(int(seconds * sr)) / sr
+    f0 = 160 * (1 + 0.08 * np.sin(2 * np.pi * 3 * t))
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    x = sum(np.sin(k * phase) / k for k in range(1, 12)) * 0.1 * np.hanning(len(t))
+    import soundfile as sf
+
+    sf.write(path, x.astype(np.float32), sr)
+    return path

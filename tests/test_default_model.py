@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
-import numpy as np
 import pytest
-import soundfile as sf
 
 import esva.assets
 from esva.assets import DEFAULT_MODEL_SHA256, default_model_dir, verify_files
@@ -16,6 +14,7 @@ from esva.errors import EsvaError
 from esva.extract.provenance import extractor_for_model, read_extraction
 from esva.labelsets import RAVDESS_CLASSES, SER7_CLASSES
 from esva.model import ESVAModel
+from media_factory import write_voice
 
 
 def _predict_json(capsys, *args: str) -> dict:
@@ -23,16 +22,6 @@ def _predict_json(capsys, *args: str) -> dict:
     out = capsys.readouterr()
     assert rc == 0, out.err
     return json.loads(out.out)
-
-
-def _voice(path, seconds: float = 2.5, sr: int = 16_000):
-    """A voiced, vowel-like sound with vibrato (not speech: only the pipeline is tested)."""
-    t = np.arange(int(seconds * sr)) / sr
-    f0 = 160 * (1 + 0.08 * np.sin(2 * np.pi * 3 * t))
-    phase = 2 * np.pi * np.cumsum(f0) / sr
-    x = sum(np.sin(k * phase) / k for k in range(1, 12)) * 0.1 * np.hanning(len(t))
-    sf.write(path, x.astype(np.float32), sr)
-    return path
 
 
 def test_shipped_files_match_recorded_hashes_and_size():
@@ -70,7 +59,7 @@ def test_extracts_new_files_with_the_recorded_whisper_layer():
 
 
 def test_predict_json_reports_the_extraction_it_used(tmp_path, capsys):
-    pred = _predict_json(capsys, str(_voice(tmp_path / "voice.wav")))
+    pred = _predict_json(capsys, str(write_voice(tmp_path / "voice.wav")))
     x = pred["extraction"]
     assert list(x["encoders"]) == ["whisper-tiny"]
     assert x["encoders"]["whisper-tiny"]["options"] == {"layer": "2"}
@@ -95,14 +84,14 @@ def test_hash_check_refuses_a_corrupted_file(tmp_path):
 
 def test_cli_refuses_a_damaged_install_in_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(esva.assets.DEFAULT_MODEL_SHA256, "model.safetensors", "0" * 64)
-    rc = main(["predict", str(_voice(tmp_path / "a.wav"))])
+    rc = main(["predict", str(write_voice(tmp_path / "a.wav"))])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
     assert "model.safetensors" in err and "sha256" in err
 
 
 def test_predict_without_model_on_a_generated_audio_file(tmp_path, capsys):
-    pred = _predict_json(capsys, str(_voice(tmp_path / "voice.wav")))
+    pred = _predict_json(capsys, str(write_voice(tmp_path / "voice.wav")))
     assert pred["label"] in SER7_CLASSES  # the fused default answers in ser7 (calm -> neutral)
     assert list(pred["probabilities"]) == list(SER7_CLASSES)
     assert abs(sum(pred["probabilities"].values()) - 1.0) < 1e-4

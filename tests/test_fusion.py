@@ -7,7 +7,6 @@ import shutil
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 import esva.assets
 from esva.apps.fused import ExpertOutput, fuse
@@ -23,6 +22,7 @@ from esva.fusion.reliability import (
 )
 from esva.fusion.spec import FusionSpec, load_fusion
 from esva.labelsets import RAVDESS_CLASSES, SER7_CLASSES
+from media_factory import write_voice
 
 FER = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")
 BASE = {"voice": 0.6, "face": 0.4}
@@ -232,16 +232,6 @@ def test_shipped_fusion_json_is_hash_checked(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- end to end
 
 
-def _voice(path, seconds: float = 2.5, sr: int = 16_000):
-    """A voiced, vowel-like sound with vibrato (not speech: only the pipeline is tested)."""
-    t = np.arange(int(seconds * sr)) / sr
-    f0 = 160 * (1 + 0.08 * np.sin(2 * np.pi * 3 * t))
-    phase = 2 * np.pi * np.cumsum(f0) / sr
-    x = sum(np.sin(k * phase) / k for k in range(1, 12)) * 0.1 * np.hanning(len(t))
-    sf.write(path, x.astype(np.float32), sr)
-    return path
-
-
 def _predict_json(capsys, *args: str) -> dict:
     from esva.cli.main import main
 
@@ -252,7 +242,7 @@ def _predict_json(capsys, *args: str) -> dict:
 
 
 def test_audio_file_is_answered_by_the_voice_alone(tmp_path, capsys):
-    pred = _predict_json(capsys, str(_voice(tmp_path / "v.wav")))
+    pred = _predict_json(capsys, str(write_voice(tmp_path / "v.wav")))
     assert list(pred["probabilities"]) == list(SER7_CLASSES)  # no calm in the output
     assert set(pred["per_modality"]) == {"voice"}
     voice = pred["per_modality"]["voice"]
@@ -267,7 +257,7 @@ def test_video_without_a_face_is_answered_by_the_voice_and_flagged(tmp_path, cap
     from media_factory import write_media
 
     video = write_media(tmp_path / "noface.mp4", duration_s=2.5, audio=False, size=(160, 120))
-    pred = _predict_json(capsys, str(video), "--audio", str(_voice(tmp_path / "v.wav")))
+    pred = _predict_json(capsys, str(video), "--audio", str(write_voice(tmp_path / "v.wav")))
     assert set(pred["per_modality"]) == {"voice"} and pred["modalities"] == ["audio"]
     assert any(f.startswith("voice-only") for f in pred["flags"])
     assert pred["missing"] == ["visual"]
@@ -278,7 +268,7 @@ def test_a_folder_without_fusion_json_is_the_plain_model(tmp_path, capsys):
     folder = tmp_path / "mine"
     shutil.copytree(default_model_dir(), folder)
     (folder / "fusion.json").unlink()
-    pred = _predict_json(capsys, str(_voice(tmp_path / "v.wav")), "--model", str(folder))
+    pred = _predict_json(capsys, str(write_voice(tmp_path / "v.wav")), "--model", str(folder))
     assert list(pred["probabilities"]) == list(RAVDESS_CLASSES)
     assert pred["per_modality"] is None and pred["peak_face_time_s"] is None
 

@@ -108,3 +108,18 @@ def test_per_class_table_lists_every_class():
     console.print(per_class_table(score_classification(gold, pred)["per_class"]))
     text = console.export_text()
     assert all(c in text for c in MER2023_CLASSES) and "0.8000" in text
+
+
+def test_expected_calibration_error() -> None:
+    import numpy as np
+
+    from esva.evaluate.classification import expected_calibration_error
+
+    # Four samples at confidence 0.75, three right: calibrated, ECE 0.
+    probs = np.array([[0.75, 0.25]] * 4)
+    assert expected_calibration_error(probs, np.array([0, 0, 0, 1])) == pytest.approx(0.0)
+    # Confident (0.9) and half right: gap 0.4 in the one occupied bin.
+    probs = np.array([[0.9, 0.1]] * 4)
+    assert expected_calibration_error(probs, np.array([0, 1, 0, 1])) == pytest.approx(0.4)
+    with pytest.raises(EsvaError):
+        expected_calibration_error(np.ones(3), np.zeros(3))

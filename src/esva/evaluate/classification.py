@@ -13,6 +13,7 @@ the gold labels) are added because affective-computing papers report them too.
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -92,3 +93,20 @@ def _uar(y_true: list[str], y_pred: list[str]) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return float(balanced_accuracy_score(y_true, y_pred))
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error of the top label: the |accuracy - confidence| gap averaged
+    over equal-width confidence bins, each weighted by its share of the samples (Guo et al.,
+    2017). ``probs`` is ``(N, C)``, ``labels`` ``(N,)`` class indices."""
+    probs, labels = np.asarray(probs, np.float64), np.asarray(labels)
+    if probs.ndim != 2 or len(probs) != len(labels):
+        raise EsvaError(f"ECE needs (N, C) probabilities and N labels, got {probs.shape}")
+    conf, pred = probs.max(1), probs.argmax(1)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    total = 0.0
+    for lo, hi in itertools.pairwise(edges):
+        sel = (conf > lo) & (conf <= hi)
+        if sel.any():
+            total += sel.mean() * abs((pred[sel] == labels[sel]).mean() - conf[sel].mean())
+    return float(total)
