@@ -66,3 +66,35 @@ def report_and_install(out: Path, install: bool, sort: bool = False) -> dict[str
             shutil.copyfile(out / name, target / name)
         print(f"installed into {target}; record the hashes above in src/esva/assets/__init__.py")
     return hashes
+
+
+def train_and_export(run, work: Path, view, streams: str, tag: str) -> tuple[Path, Path]:
+    """Train ``run`` (a RunConfig) and export its kept epoch to ``work/model`` as a shipped
+    model folder, bit for bit: config.json, model.safetensors with fixed metadata (several keys
+    would be written in a per-process hash order), extraction.json read from the feature
+    stores' extract.json (esva predict extracts new files exactly so). Returns the folder
+    (written atomically). ``view``: the feature-store view trained on."""
+    import time
+
+    from safetensors.torch import save_file
+
+    from esva.extract.provenance import model_extraction, write_extraction
+    from esva.io import atomic_dir, write_json
+    from esva.model import CONFIG_NAME, WEIGHTS_NAME, ESVAModel
+    from esva.recipes.train_esva import train
+
+    t0 = time.perf_counter()
+    res = train(run)
+    print(
+        f"[{tag}] trained {res.epochs_run} epochs in {time.perf_counter() - t0:.0f} s "
+        f"(kept epoch {res.best_epoch}, lowest training loss)",
+        flush=True,
+    )
+    model = ESVAModel.from_pretrained(res.best_dir)
+    out = work / "model"
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    with atomic_dir(out) as tmp:
+        write_json(tmp / CONFIG_NAME, model.config.to_dict())
+        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        write_extraction(tmp, model_extraction(view, {"audio": streams}))
+    return out

@@ -37,12 +37,11 @@ import argparse
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ravdess as rb
-from _common import report_and_install
+from _common import report_and_install, train_and_export
 
 # --- the configuration chosen by cross-validation (results/ravdess.md) -------------------------
 # Chosen on the validation actors only (seed 0, mean over the 5 folds; results/ravdess.md):
@@ -60,13 +59,9 @@ SEED = 0
 def build(data: Path, work: Path, workers: int) -> Path:
     """Extract, train on all clips, export; returns the exported model folder."""
     import torch
-    from safetensors.torch import save_file
 
-    from esva.extract.provenance import model_extraction, write_extraction
-    from esva.io import atomic_dir, atomic_write, write_json
-    from esva.model import CONFIG_NAME, WEIGHTS_NAME, ESVAModel
+    from esva.io import atomic_write
     from esva.recipes.config import DataConfig, RunConfig, TrainConfig
-    from esva.recipes.train_esva import train
 
     torch.set_num_threads(1)
     clips = sorted(rb.load_clips(data), key=lambda c: c.name)
@@ -101,23 +96,7 @@ def build(data: Path, work: Path, workers: int) -> Path:
             progress=False,
         ),
     )
-    t0 = time.perf_counter()
-    res = train(run)
-    print(
-        f"[default] trained {res.epochs_run} epochs in {time.perf_counter() - t0:.0f} s "
-        f"(kept epoch {res.best_epoch}, lowest training loss)",
-        flush=True,
-    )
-    model = ESVAModel.from_pretrained(res.best_dir)
-    out = work / "model"
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    with atomic_dir(out) as tmp:
-        write_json(tmp / CONFIG_NAME, model.config.to_dict())
-        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-        # How the features were extracted (Whisper layer, weights sha256), read from the stores'
-        # extract.json: esva predict extracts new files exactly so (esva.extract.provenance).
-        write_extraction(tmp, model_extraction(view, {"audio": STREAMS}))
-    return out
+    return train_and_export(run, work, view, STREAMS, "default")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -38,14 +38,13 @@ import argparse
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _xcorpus_features as xf
 import crosscorpus as cc
 import ravdess as rb
-from _common import report_and_install
+from _common import report_and_install, train_and_export
 
 # --- the configuration chosen on validation (results/crosscorpus.md) ----------------------------
 LAYER = "2"  # Whisper base hidden state chosen on validation actors only (crosscorpus.md)
@@ -62,13 +61,9 @@ TEMPERATURE = 1.5  # median of 1.17, 1.40, 1.61, 1.67 (rounded)
 def build(shared: Path, work: Path, store: Path | None) -> Path:
     """Extract (or reuse ``store``), train on all clips, export; returns the model folder."""
     import torch
-    from safetensors.torch import save_file
 
     from esva.data.label_mapping import SER7
-    from esva.extract.provenance import model_extraction, write_extraction
-    from esva.io import atomic_dir, atomic_write, write_json
-    from esva.model import CONFIG_NAME, WEIGHTS_NAME, ESVAModel
-    from esva.recipes.train_esva import train
+    from esva.io import atomic_write, write_json
 
     torch.set_num_threads(1)
     clips = sorted(xf.load_all(shared), key=lambda c: c.name)
@@ -90,29 +85,16 @@ def build(shared: Path, work: Path, store: Path | None) -> Path:
     shutil.rmtree(run_dir, ignore_errors=True)
     train_cfg = {**cc.TRAIN, "epochs": EPOCHS, "patience": EPOCHS + 1}
     run = cc.esva_config(STREAM, DIM, list(SER7), view, "labels_all.csv", train_cfg, SEED, run_dir)
-    t0 = time.perf_counter()
-    res = train(run)
-    print(
-        f"[voice] trained {res.epochs_run} epochs in {time.perf_counter() - t0:.0f} s "
-        f"(kept epoch {res.best_epoch}, lowest training loss)",
-        flush=True,
+    out = train_and_export(run, work, view, STREAM, "voice")
+    write_json(
+        out / "calibration.json",
+        {
+            "temperature": TEMPERATURE,
+            "how": "median of the four leave-one-corpus-out runs' temperatures, each "
+            "fitted on its validation speakers (results/crosscorpus.md); divide the "
+            "logits (log-probabilities) by it",
+        },
     )
-    model = ESVAModel.from_pretrained(res.best_dir)
-    out = work / "model"
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    with atomic_dir(out) as tmp:
-        write_json(tmp / CONFIG_NAME, model.config.to_dict())
-        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-        write_extraction(tmp, model_extraction(view, {"audio": STREAM}))
-        write_json(
-            tmp / "calibration.json",
-            {
-                "temperature": TEMPERATURE,
-                "how": "median of the four leave-one-corpus-out runs' temperatures, each "
-                "fitted on its validation speakers (results/crosscorpus.md); divide the "
-                "logits (log-probabilities) by it",
-            },
-        )
     return out
 
 
