@@ -207,22 +207,16 @@ def relate_voice(v, registers: dict[str, dict[str, float]]):
             direction(db, LOUDNESS_MARGIN_DB),
         )
     )  # fmt: skip
-    if ref["rate_per_s"] > 0:
-        ratio = v.rate_per_s / ref["rate_per_s"]
-        cues.append(
-            VoiceCue(
-                "pace", v.rate_per_s, ref["rate_per_s"], "syllables/s", ratio, RATE_MARGIN,
-                direction(ratio, RATE_MARGIN, ratio=True),
+    # Pace and melody are compared as ratios to the reference (a margin of x1.15 / x1.25).
+    for name, value, key, unit, margin in (
+        ("pace", v.rate_per_s, "rate_per_s", "syllables/s", RATE_MARGIN),
+        ("melody", v.f0_range_st, "f0_range_st", "semitones", RANGE_MARGIN),
+    ):
+        if value is not None and ref[key] > 0:
+            ratio = value / ref[key]
+            cues.append(
+                VoiceCue(name, value, ref[key], unit, ratio, margin, direction(ratio, margin, True))
             )
-        )  # fmt: skip
-    if v.f0_range_st is not None and ref["f0_range_st"] > 0:
-        ratio = v.f0_range_st / ref["f0_range_st"]
-        cues.append(
-            VoiceCue(
-                "melody", v.f0_range_st, ref["f0_range_st"], "semitones", ratio, RANGE_MARGIN,
-                direction(ratio, RANGE_MARGIN, ratio=True),
-            )
-        )  # fmt: skip
     name = f"the median neutral RAVDESS {register}-register voice"
     return cues, name
 
