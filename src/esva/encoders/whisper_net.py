@@ -158,7 +158,8 @@ class PositionTable(nn.Module):
 
     def __init__(self, n_positions: int, d_model: int) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.empty(n_positions, d_model), requires_grad=False)
+        # zeros, not empty: a net used before its weights are loaded must never read garbage
+        self.weight = nn.Parameter(torch.zeros(n_positions, d_model), requires_grad=False)
 
     @property
     def num_embeddings(self) -> int:
