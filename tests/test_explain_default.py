@@ -108,6 +108,14 @@ class FakeRecognizer:
     def __init__(self, label: str = "happy", face: bool = False):
         self.label, self.face = label, face
 
+    def predict_with_analysis(self, path, audio=None):
+        """(prediction, analysis): the analysis carries the decoded audio, no encoder stream."""
+        from esva.media.decode import load_audio
+
+        clip = load_audio(Path(audio or path), missing_ok=True)
+        streams = SimpleNamespace(streams={})
+        return self.predict(path, audio), SimpleNamespace(audio=clip, features=streams)
+
     def predict(self, path, audio=None):
         p = Prediction(
             file=str(path),
@@ -161,7 +169,8 @@ def test_json_fields_voice(tiny, wav) -> None:
     assert "happy" in r["open_vocabulary"]
     assert {c["name"] for c in r["cues"]["voice"]} >= {"pitch", "loudness", "pace"}
     assert "RAVDESS" in r["cues"]["voice_reference"]
-    assert r["modalities"] == {"recogniser": ["audio"], "cues": ["voice"]}
+    assert r["modalities"] == {"recogniser": ["audio"], "cues": ["voice"], "adapter": []}
+    assert r["second_opinion"] is None  # a base LM: no adapter, no second opinion
     assert r["cues"]["face"] is None
     json.dumps(r)  # plain JSON
 
@@ -205,8 +214,11 @@ def test_real_lm_on_a_real_clip(shared_data) -> None:
     if not converted_dir(DEFAULT_BACKBONE).is_dir():
         pytest.skip("SmolLM2 not converted in the esva cache (esva weights pull)")
     clip = shared_data / "ravdess_speech" / "Actor_01" / "03-01-05-02-01-01-01.flac"
-    r = CueExplainer.from_pretrained(asr=False).explain(clip)
+    r = CueExplainer.from_pretrained(asr=False).explain(clip)  # the shipped adapter
     assert r["explanation"].endswith(f"Therefore, the emotion is {r['label']}.")
+    second = r["second_opinion"]
+    assert second is not None and r["modalities"]["adapter"] == ["voice"]
+    assert sum(second["lm_probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
     assert label_strict(r["explanation"], list(r["probabilities"])) == r["label"]
     cues = ClipCueSet(voice=[VoiceCue(**c) for c in r["cues"]["voice"]])
     from esva.llm.cues import check_sentence

@@ -18,8 +18,11 @@ when the model was trained with subtitles.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from esva.apps.inference import SHORT_CLIP_S, analyse_file
 from esva.errors import EsvaError
@@ -253,41 +256,115 @@ def face_from_prediction(prediction):
     )
 
 
-class CueExplainer:
-    """The default recogniser, the offline base LM and the cue measurers, loaded once."""
+VOICE_FRAMES = "whisper-tiny"  # the default recogniser's stream the adapter's voice token reads
 
-    def __init__(self, recognizer, lm, tokenizer, backbone: str, asr: bool = True):
+
+@dataclass
+class ClipMeasures:
+    """What ``esva explain`` measures on one file, once: the recogniser's prediction, the voice
+    and face cues (no transcript yet) and the adapter's input frames."""
+
+    prediction: Any  # esva.apps.inference.Prediction
+    audio: Any  # the decoded AudioClip, or None (a silent video)
+    cues: Any  # esva.llm.cues.ClipCueSet
+    features: dict[str, np.ndarray]  # adapter stream -> (T, D) frames
+
+
+def face_vector(prediction) -> np.ndarray | None:
+    """The face expert's own 8-class distribution (classes sorted by name) as one frame."""
+    per = getattr(prediction, "per_modality", None) or {}
+    face = per.get("face") if isinstance(per, dict) else None
+    if not face or not face.get("raw") or float(face.get("presence", 1.0)) <= 0:
+        return None
+    raw = face["raw"]
+    return np.array([[float(raw[k]) for k in sorted(raw)]], dtype=np.float32)
+
+
+def measure_clip(
+    recognizer, prosody, registers, path: str | Path, audio: str | Path | None = None
+) -> ClipMeasures:
+    """Predict and measure one file with one decode (``esva explain`` and the adapter's build
+    script call this, so that training and use measure alike)."""
+    from esva.llm.cues import ClipCueSet
+    from esva.recipes.captions import voice_cues
+
+    prediction, analysis = recognizer.predict_with_analysis(path, audio=audio)
+    clip = analysis.audio
+    voice, reference = [], None
+    if clip is not None and len(clip.samples):
+        enc = prosody.encode(clip)
+        if (v := voice_cues(enc.features, enc.mask, enc.fps)) is not None:
+            voice, reference = relate_voice(v, registers)
+    features: dict[str, np.ndarray] = {}
+    stream = analysis.features.streams.get(VOICE_FRAMES)
+    if stream is not None and voice and stream.mask.any():
+        features["voice"] = stream.features[stream.mask]
+    if (face := face_vector(prediction)) is not None:
+        features["face"] = face
+    cues = ClipCueSet(voice=voice, voice_reference=reference, face=face_from_prediction(prediction))
+    return ClipMeasures(prediction, clip, cues, features)
+
+
+class CueExplainer:
+    """The default recogniser, the explanation adapter (or a base LM) and the cue measurers,
+    loaded once; ``explain(path)`` per file."""
+
+    def __init__(self, recognizer, lm, tokenizer, backbone: str, asr: bool = True, adapter=None):
         self.recognizer, self.lm, self.tokenizer = recognizer, lm, tokenizer
-        self.backbone, self.asr = backbone, asr
+        self.backbone, self.asr, self.adapter = backbone, asr, adapter
         self._prosody = None
         self._transcriber = None
         self._registers = load_voice_reference()
 
     @classmethod
     def from_pretrained(
-        cls, backbone: str | None = None, recognizer_dir: str | Path | None = None, asr: bool = True
+        cls,
+        backbone: str | None = None,
+        recognizer_dir: str | Path | None = None,
+        asr: bool = True,
+        adapter: str | Path | None = "default",
     ) -> CueExplainer:
+        """The recogniser in ``recognizer_dir`` (None: the shipped default) and an LM (see
+        :meth:`with_recognizer`)."""
         from esva.apps.inference import Recognizer
+
+        recognizer = Recognizer.from_pretrained(recognizer_dir)
+        return cls.with_recognizer(recognizer, backbone=backbone, asr=asr, adapter=adapter)
+
+    @classmethod
+    def with_recognizer(
+        cls,
+        recognizer,
+        backbone: str | None = None,
+        asr: bool = True,
+        adapter: str | Path | None = "default",
+    ) -> CueExplainer:
+        """``adapter="default"``: the shipped explanation adapter (hash-checked); a folder: one
+        built like it (``benchmarks/train_explain_adapter.py``); None, or a ``backbone``: that
+        base LM untuned (e.g. a local Llama-2-7b-chat-hf folder) writes the explanation."""
+        if backbone is None and adapter is not None:
+            from esva.llm.adapter import ExplainAdapter
+
+            if adapter == "default":
+                from esva.assets import explain_adapter_dir
+
+                adapter = explain_adapter_dir()
+            tuned = ExplainAdapter.from_pretrained(adapter)
+            model = tuned.model
+            return cls(recognizer, model.lm, model.tokenizer, str(adapter), asr, tuned)
         from esva.llm.backbone import DEFAULT_BACKBONE, load_backbone
 
         spec = backbone or DEFAULT_BACKBONE
         lm, tokenizer = load_backbone(spec)
-        return cls(Recognizer.from_pretrained(recognizer_dir), lm, tokenizer, spec, asr)
+        return cls(recognizer, lm, tokenizer, spec, asr)
 
-    def _voice(self, audio_clip):
-        from esva.recipes.captions import voice_cues
-
-        if audio_clip is None or not len(audio_clip.samples):
-            return [], None
+    @property
+    def prosody(self):
         if self._prosody is None:
             from esva.encoders import create_encoder
 
             self._prosody = create_encoder("prosody")
-        enc = self._prosody.encode(audio_clip)
-        v = voice_cues(enc.features, enc.mask, enc.fps)
-        if v is None:
-            return [], None
-        return relate_voice(v, self._registers)
+        return self._prosody
 
     def _transcribe(self, audio_clip) -> str | None:
         from esva.encoders import create_encoder
@@ -298,6 +375,9 @@ class CueExplainer:
         if self._transcriber is None:
             self._transcriber = create_encoder(ASR_MODEL)
         return self._transcriber.transcribe(audio_clip).text.strip() or None
+
+    def measure(self, path: str | Path, audio: str | Path | None = None) -> ClipMeasures:
+        return measure_clip(self.recognizer, self.prosody, self._registers, path, audio)
 
     def explain(
         self,
@@ -310,65 +390,81 @@ class CueExplainer:
         import zlib
 
         from esva.llm.conclude import explain_with_model
-        from esva.llm.cues import ClipCueSet
         from esva.llm.parse import emotion_words
-        from esva.media.decode import load_audio
 
         if task not in TASKS:
             raise EsvaError(f"unknown task {task!r} (choose {', '.join(TASKS)})")
         path = Path(path)
-        prediction = self.recognizer.predict(path, audio=audio)
-        # The recogniser keeps no decoded audio: decode once more for the prosody (a silent
-        # video has none).
-        clip = load_audio(Path(audio) if audio else path, missing_ok=True)
-        voice, reference = self._voice(clip)
-        transcript = prediction.transcript
-        if transcript is None and self.asr and voice:
-            transcript = self._transcribe(clip)
-        cues = ClipCueSet(
-            voice=voice,
-            voice_reference=reference,
-            face=face_from_prediction(prediction),
-            transcript=transcript,
-        )
+        m = self.measure(path, audio)
+        prediction, cues = m.prediction, m.cues
         wanted = TASK_MODALITIES[task]
         if task == "face" and cues.face is None:
             raise EsvaError("--task face: no face was measured in the file", path)
         if task == "voice" and not cues.voice:
             raise EsvaError("--task voice: no voice was measured in the file", path)
-        seed = zlib.crc32(path.name.encode())
+        # The LM's second opinion comes from the clip alone (before any transcript: the
+        # adapter was trained without one), then the label from the measured-best pool.
+        label, probabilities = prediction.label, dict(prediction.probabilities)
+        second: dict[str, Any] | None = None
+        if self.adapter is not None and m.features and self.adapter.classes == list(probabilities):
+            from esva.llm.adapter import fuse_with_lm
+
+            lm_probs = self.adapter.second_opinion(m.features, cues)
+            # The weight was chosen on validation speech clips: a clip without a voice token
+            # (a silent face video) is a mix it was never validated on, so the LM only reports.
+            weight = self.adapter.lm_weight if "voice" in m.features else 0.0
+            fused = fuse_with_lm(probabilities, lm_probs, weight)
+            second = {
+                "lm_probabilities": {k: round(v, 4) for k, v in lm_probs.items()},
+                "lm_label": max(lm_probs, key=lm_probs.get),
+                "lm_weight": weight,
+                "recogniser_label": label,
+                "recogniser_probabilities": probabilities,
+            }
+            if weight > 0:
+                probabilities = fused
+                label = max(fused, key=fused.get)
+        transcript = prediction.transcript
+        if transcript is None and self.asr and cues.voice and "words" in wanted:
+            transcript = self._transcribe(m.audio)
+        cues.transcript = transcript
         exp = explain_with_model(
             self.lm,
             self.tokenizer,
             cues,
-            prediction.label,
-            prediction.probabilities,
+            label,
+            probabilities,
             task=task,
             modalities=wanted,
             samples=samples,
             max_new_tokens=max_new_tokens,
-            seed=seed,
+            seed=zlib.crc32(path.name.encode()),
+            repetition_penalty=1.0 if self.adapter is not None else 1.2,
+            score_classes=self.adapter is None,
         )
-        measured = [m for m, ok in (("voice", bool(voice)), ("face", cues.face is not None),
-                                    ("words", bool(transcript))) if ok]  # fmt: skip
+        present = {"voice": bool(cues.voice), "face": cues.face is not None,
+                   "words": bool(transcript)}  # fmt: skip
+        measured = [mod for mod, ok in present.items() if ok]
         return {
             "file": str(path),
             "task": task,
-            "label": prediction.label,
-            "probabilities": prediction.probabilities,
+            "label": label,
+            "probabilities": probabilities,
             "explanation": exp.text,
             "open_vocabulary": emotion_words(exp.text),
             "cues": {
                 "sentences": exp.sentences,
                 "voice": [vars(c) for c in cues.voice] if "voice" in wanted else [],
-                "voice_reference": reference if "voice" in wanted else None,
+                "voice_reference": cues.voice_reference if "voice" in wanted else None,
                 "face": None if cues.face is None or "face" not in wanted else vars(cues.face),
                 "transcript": transcript if "words" in wanted else None,
             },
             "modalities": {
                 "recogniser": list(prediction.modalities),
-                "cues": [m for m in measured if m in wanted],
+                "cues": [mod for mod in measured if mod in wanted],
+                "adapter": sorted(m.features) if second is not None else [],
             },
+            "second_opinion": second,
             "explanation_source": exp.source,
             "dropped_sentences": exp.dropped,
             "conclusion_logprob": round(exp.conclusion_logprob, 4),

@@ -375,6 +375,18 @@ class Recognizer:
         The offset comes from the model's own alignment module when it reads both audio and
         video; otherwise from the shipped sync space on the same decoded audio and face track.
         """
+        return self.predict_with_analysis(path, audio, window_s, hop_s, measure_offset)[0]
+
+    def predict_with_analysis(
+        self,
+        path: str | Path,
+        audio: str | Path | None = None,
+        window_s: float = 2.0,
+        hop_s: float = 0.5,
+        measure_offset: bool = True,
+    ) -> tuple[Prediction, FileAnalysis]:
+        """:meth:`predict` and the file's analysis (decoded audio, encoder streams, face track),
+        for callers that measure more on the same decoded media (``esva explain``)."""
         if window_s <= 0 or hop_s <= 0:
             raise EsvaError("--window and --hop must be positive")
         if self.fusion is not None:
@@ -406,7 +418,7 @@ class Recognizer:
         elif measure_offset and not analysis.is_audio:
             offset_ms, conf = _measure(analysis, self)
         coverage = analysis.face_coverage()
-        return Prediction(
+        prediction = Prediction(
             file=str(path),
             label=cfg.classes[int(probs.argmax())],
             probabilities=dict(zip(cfg.classes, map(float, probs), strict=True)),
@@ -425,6 +437,7 @@ class Recognizer:
             extraction=extraction_summary(self.extractor),
             alignment=analysis.alignment,
         )
+        return prediction, analysis
 
     def _predict_fused(
         self,
@@ -433,7 +446,7 @@ class Recognizer:
         window_s: float,
         hop_s: float,
         measure_offset: bool,
-    ) -> Prediction:
+    ) -> tuple[Prediction, FileAnalysis]:
         """The fused answer (:mod:`esva.apps.fused`): voice model + face expert, any subset."""
         from esva.apps.fused import (
             FACE_ONLY_NO_AUDIO,
@@ -511,7 +524,7 @@ class Recognizer:
             "confidence_power": spec.confidence_power,
             "speech_full": spec.speech_full,
         }
-        return Prediction(
+        prediction = Prediction(
             file=str(path),
             label=classes[int(fused.probabilities.argmax())],
             probabilities=dict(zip(classes, map(float, fused.probabilities), strict=True)),
@@ -537,6 +550,7 @@ class Recognizer:
             per_modality=fused.per_modality,
             peak_face_time_s=fused.peak_face_time_s,
         )
+        return prediction, analysis
 
 
 def _run_model(model: ESVAModel, items: list[dict]) -> np.ndarray:

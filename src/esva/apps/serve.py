@@ -75,7 +75,8 @@ Explainer = Callable[[Path, Path | None, str | None], dict[str, Any]]
 
 class DefaultExplainer:
     """``esva explain --json`` with no flags (:class:`esva.apps.explain.CueExplainer`): the
-    label from the server's own recogniser, the base SmolLM2 writing the reasoning.
+    label from the server's own recogniser, the shipped explanation adapter writing the
+    reasoning.
 
     The language model loads on the first ``/api/explain`` request, not at start-up: a server
     that only predicts never pays its ~0.5 GB. The recogniser is the one ``/api/predict``
@@ -94,10 +95,8 @@ class DefaultExplainer:
         with self._lock:
             if self._explainer is None:
                 from esva.apps.explain import CueExplainer
-                from esva.llm.backbone import DEFAULT_BACKBONE, load_backbone
 
-                lm, tokenizer = load_backbone(DEFAULT_BACKBONE)
-                self._explainer = CueExplainer(self.recognizer, lm, tokenizer, DEFAULT_BACKBONE)
+                self._explainer = CueExplainer.with_recognizer(self.recognizer)
             return self._explainer
 
     def __call__(self, path: Path, audio: Path | None, task: str | None) -> dict[str, Any]:

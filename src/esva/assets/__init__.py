@@ -74,11 +74,34 @@ def voice_reference_path() -> Path:
     return verify_files(directory, {VOICE_REFERENCE: VOICE_REFERENCE_SHA256}) / VOICE_REFERENCE
 
 
+# The explanation adapter of ``esva explain`` (SmolLM2-135M-Instruct projectors + LoRA, see
+# esva.llm.adapter), as printed by benchmarks/train_explain_adapter.py.
+EXPLAIN_ADAPTER = "explain_adapter"
+EXPLAIN_ADAPTER_SHA256: dict[str, str] = {
+    "adapter.json": "bc252e153a6424f37259c1bfe0211d4ef40b02e2f116f949c5e39f6ee1da543a",
+    "adapter_config.json": "ee47f9192c327e6ef268fd54cd8a44c27f7f6e9d8095af094b71fc07c30b4f17",
+    "adapter_model.safetensors": "165d88e02b4b99dead793e462d4d0e6e9ccbbb89b7580b70a62e622080474f4f",
+    "esva_llm.json": "f44740cd6e546676cf3af68c576d2b13a74eb336d76df9742ca2a02f175d6728",
+    "feature_stats.safetensors": "15b1f31ec98342782a746ed16394f1c9ebef83e223d98d9ffe531d790158443e",
+    "projector.safetensors": "327082823abff419eacae023f0d2b4a720b560c7897d2c9ad1f53b8af460578a",
+}
+
+
+def explain_adapter_dir(verify: bool = True) -> Path:
+    """The shipped explanation adapter's folder, hash-checked unless ``verify=False``."""
+    directory = Path(__file__).resolve().parent / EXPLAIN_ADAPTER
+    if verify:
+        verify_files(directory, EXPLAIN_ADAPTER_SHA256)
+    return directory
+
+
 __all__ = [
     "DEFAULT_FUSION_SHA256",
     "DEFAULT_MODEL_SHA256",
+    "EXPLAIN_ADAPTER_SHA256",
     "VOICE_REFERENCE_SHA256",
     "default_model_dir",
+    "explain_adapter_dir",
     "verify_files",
     "voice_reference_path",
 ]

@@ -49,7 +49,7 @@ def explain(
         typer.Option(
             "--model",
             help="An adapter folder from `esva train-llm` (its best/). Default: the shipped "
-            "recogniser + measured cues + the offline base LM.",
+            "recogniser + measured cues + the shipped explanation adapter (SmolLM2 + LoRA).",
         ),
     ] = None,
     task: Annotated[
@@ -64,8 +64,17 @@ def explain(
         str | None,
         typer.Option(
             "--llm",
-            help="Base LM that writes the explanation (default smollm2-135m-instruct, offline; "
-            "or a local model folder, e.g. Llama-2-7b-chat-hf, or a .gguf file).",
+            help="A base LM, untuned, writes the explanation instead of the shipped adapter "
+            "(smollm2-135m-instruct offline, a local model folder, e.g. Llama-2-7b-chat-hf, or "
+            "a .gguf file).",
+        ),
+    ] = None,
+    adapter: Annotated[
+        Path | None,
+        typer.Option(
+            "--adapter",
+            help="An explanation adapter folder built like the shipped one "
+            "(benchmarks/train_explain_adapter.py). Default: the shipped adapter.",
         ),
     ] = None,
     audio: Annotated[
@@ -98,13 +107,21 @@ def explain(
     if model is None:
         from esva.apps.explain import CueExplainer
 
-        explainer = CueExplainer.from_pretrained(backbone=llm, asr=asr)
+        if adapter is not None and llm is not None:
+            raise EsvaError("--adapter and --llm exclude each other (an adapter has its own LM)")
+        if adapter is not None and not adapter.is_dir():
+            raise EsvaError("adapter folder not found", adapter)
+        explainer = CueExplainer.from_pretrained(
+            backbone=llm, asr=asr, adapter=adapter if adapter is not None else "default"
+        )
         result = explainer.explain(
             file, audio=audio, task=task, max_new_tokens=max_new_tokens or 40
         )
     else:
-        if task != "reason" or llm is not None:
-            raise EsvaError("--task and --llm are for the default explainer, not with --model")
+        if task != "reason" or llm is not None or adapter is not None:
+            raise EsvaError(
+                "--task, --llm and --adapter are for the default explainer, not with --model"
+            )
         from esva.apps.explain import explain_file
 
         result = explain_file(

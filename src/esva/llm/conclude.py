@@ -129,6 +129,7 @@ def sample_reasonings(
     seed: int = 0,
     sentences: int = 2,
     lead: str = "",
+    repetition_penalty: float = 1.2,
 ) -> list[str]:
     """``n`` sampled reasonings (one batched ``generate``), the other classes' names banned.
 
@@ -143,7 +144,7 @@ def sample_reasonings(
             do_sample=True,
             temperature=0.7,
             top_p=0.9,
-            repetition_penalty=1.2,
+            repetition_penalty=repetition_penalty,
             num_return_sequences=n,
             max_new_tokens=max_new_tokens,
             bad_words_ids=banned or None,
@@ -213,9 +214,11 @@ def force_conclusion(
     label: str,
     classes: Sequence[str],
     clause: str = CONCLUSION,
+    score_classes: bool = True,
 ) -> tuple[str, float, dict[str, float]]:
     """Force-decode ``clause`` after ``reasoning``: (the decoded reasoning + clause, the label
-    tokens' log-prob, each class word's log-prob in the label slot)."""
+    tokens' log-prob, each class word's log-prob in the label slot; the label's alone when not
+    ``score_classes``)."""
     prefix, suffix = clause.split("{label}")
     # "... the emotion is" + " happy.": the label with its leading space, as BPE writes words.
     head = (reasoning + " " if reasoning else "") + prefix.rstrip()
@@ -226,7 +229,7 @@ def force_conclusion(
     first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
     scores: dict[str, float] = {}
     forced: list[int] = []
-    for cls in dict.fromkeys([label, *classes]):
+    for cls in dict.fromkeys([label, *classes] if score_classes else [label]):
         ids = tokenizer(" " + cls + suffix, add_special_tokens=False).input_ids
         lp = float(first[ids[0]])
         if len(ids) > 1:
@@ -254,8 +257,15 @@ def explain_with_model(
     samples: int = 3,
     max_new_tokens: int = 48,
     seed: int = 0,
+    repetition_penalty: float = 1.2,
+    score_classes: bool = True,
 ) -> Explanation:
-    """The explanation of ``label`` from ``cues`` (see the module doc)."""
+    """The explanation of ``label`` from ``cues`` (see the module doc).
+
+    ``repetition_penalty`` keeps a base LM from looping; a model tuned to restate the measured
+    cues (the shipped adapter) is given 1.0, since the penalty pushes it off the very words of
+    the cues in its prompt. ``score_classes=False`` scores only the label in the conclusion
+    slot (the adapter's second opinion is the independent one)."""
     classes = list(probabilities)
     messages = prompt_messages(cues, label, probabilities, task, modalities)
     lead = lead_words(cues, modalities) if task != "emotion" else ""
@@ -275,6 +285,7 @@ def explain_with_model(
             n=samples,
             max_new_tokens=max_new_tokens,
             seed=seed,
+            repetition_penalty=repetition_penalty,
         )
         n = len(candidates)
         kept, dropped, _ = select(candidates, cues)
@@ -291,6 +302,7 @@ def explain_with_model(
         label,
         classes,
         ANSWER if task == "emotion" else CONCLUSION,
+        score_classes,
     )
     sentences = [{"sentence": s, "claims": [vars(c) for c in claims(s, cues)]} for s in kept]
     return Explanation(text, sentences, dropped, source, logprob, scores, n)

@@ -1,0 +1,303 @@
+"""The explanation adapter: SmolLM2 + projectors + LoRA tuned for ``esva explain``.
+
+One :class:`~esva.llm.model.EmotionLLM` does two jobs (Emotion-LLaMA's two tasks):
+
+- **second opinion** (``[emotion]``): from projected feature tokens of the clip (the voice's
+  Whisper tiny.en layer-2 frames, the face expert's 8-class distribution) and the measured cues
+  as text, WITHOUT the recogniser's answer, the likelihood of each class word
+  (:func:`class_logprobs`). Fused with the recogniser by :func:`fuse_with_lm` at the weight
+  chosen on validation speakers (``lm_weight`` in ``adapter.json``; 0 = the LM is reported but
+  does not change the label).
+- **wording**: the reasoning prompt of :mod:`esva.llm.conclude` (cues + the recogniser's answer)
+  -> sentences about the measured cues; trained on sentences composed from the measurements
+  (:func:`reasoning_target`, true by construction and checked), decoded with the same
+  constraints as the base LM (forced conclusion, checker).
+
+The folder is the model's ``save_pretrained`` directory plus ``adapter.json`` (classes, fusion
+weight, what it was trained on) and ``feature_stats.safetensors`` (each stream's training mean
+and standard deviation, applied before the projector). Built by
+``benchmarks/train_explain_adapter.py``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from esva.errors import EsvaError
+from esva.llm.cues import ClipCueSet, VoiceCue, check_sentence
+from esva.llm.prompt import feature_block
+
+ADAPTER_META = "adapter.json"
+FEATURE_STATS = "feature_stats.safetensors"
+ADAPTER_FORMAT = "esva-explain-adapter/1"
+# Stream -> (width, where it comes from). Kept small: one token each.
+VOICE_STREAM, FACE_STREAM = "voice", "face"
+STREAM_DIMS = {VOICE_STREAM: 384, FACE_STREAM: 8}
+QUESTION = "[emotion] Which emotion is it: {labels}?"
+
+
+def recognition_prompt(streams: Sequence[str], cues: ClipCueSet, classes: Sequence[str]) -> str:
+    """The second-opinion prompt: feature tokens, the measured cues in words (directions
+    against the reference, the face's course; the numbers are in the feature tokens), the
+    class list; no answer."""
+    lines = []
+    if cues.voice:
+        lines.append("Voice: " + "; ".join(c.words() for c in cues.voice) + ".")
+    if cues.face is not None:
+        lines.append("Face: " + cues.face.describe() + ".")
+    parts = [feature_block(list(streams))] if streams else []
+    parts.append("Measurements:\n" + "\n".join(f"- {x}" for x in lines) if lines else "")
+    parts.append(QUESTION.format(labels=", ".join(classes)))
+    return " ".join(p for p in parts if p)
+
+
+def standardize(
+    features: Mapping[str, np.ndarray], stats: Mapping[str, tuple[np.ndarray, np.ndarray]]
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """``{stream: (T, D) frames}`` -> z-scored ``{stream: ((1, T, D), mask (1, T))}``."""
+    out = {}
+    for name, x in features.items():
+        mean, std = stats[name]
+        z = (np.asarray(x, np.float32) - mean) / std
+        t = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))[None]
+        out[name] = (t, torch.ones(t.shape[:2], dtype=torch.bool))
+    return out
+
+
+def class_logprobs(
+    model, features: Mapping[str, Any], prompt: str, classes: Sequence[str]
+) -> dict[str, float]:
+    """log p(class word + end of turn | features, prompt) under the tuned LM, per class.
+
+    The prompt runs once (its KV cache kept); each class's answer tokens, exactly as training
+    tokenised them (:func:`esva.llm.prompt.chat_wrap`), continue a copy of that cache: about
+    one prompt pass instead of one per class.
+    """
+    import copy
+
+    from esva.llm.conclude import _cache_arg
+    from esva.llm.prompt import chat_wrap
+
+    base = model.lm.get_base_model()
+    decoder, head = base.get_decoder(), base.get_output_embeddings()
+    embed = model.lm.get_input_embeddings()
+    cache_arg = _cache_arg(decoder)
+    with torch.no_grad():
+        batch = model.prepare(features, [prompt])
+        n = batch.inputs_embeds.shape[1]
+        out = decoder(
+            inputs_embeds=batch.inputs_embeds,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            use_cache=True,
+        )
+        first = torch.log_softmax(head(out.last_hidden_state[0, -1]).float(), dim=-1)
+        scores: dict[str, float] = {}
+        for c in classes:
+            target = chat_wrap(model.tokenizer, prompt, c, model.config.system_prompt)[1]
+            ids = model.tokenizer(target, add_special_tokens=False)["input_ids"]
+            lp = float(first[ids[0]])
+            if len(ids) > 1:
+                k = len(ids) - 1
+                rest = decoder(
+                    inputs_embeds=embed(torch.tensor([ids[:-1]])),
+                    attention_mask=torch.ones(1, n + k, dtype=torch.long),
+                    position_ids=torch.arange(n, n + k)[None],
+                    use_cache=True,
+                    **{cache_arg: copy.deepcopy(out.past_key_values)},
+                ).last_hidden_state[0]
+                logp = torch.log_softmax(head(rest).float(), dim=-1)
+                lp += float(sum(logp[j, t] for j, t in enumerate(ids[1:])))
+            scores[c] = lp
+    return scores
+
+
+def lm_distribution(logprobs: Mapping[str, float]) -> dict[str, float]:
+    """The class-word log-likelihoods as a distribution over the classes."""
+    values = np.array(list(logprobs.values()), dtype=np.float64)
+    p = np.exp(values - values.max())
+    return dict(zip(logprobs, (p / p.sum()).tolist(), strict=True))
+
+
+def fuse_with_lm(
+    head: Mapping[str, float], lm: Mapping[str, float], weight: float
+) -> dict[str, float]:
+    """``p(c) ∝ p_head(c) · p_LM(c)^weight`` (a log-linear pool; weight 0 = the head alone)."""
+    classes = list(head)
+    logits = np.array(
+        [math.log(max(head[c], 1e-12)) + weight * math.log(max(lm.get(c, 0.0), 1e-12))
+         for c in classes]
+    )  # fmt: skip
+    p = np.exp(logits - logits.max())
+    return dict(zip(classes, (p / p.sum()).tolist(), strict=True))
+
+
+# ----------------------------------------------------------------------------- training targets
+
+# Several true phrasings per measured direction: every one is read as the same claim by
+# esva.llm.cues.check_sentence (the build script checks each target sentence).
+PHRASES: dict[str, dict[int, tuple[str, ...]]] = {
+    "pitch": {1: ("a higher pitch", "a raised pitch"), -1: ("a lower pitch", "a deeper pitch")},
+    "loudness": {1: ("a louder delivery", "more volume"), -1: ("a softer delivery", "less volume")},
+    "pace": {1: ("a faster pace", "quicker speech"), -1: ("a slower pace", "slower speech")},
+    "melody": {
+        1: ("a livelier melody", "a more varied intonation"),
+        -1: ("a flatter melody", "a monotone delivery"),
+    },
+}
+VERBS = ("has", "shows", "comes with")
+
+
+def _listing(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + f" and {items[-1]}"
+
+
+def voice_sentence(voice: Sequence[VoiceCue], lead: str, rng: random.Random) -> str:
+    """``lead`` ("Compared with <reference>, the voice") + the measured directions."""
+    changed = [rng.choice(PHRASES[c.name][c.direction]) for c in voice if c.direction]
+    same = [c.name for c in voice if not c.direction]
+    if not changed:
+        return f"{lead} stays close to it in {_listing(same)}."
+    text = f"{lead} {rng.choice(VERBS)} {_listing(changed)}"
+    if same and rng.random() < 0.5:
+        text += f", while its {_listing(same)} {'is' if len(same) == 1 else 'are'} as usual"
+    return text + "."
+
+
+def face_sentence(cues: ClipCueSet, rng: random.Random) -> str:
+    """One sentence on the face track (its course, top expression, peak frame)."""
+    face = cues.face
+    course = face.trajectory()
+    top = face.top()
+    p = face.probabilities[top]
+    from esva.llm.cues import face_expression
+
+    top_word = face_expression(top)
+    if len(set(course)) > 1:
+        text = f"The face looks {course[0]} at first and {course[-1]} at the end"
+    else:
+        mostly = course[0]
+        text = rng.choice(
+            (f"The face looks mostly {mostly}", f"The face expert sees a mostly {mostly} face",
+             f"Over the clip the face stays mostly {mostly}")
+        )  # fmt: skip
+    detail = rng.choice(
+        (f" ({top_word} {p:.2f} over the clip)", f", with {top_word} at {p:.2f} over the clip", "")
+    )
+    text += detail
+    if face.peak_time_s is not None and rng.random() < 0.5:
+        text += f", most expressive at {face.peak_time_s:.1f} s"
+    return text + "."
+
+
+def reasoning_target(
+    cues: ClipCueSet, lead: str, modalities: Sequence[str], rng: random.Random
+) -> list[str]:
+    """True sentences about the clip's cues, the first one starting with ``lead`` (the forced
+    first words of :func:`esva.llm.conclude.lead_words`). Raises when one fails the checker."""
+    sentences = []
+    if "voice" in modalities and cues.voice:
+        sentences.append(voice_sentence(cues.voice, lead, rng))
+    if "face" in modalities and cues.face is not None:
+        sentences.append(face_sentence(cues, rng))
+    for s in sentences:
+        if bad := check_sentence(s, cues):
+            raise EsvaError(f"a training sentence fails the checker: {s!r} ({bad})")
+    return sentences
+
+
+# ----------------------------------------------------------------------------- the shipped folder
+
+
+def save_adapter(model, stats, meta: Mapping[str, Any], directory: str | Path) -> Path:
+    """Write the adapter folder: the EmotionLLM's files, ``feature_stats.safetensors`` and
+    ``adapter.json``, every file the same bytes on every machine (atomically)."""
+    import json
+
+    from safetensors.numpy import save_file
+
+    from esva.io import atomic_dir
+
+    directory = Path(directory)
+    with atomic_dir(directory) as tmp:
+        model.save_pretrained(tmp / "model")
+        for f in (tmp / "model").iterdir():
+            f.replace(tmp / f.name)
+        (tmp / "model").rmdir()
+        tensors = {}
+        for s, (mean, std) in sorted(stats.items()):
+            tensors[f"{s}.mean"] = np.asarray(mean, np.float32)
+            tensors[f"{s}.std"] = np.asarray(std, np.float32)
+        save_file(tensors, str(tmp / FEATURE_STATS), metadata={"format": ADAPTER_FORMAT})
+        # peft writes the base model's local path and its own version into
+        # adapter_config.json: pinned, so that the file (and its hash) is the same everywhere.
+        cfg_path = tmp / "adapter_config.json"
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        cfg["base_model_name_or_path"] = model.config.backbone
+        cfg.pop("peft_version", None)
+        cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        text = json.dumps({**meta, "format": ADAPTER_FORMAT}, indent=2, sort_keys=True) + "\n"
+        (tmp / ADAPTER_META).write_text(text, encoding="utf-8")
+        (tmp / "README.md").unlink(missing_ok=True)  # peft's card template, not ours
+    return directory
+
+
+@dataclass
+class ExplainAdapter:
+    """The tuned LM (an EmotionLLM), its feature statistics and its settings."""
+
+    model: Any  # esva.llm.model.EmotionLLM
+    stats: dict[str, tuple[np.ndarray, np.ndarray]]
+    meta: dict[str, Any]
+    directory: Path
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta["classes"])
+
+    @property
+    def lm_weight(self) -> float:
+        return float(self.meta.get("lm_weight", 0.0))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> ExplainAdapter:
+        from safetensors.numpy import load_file
+
+        from esva.io import read_json
+        from esva.llm.model import EmotionLLM
+
+        directory = Path(directory)
+        meta = read_json(directory / ADAPTER_META)
+        if not isinstance(meta, dict) or meta.get("format") != ADAPTER_FORMAT:
+            raise EsvaError(f"not an esva explanation adapter ({ADAPTER_FORMAT})", directory)
+        raw = load_file(str(directory / FEATURE_STATS))
+        stats = {s: (raw[f"{s}.mean"], raw[f"{s}.std"]) for s in STREAM_DIMS if f"{s}.mean" in raw}
+        model = EmotionLLM.from_pretrained(directory, download=False)
+        return cls(model.eval(), stats, meta, directory)
+
+    def second_opinion(
+        self, features: Mapping[str, np.ndarray], cues: ClipCueSet
+    ) -> dict[str, float]:
+        """The LM's distribution over the classes from the clip alone (no recogniser answer)."""
+        feats = standardize({k: v for k, v in features.items() if k in self.stats}, self.stats)
+        prompt = recognition_prompt(sorted(feats), cues, self.classes)
+        return lm_distribution(class_logprobs(self.model, feats, prompt, self.classes))
+
+
+__all__ = [
+    "ADAPTER_FORMAT",
+    "ExplainAdapter",
+    "class_logprobs",
+    "fuse_with_lm",
+    "lm_distribution",
+    "reasoning_target",
+    "recognition_prompt",
+]
