@@ -26,7 +26,12 @@ def tiny_model() -> EmotionLLM:
     config = EmotionLLMConfig(
         streams=dict(ad.STREAM_DIMS), backbone=TINY_BACKBONE, lora=LoraSettings(r=2, alpha=4)
     )
-    return EmotionLLM.build(config).eval()
+    model = EmotionLLM.build(config).eval()
+    with torch.no_grad():  # LoRA B starts at zero: make the adapters change the LM
+        for name, p in model.lm.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.5)
+    return model
 
 
 def _cues(face: bool = True) -> ClipCueSet:
@@ -133,17 +138,20 @@ def test_adapter_folder_round_trip(tiny_model, tmp_path) -> None:
     loaded = ad.ExplainAdapter.from_pretrained(out)
     assert loaded.classes == CLASSES and loaded.lm_weight == 0.5
     np.testing.assert_array_equal(loaded.stats["voice"][1], stats["voice"][1])
-    # the same model answers the same: the saved LoRA + projector are the ones used
+    # the same model answers the same: the saved LoRA + projector are the ones used, merged
+    # into the base weights at load (no peft), and the LoRA changes the answer
     feats = _features()
-    mine = ad.lm_distribution(
-        ad.class_logprobs(
-            tiny_model,
-            ad.standardize(feats, stats),
-            ad.recognition_prompt(sorted(feats), _cues(), CLASSES),
-            CLASSES,
-        )
+    z = ad.standardize(feats, stats)
+    prompt = ad.recognition_prompt(sorted(feats), _cues(), CLASSES)
+    mine = ad.class_logprobs(tiny_model, z, prompt, CLASSES)
+    assert not hasattr(loaded.model.lm, "get_base_model")
+    assert ad.class_logprobs(loaded.model, z, prompt, CLASSES) == pytest.approx(mine, abs=1e-4)
+    assert loaded.second_opinion(feats, _cues()) == pytest.approx(
+        ad.lm_distribution(mine), abs=1e-5
     )
-    assert loaded.second_opinion(feats, _cues()) == pytest.approx(mine, abs=1e-5)
+    with tiny_model.lm.disable_adapter():
+        unadapted = ad.class_logprobs(tiny_model, z, prompt, CLASSES)
+    assert max(abs(unadapted[c] - mine[c]) for c in CLASSES) > 0.1  # the LoRA mattered
     # a face-only clip (a silent video) is answered too
     only_face = loaded.second_opinion({"face": feats["face"]}, _cues())
     assert sum(only_face.values()) == pytest.approx(1.0)

@@ -258,3 +258,17 @@ def test_serve_explains_out_of_the_box(tiny, wav, monkeypatch) -> None:
         status, body = post_files(url, {"file": ("a.wav", data), "task": "recognition"})
         assert status == 400 and "unknown task" in body["error"], body
     assert loaded and loaded[0] is Service.recognizer
+
+
+def test_the_shared_prompt_cache_changes_no_number(tiny) -> None:
+    """The conclusion read on top of the prompt's KV cache scores exactly what reading prompt +
+    reasoning + clause from scratch scores."""
+    model, tokenizer = tiny
+    messages = conclude.prompt_messages(_cues(), "sad", _probs("sad"), "reason", ("voice",))
+    prompt_ids = conclude._prompt_ids(tokenizer, messages)
+    args = (model, tokenizer, prompt_ids, "The voice has a higher pitch.", "sad", CLASSES)
+    cached = conclude.force_conclusion(*args, prompt_cache=conclude.prefill(model, prompt_ids))
+    fresh = conclude.force_conclusion(*args)
+    assert cached[0] == fresh[0]
+    assert cached[1] == pytest.approx(fresh[1], abs=1e-4)
+    assert cached[2] == pytest.approx(fresh[2], abs=1e-4)

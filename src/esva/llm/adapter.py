@@ -86,7 +86,8 @@ def class_logprobs(
     from esva.llm.conclude import _cache_arg
     from esva.llm.prompt import chat_wrap
 
-    base = model.lm.get_base_model()
+    lm = model.lm  # a peft model while training, a merged plain LM in esva explain
+    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
     decoder, head = base.get_decoder(), base.get_output_embeddings()
     embed = model.lm.get_input_embeddings()
     cache_arg = _cache_arg(decoder)
@@ -100,23 +101,32 @@ def class_logprobs(
             use_cache=True,
         )
         first = torch.log_softmax(head(out.last_hidden_state[0, -1]).float(), dim=-1)
-        scores: dict[str, float] = {}
+        answers = []
         for c in classes:
             target = chat_wrap(model.tokenizer, prompt, c, model.config.system_prompt)[1]
-            ids = model.tokenizer(target, add_special_tokens=False)["input_ids"]
-            lp = float(first[ids[0]])
-            if len(ids) > 1:
-                k = len(ids) - 1
-                rest = decoder(
-                    inputs_embeds=embed(torch.tensor([ids[:-1]])),
-                    attention_mask=torch.ones(1, n + k, dtype=torch.long),
-                    position_ids=torch.arange(n, n + k)[None],
-                    use_cache=True,
-                    **{cache_arg: copy.deepcopy(out.past_key_values)},
-                ).last_hidden_state[0]
-                logp = torch.log_softmax(head(rest).float(), dim=-1)
-                lp += float(sum(logp[j, t] for j, t in enumerate(ids[1:])))
-            scores[c] = lp
+            answers.append(model.tokenizer(target, add_special_tokens=False)["input_ids"])
+        scores = {c: float(first[ids[0]]) for c, ids in zip(classes, answers, strict=True)}
+        # Every class's remaining tokens in ONE pass on the prompt cache repeated per class;
+        # right padding (after each answer) changes no earlier position under causal attention.
+        k = max(len(ids) for ids in answers) - 1
+        if k > 0:
+            rows = torch.zeros(len(classes), k, dtype=torch.long)
+            mask = torch.ones(len(classes), n + k, dtype=torch.long)
+            for i, ids in enumerate(answers):
+                rows[i, : len(ids) - 1] = torch.tensor(ids[:-1])
+                mask[i, n + len(ids) - 1 :] = 0
+            cache = copy.deepcopy(out.past_key_values)
+            cache.batch_repeat_interleave(len(classes))
+            rest = decoder(
+                inputs_embeds=embed(rows),
+                attention_mask=mask,
+                position_ids=torch.arange(n, n + k)[None].expand(len(classes), -1),
+                use_cache=True,
+                **{cache_arg: cache},
+            ).last_hidden_state
+            logp = torch.log_softmax(head(rest).float(), dim=-1)
+            for i, (c, ids) in enumerate(zip(classes, answers, strict=True)):
+                scores[c] += float(sum(logp[i, j, t] for j, t in enumerate(ids[1:])))
     return scores
 
 
@@ -217,6 +227,53 @@ def reasoning_target(
 # ----------------------------------------------------------------------------- the shipped folder
 
 
+def merged_model(directory: Path):
+    """An :class:`~esva.llm.model.EmotionLLM` of the folder with each LoRA pair merged into its
+    base weight, ``W + (alpha / r) · B A`` (peft's own merge rule for plain LoRA), on a plain
+    transformers LM: what ``PeftModel.from_pretrained(...).merge_and_unload()`` gives, without
+    importing peft (seconds of start-up) or running adapter layers per token."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from esva.io import read_json
+    from esva.llm.backbone import fingerprint, fingerprint_mismatch, load_backbone
+    from esva.llm.model import CONFIG_NAME, FORMAT, PROJECTOR_NAME, EmotionLLM, EmotionLLMConfig
+
+    meta = read_json(directory / CONFIG_NAME)
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise EsvaError(f"not an esva LLM directory (format is not {FORMAT})", directory)
+    config = EmotionLLMConfig.from_dict(meta.get("config"), directory / CONFIG_NAME)
+    lora = json.loads((directory / "adapter_config.json").read_text(encoding="utf-8"))
+    if lora.get("peft_type") != "LORA" or lora.get("use_rslora") or lora.get("use_dora"):
+        raise EsvaError("only plain LoRA adapters can be merged", directory / "adapter_config.json")
+    lm, tokenizer = load_backbone(config.backbone, config.dtype, download=False)
+    why = fingerprint_mismatch(meta.get("backbone", {}), fingerprint(lm))
+    if why is not None:
+        raise EsvaError(f"saved for another language model: {why}", directory)
+    scaling = float(lora["lora_alpha"]) / float(lora["r"])
+    weights = load_file(str(directory / "adapter_model.safetensors"))
+    modules = dict(lm.named_modules())
+    prefix = "base_model.model."
+    merged = 0
+    with torch.no_grad():
+        for key, a in weights.items():
+            if not key.endswith(".lora_A.weight"):
+                continue
+            name = key[len(prefix) : -len(".lora_A.weight")]
+            b = weights[key.replace(".lora_A.", ".lora_B.")]
+            target = modules.get(name)
+            if target is None or target.weight.shape != (b.shape[0], a.shape[1]):
+                raise EsvaError(f"LoRA weights do not fit the base LM ({name})", directory)
+            target.weight += (scaling * (b.float() @ a.float())).to(target.weight.dtype)
+            merged += 1
+    if merged == 0:
+        raise EsvaError("no LoRA weights in adapter_model.safetensors", directory)
+    model = EmotionLLM(config, lm, tokenizer, meta["backbone"])
+    model._load_projector(directory / PROJECTOR_NAME)
+    return model.eval()
+
+
 def save_adapter(model, stats, meta: Mapping[str, Any], directory: str | Path) -> Path:
     """Write the adapter folder: the EmotionLLM's files, ``feature_stats.safetensors`` and
     ``adapter.json``, every file the same bytes on every machine (atomically)."""
@@ -269,10 +326,11 @@ class ExplainAdapter:
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> ExplainAdapter:
+        """Load for inference: the LoRA deltas are merged into the base LM's weights
+        (:func:`merged_model`), so neither peft nor the adapter layers run per token."""
         from safetensors.numpy import load_file
 
         from esva.io import read_json
-        from esva.llm.model import EmotionLLM
 
         directory = Path(directory)
         meta = read_json(directory / ADAPTER_META)
@@ -280,8 +338,7 @@ class ExplainAdapter:
             raise EsvaError(f"not an esva explanation adapter ({ADAPTER_FORMAT})", directory)
         raw = load_file(str(directory / FEATURE_STATS))
         stats = {s: (raw[f"{s}.mean"], raw[f"{s}.std"]) for s in STREAM_DIMS if f"{s}.mean" in raw}
-        model = EmotionLLM.from_pretrained(directory, download=False)
-        return cls(model.eval(), stats, meta, directory)
+        return cls(merged_model(directory), stats, meta, directory)
 
     def second_opinion(
         self, features: Mapping[str, np.ndarray], cues: ClipCueSet

@@ -130,23 +130,31 @@ def sample_reasonings(
     sentences: int = 2,
     lead: str = "",
     repetition_penalty: float = 1.2,
+    prompt_cache=None,
 ) -> list[str]:
     """``n`` sampled reasonings (one batched ``generate``), the other classes' names banned.
 
-    ``prompt_ids`` end with the forced ``lead`` words; each returned text starts with them."""
+    ``prompt_ids`` end with the forced ``lead`` words; each returned text starts with them.
+    ``prompt_cache``: the KV cache of a prefix of ``prompt_ids`` (:func:`prefill`), shared by
+    the ``n`` rows so the prompt is read once, not once per sample."""
     from transformers import StoppingCriteriaList
 
+    rows, kwargs = prompt_ids, {"num_return_sequences": n}
+    if prompt_cache is not None:
+        cache = copy.deepcopy(prompt_cache)
+        cache.batch_repeat_interleave(n)
+        rows, kwargs = prompt_ids.repeat(n, 1), {_cache_arg(model): cache}
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
         out = model.generate(
-            prompt_ids,
-            attention_mask=torch.ones_like(prompt_ids),
+            rows,
+            attention_mask=torch.ones_like(rows),
             do_sample=True,
             temperature=0.7,
             top_p=0.9,
             repetition_penalty=repetition_penalty,
-            num_return_sequences=n,
             max_new_tokens=max_new_tokens,
+            **kwargs,
             bad_words_ids=banned or None,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
@@ -206,6 +214,12 @@ def _cache_arg(model) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
+def prefill(model, prompt_ids: torch.Tensor):
+    """The KV cache of ``prompt_ids`` (read once, then shared by sampling and the conclusion)."""
+    with torch.no_grad():
+        return model(input_ids=prompt_ids, use_cache=True).past_key_values
+
+
 def force_conclusion(
     model,
     tokenizer,
@@ -215,17 +229,22 @@ def force_conclusion(
     classes: Sequence[str],
     clause: str = CONCLUSION,
     score_classes: bool = True,
+    prompt_cache=None,
 ) -> tuple[str, float, dict[str, float]]:
     """Force-decode ``clause`` after ``reasoning``: (the decoded reasoning + clause, the label
     tokens' log-prob, each class word's log-prob in the label slot; the label's alone when not
-    ``score_classes``)."""
+    ``score_classes``). ``prompt_cache``: :func:`prefill` of ``prompt_ids``, so that only the
+    reasoning and the clause are read here."""
     prefix, suffix = clause.split("{label}")
     # "... the emotion is" + " happy.": the label with its leading space, as BPE writes words.
     head = (reasoning + " " if reasoning else "") + prefix.rstrip()
     head_ids = tokenizer(head, add_special_tokens=False, return_tensors="pt").input_ids
-    context = torch.cat([prompt_ids, head_ids], dim=1)
     with torch.no_grad():  # the shared context once; each class word continues its cache
-        out = model(input_ids=context, use_cache=True)
+        if prompt_cache is not None:
+            past = {_cache_arg(model): copy.deepcopy(prompt_cache)}
+            out = model(input_ids=head_ids, use_cache=True, **past)
+        else:
+            out = model(input_ids=torch.cat([prompt_ids, head_ids], dim=1), use_cache=True)
     first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
     scores: dict[str, float] = {}
     forced: list[int] = []
@@ -270,16 +289,22 @@ def explain_with_model(
     messages = prompt_messages(cues, label, probabilities, task, modalities)
     lead = lead_words(cues, modalities) if task != "emotion" else ""
     prompt_ids = _prompt_ids(tokenizer, messages)
+    cache = prefill(model, prompt_ids)
     kept: list[str] = []
     dropped: list[dict] = []
     source = "none"
     n = 0
     if task != "emotion":
         others = [c for c in classes if c.lower() != label.lower()]
+        # The lead is tokenised on its own after the prompt, as training tokenised the answer
+        # apart from the prompt; the prompt's cache is then shared (sampling needs one new token
+        # at least, so without a lead the prompt is read again).
+        lead_ids = tokenizer(lead, add_special_tokens=False, return_tensors="pt").input_ids
         candidates = sample_reasonings(
             model,
             tokenizer,
-            _prompt_ids(tokenizer, messages, lead),
+            torch.cat([prompt_ids, lead_ids], dim=1),
+            prompt_cache=cache if lead_ids.shape[1] else None,
             lead=lead,
             banned=banned_words(tokenizer, others),
             n=samples,
@@ -303,6 +328,7 @@ def explain_with_model(
         classes,
         ANSWER if task == "emotion" else CONCLUSION,
         score_classes,
+        prompt_cache=cache,
     )
     sentences = [{"sentence": s, "claims": [vars(c) for c in claims(s, cues)]} for s in kept]
     return Explanation(text, sentences, dropped, source, logprob, scores, n)
