@@ -168,15 +168,43 @@ def fused_probs(spec, experts: dict) -> np.ndarray:
     return fuse(spec, experts, []).probabilities
 
 
+def shipped_voice() -> tuple[str, dict]:
+    """The shipped voice model's type and its config.json (unverified: --install rewrites)."""
+    from esva.assets import default_model_dir
+    from esva.io import read_json
+
+    config = read_json(default_model_dir(verify=False) / "config.json")
+    return str(config.get("model_type", "esva")), config
+
+
 def voice_temperature() -> float:
-    """Median of the shipped voice model's per-fold temperatures in results/crosscorpus.json
-    (each fitted on that fold's validation speakers); 1.0 when that benchmark has not run."""
+    """1.0 for the pooled voice model (its own temperature, fitted on out-of-corpus
+    predictions, is inside it); for an ESVA voice model, the median of its per-fold temperatures
+    in results/crosscorpus.json (each fitted on that fold's validation speakers)."""
+    kind, _ = shipped_voice()
     path = ROOT / "results" / "crosscorpus.json"
-    if not path.is_file():
+    if kind == "pooled-voice" or not path.is_file():
         return 1.0
     folds = json.loads(path.read_text()).get("methods", {}).get("shipped", {})
     temps = [float(f["temperature"]) for f in folds.values() if "temperature" in f]
     return round(float(np.median(temps)), 3) if temps else 1.0
+
+
+def confidence_threshold() -> float | None:
+    """The pooled voice model's calibrated threshold (chosen by benchmarks/generalise.py on
+    out-of-corpus predictions for its stated precision); None for other voice models."""
+    _, config = shipped_voice()
+    value = (config.get("training") or {}).get("confidence_threshold")
+    return None if value is None else float(value)
+
+
+def face_encoder() -> str:
+    """The face expert the shipped fusion.json names (benchmarks/faces.py chooses it)."""
+    from esva.assets import default_model_dir
+    from esva.io import read_json
+
+    fusion = read_json(default_model_dir(verify=False) / "fusion.json")
+    return str(fusion["experts"]["face"]["encoder"])
 
 
 VOICE_T = voice_temperature()
@@ -203,10 +231,19 @@ def default_spec_dict(alpha: float, gamma: float, speech_full: float) -> dict:
                 "base_weight": round(1.0 - alpha, 4),
                 "source": "model",
             },
-            "face": {"temperature": 1.0, "base_weight": round(alpha, 4), "encoder": "face-expert"},
+            "face": {
+                "temperature": 1.0,
+                "base_weight": round(alpha, 4),
+                "encoder": face_encoder(),
+            },
         },
         "confidence_power": gamma,
         "speech_full": speech_full,
+        **(
+            {}
+            if confidence_threshold() is None
+            else {"confidence_threshold": confidence_threshold()}
+        ),
         "chosen_by": "benchmarks/fusion_dev.py -> results/fusion_dev.md",
     }
 
@@ -349,6 +386,19 @@ def main() -> None:
         f"{r[0]} (truth {r[1]}: voice {r[2]} -> fused {r[4]})" for r in per_take if r[2] != r[4]
     ]
     elapsed = time.perf_counter() - t0
+    pooled = shipped_voice()[0] == "pooled-voice"
+    voice_t_note = (
+        "the pooled voice model's own temperature, fitted on out-of-corpus predictions by "
+        "benchmarks/generalise.py, is inside it"
+        if pooled
+        else "not chosen here: the median of the shipped voice model's per-fold validation "
+        "temperatures in results/crosscorpus.json"
+    )
+    heldout_note = (
+        "benchmarks/generalise.py --install: five corpora, RAVDESS Actor_01 left out"
+        if pooled
+        else "RAVDESS actors 02-20"
+    )
     take_header = ["take", "truth", "voice", "face", "fused", "voice (shipped)",
                    "voice presence", "face presence"]  # fmt: skip
     mead_header = ["clip", "MEAD label", "ser7 truth", "answer", "flagged face-only",
@@ -362,8 +412,7 @@ Rule and parameters: `esva.fusion.reliability` (module doc); settings shipped in
 `src/esva/assets/default_model/fusion.json`.
 
 **Chosen: alpha (face base weight) = {alpha}, gamma (confidence power) = {gamma:g},
-speech_full = {speech_full}; voice temperature {VOICE_T} (not chosen here: the median of the
-shipped voice model's per-fold validation temperatures in results/crosscorpus.json).**
+speech_full = {speech_full}; voice temperature {VOICE_T} ({voice_t_note}).**
 Chosen on the held-out voice model's 18 RAVDESS Actor_01 takes
 by mean NLL of the true ser7 class (ties: accuracy, then the larger alpha).
 
@@ -374,7 +423,7 @@ speech_full = {speech_full}: the 25th percentile of the energy-VAD speech share 
 ## RAVDESS Actor_01, 18 takes with face and voice (dev; ser7, calm -> neutral)
 
 The shipped voice model was trained on Actor_01: its rows are optimistic and were NOT used to
-choose anything. The held-out voice model is the same recipe trained on actors 02-20.
+choose anything. The held-out voice model is the same recipe without Actor_01 ({heldout_note}).
 
 {markdown_table(["voice model", "rule", "right", "mean NLL"], rows)}
 

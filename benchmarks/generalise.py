@@ -83,18 +83,26 @@ def load_data(encoders: tuple[str, ...]) -> Data:
 
 def features(data: Data, spec: str) -> np.ndarray:
     """(N, F) clip features for a spec ``"<enc>[+<enc>]:<layers>[:inorm]"``: layers ``all`` or an
-    index; ``inorm``: each hidden state's statistics standardised over their own dimensions
-    (per clip: all a single user file can give)."""
-    encs, layers, *opt = spec.split(":")
+    index; ``inorm``: the model standardises each hidden state's statistics over their own
+    dimensions, per clip (all a single user file can give: ``PooledVoiceConfig.clip_norm``)."""
+    encs, layers, *_ = spec.split(":")
     parts = []
     for k in encs.split("+"):
         x = data.states[k]
         if layers != "all":
             x = x[:, [int(layers)]]
-        if "inorm" in opt:
-            x = (x - x.mean(-1, keepdims=True)) / (x.std(-1, keepdims=True) + 1e-6)
         parts.append(x.reshape(len(x), -1))
     return np.concatenate(parts, axis=1)
+
+
+def group_norm(x: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Each group's rows standardised by that group's own mean and std (per-corpus or
+    per-speaker normalisation: transductive, it needs many clips of the same source)."""
+    out = np.empty_like(x)
+    for g in np.unique(groups):
+        rows = groups == g
+        out[rows] = (x[rows] - x[rows].mean(0)) / (x[rows].std(0) + 1e-6)
+    return out
 
 
 def stream_layout(data: Data, spec: str) -> list[tuple[str, int, int]]:
@@ -110,7 +118,7 @@ def stream_layout(data: Data, spec: str) -> list[tuple[str, int, int]]:
 def fit_predict(x, data: Data, train, test, c=REF_C, balance="corpus-class", spec="tiny:all"):
     groups = list(zip(data.corpus[train], data.y[train], strict=True))
     w = balanced_weights(groups, balance)
-    config = PooledVoiceConfig(CLASSES, stream_layout(data, spec))
+    config = PooledVoiceConfig(CLASSES, stream_layout(data, spec), clip_norm="inorm" in spec)
     model = fit_pooled_head(x[train], data.y[train], config, c, w)
     return predict_pooled(model, x[test])
 
@@ -142,6 +150,35 @@ def loco(x, data: Data, train_corpora=None, **kw) -> dict[str, dict]:
     return out
 
 
+def loco_augmented(x: np.ndarray, x_aug: np.ndarray, data: Data, spec: str) -> dict:
+    """LOCO with one seeded augmented copy of every training clip added to the training set
+    (the held-out corpus is scored clean, as users' clips come)."""
+    out = {}
+    for held in CORPORA:
+        train = np.flatnonzero(data.corpus != held)
+        test = np.flatnonzero(data.corpus == held)
+        both = np.concatenate([x[train], x_aug[train]])
+        y = np.concatenate([data.y[train], data.y[train]])
+        groups = list(zip(np.tile(data.corpus[train], 2), y, strict=True))
+        config = PooledVoiceConfig(CLASSES, stream_layout(data, spec))
+        model = fit_pooled_head(both, y, config, REF_C, balanced_weights(groups))
+        out[held] = scores(predict_pooled(model, x[test]), data.y[test])
+    return out
+
+
+def augmented_states(key: str = "tiny") -> np.ndarray | None:
+    """The cached augmented copy #0 of every clip (None until all corpora are encoded)."""
+    parts = []
+    for c in CORPORA:
+        cache = gf.WORK / "augmented" / f"{c}_0"
+        n = len(gf.load_corpus(c))
+        files = sorted(cache.glob(f"{ENCODERS[key]}_*.npz")) if cache.is_dir() else []
+        if sum(len(np.load(f)["names"]) for f in files) != n:
+            return None
+        parts.append(gf.augmented_features(c, ENCODERS[key])[1])
+    return np.concatenate(parts)
+
+
 def mean_wf1(res: dict) -> float:
     return float(np.mean([r["weighted_f1"] for r in res.values()]))
 
@@ -157,7 +194,7 @@ def fit_wsum(z, y, w, c: float, test):
     a = torch.zeros(z.shape[1], requires_grad=True)
     W = torch.zeros(len(CLASSES), z.shape[2], requires_grad=True)
     b = torch.zeros(len(CLASSES), requires_grad=True)
-    opt = torch.optim.LBFGS([a, W, b], max_iter=300, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS([a, W, b], max_iter=100, line_search_fn="strong_wolfe")
     total = float(w.sum())
 
     def logits(zz):
@@ -385,7 +422,17 @@ def main() -> None:
     diag["tiny+base:all"] = cached(
         "tiny+base:all", lambda: loco(xs["tiny+base:all"], data, spec="tiny+base:all")
     )
+    diag["corpus-norm"] = cached(
+        "corpus-norm", lambda: loco(group_norm(xs[ref], data.corpus), data)
+    )
+    diag["speaker-norm"] = cached(
+        "speaker-norm", lambda: loco(group_norm(xs[ref], data.speaker), data)
+    )
     diag["inorm"] = cached("inorm", lambda: loco(xs["tiny:all:inorm"], data, spec="tiny:all:inorm"))
+    aug = augmented_states()
+    if aug is not None:
+        x_aug = aug.reshape(len(aug), -1)
+        diag["augmented"] = cached("augmented", lambda: loco_augmented(xs[ref], x_aug, data, ref))
     for bal in ("none", "class"):
         diag[f"bal:{bal}"] = cached(f"bal:{bal}", lambda b=bal: loco(xs[ref], data, balance=b))
     for c in (0.01, 1.0):
@@ -434,6 +481,16 @@ def write_report(out: Path, diag, nested, rav, final, seconds) -> None:
         row("encoder: base, all hidden states", diag["base:all"]),
         row("encoders: tiny.en + base, all hidden states", diag["tiny+base:all"]),
         row("per-clip normalisation (each state's statistics over its own dims)", diag["inorm"]),
+        *(
+            [row("+ one augmented copy of every training clip", diag["augmented"])]
+            if "augmented" in diag
+            else []
+        ),
+        row(
+            "per-corpus normalisation (transductive: the test corpus by its own statistics)",
+            diag["corpus-norm"],
+        ),
+        row("per-speaker normalisation (transductive, needs speaker ids)", diag["speaker-norm"]),
         row("no balancing", diag["bal:none"]),
         row("class balance only", diag["bal:class"]),
         row("C = 0.01", diag["C:0.01"]),
@@ -524,6 +581,7 @@ def build_model(xs: dict, data: Data, final: dict, keep: np.ndarray, out: Path) 
         CLASSES,
         streams,
         temperature=round(final["temperature"], 4),
+        clip_norm="inorm" in spec,
         training={
             "recipe": "benchmarks/generalise.py --install",
             "corpora": sorted(set(data.corpus[keep].tolist())),

@@ -50,12 +50,14 @@ def test_masked_pooling_and_layout_match_the_cached_features():
     np.testing.assert_allclose(got[1], _reference_pooled(b), rtol=1e-5, atol=1e-5)
 
 
-def test_fit_learns_a_separable_problem_and_forward_matches_the_fast_path():
+@pytest.mark.parametrize("clip_norm", [False, True])
+def test_fit_learns_a_separable_problem_and_forward_matches_the_fast_path(clip_norm):
     rng = np.random.default_rng(1)
-    clips = [_frames(rng, 20) + (k % 3) * 0.8 for k in range(60)]
+    # the classes differ in spread, which survives the per-clip normalisation too
+    clips = [_frames(rng, 20) * (1 + (k % 3)) + (k % 3) * 0.8 for k in range(60)]
     y = np.array([k % 3 for k in range(60)])
     pooled = np.stack([_reference_pooled(c) for c in clips])
-    config = PooledVoiceConfig(["a", "b", "c"], STREAMS, temperature=2.0)
+    config = PooledVoiceConfig(["a", "b", "c"], STREAMS, temperature=2.0, clip_norm=clip_norm)
     model = fit_pooled_head(pooled, y, config, c=1.0)
     p_fast = predict_pooled(model, pooled)
     assert (p_fast.argmax(1) == y).mean() == 1.0
@@ -65,9 +67,22 @@ def test_fit_learns_a_separable_problem_and_forward_matches_the_fast_path():
     np.testing.assert_allclose(p_model.probabilities.numpy(), p_fast, atol=1e-5)
     assert bool(p_model.present["audio"].all())
     # the temperature softens: the same logits at T=1 are sharper
-    sharper = PooledVoiceModel(PooledVoiceConfig(["a", "b", "c"], STREAMS, temperature=1.0))
+    sharper = PooledVoiceModel(
+        PooledVoiceConfig(["a", "b", "c"], STREAMS, temperature=1.0, clip_norm=clip_norm)
+    )
     sharper.load_state_dict(model.state_dict())
     assert predict_pooled(sharper, pooled).max(1).mean() > p_fast.max(1).mean()
+
+
+def test_clip_normalisation_removes_a_clip_s_level_and_scale():
+    from esva.model.pooled_voice import clip_normalise
+
+    rng = np.random.default_rng(2)
+    stats = torch.from_numpy(np.stack([_reference_pooled(_frames(rng, 10))]))
+    scaled = clip_normalise(stats * 3.0 + 5.0, STREAMS)
+    np.testing.assert_allclose(clip_normalise(stats, STREAMS), scaled, atol=1e-4)
+    block = scaled[0, : 2 * 4].numpy()  # first stream, first hidden state: [mean | std]
+    assert abs(block.mean()) < 1e-5 and abs(block.std() - 1) < 1e-3
 
 
 def test_balanced_weights_equalise_cells():

@@ -46,6 +46,9 @@ class PooledVoiceConfig:
     streams: list[tuple[str, int, int]]
     audio_fps: float = 50.0
     temperature: float = 1.0
+    # per clip, each hidden state's [mean | std] vector standardised over its own dimensions
+    # (removes a clip's overall level and spread: all one user file can normalise by)
+    clip_norm: bool = False
     training: dict[str, Any] = field(default_factory=dict)  # provenance, as written
     model_type: str = MODEL_TYPE
 
@@ -91,6 +94,7 @@ class PooledVoiceConfig:
             streams=streams,
             audio_fps=float(obj.get("audio_fps", 50.0)),
             temperature=t,
+            clip_norm=bool(obj.get("clip_norm", False)),
             training=dict(obj.get("training", {})),
         )
 
@@ -123,6 +127,19 @@ def pooled_statistics(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.cat([mean, var.clamp_min(0.0).sqrt()], dim=-1)
 
 
+def clip_normalise(stats: torch.Tensor, streams: list[tuple[str, int, int]]) -> torch.Tensor:
+    """Each hidden state's ``[mean | std]`` block of interleaved statistics standardised over
+    its own ``2D`` values (``PooledVoiceConfig.clip_norm``)."""
+    parts, start = [], 0
+    for _, n, d in streams:
+        block = stats[:, start : start + n * 2 * d].reshape(-1, n, 2 * d)
+        mean, std = block.mean(-1, keepdim=True), block.std(-1, keepdim=True, correction=0)
+        block = (block - mean) / (std + 1e-6)
+        parts.append(block.reshape(len(stats), -1))
+        start += n * 2 * d
+    return torch.cat(parts, dim=-1)
+
+
 def interleave(stats: torch.Tensor, streams: list[tuple[str, int, int]]) -> torch.Tensor:
     """(B, 2F) [all means | all stds] -> (B, 2F) ordered stream, hidden state, [mean | std]:
     the layout of a clip's ``(n_states, 2D)`` pooled features flattened, stream after stream."""
@@ -151,6 +168,8 @@ class PooledVoiceModel(nn.Module):
     def features(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The standardised pooled statistics ``z`` of a padded batch (module doc)."""
         stats = interleave(pooled_statistics(x.float(), mask.bool()), self.config.streams)
+        if self.config.clip_norm:
+            stats = clip_normalise(stats, self.config.streams)
         return (stats - self.mean) / self.scale
 
     def forward(self, batch: dict[str, torch.Tensor]) -> PooledOutput:
@@ -215,6 +234,7 @@ __all__ = [
     "PooledOutput",
     "PooledVoiceConfig",
     "PooledVoiceModel",
+    "clip_normalise",
     "interleave",
     "load_model",
     "model_type",

@@ -6,6 +6,10 @@ total weight so that one C means the same for any corpus size:
 
     min_{W,b}  sum_i w_i CE(W z_i + b, y_i) / sum_i w_i  +  ||W||^2 / (2 C sum_i w_i)
 
+L-BFGS stops after 100 iterations: a third of the time of 300, and no worse on a held-out
+corpus where we compared (the early stop acts as a little extra regularisation); the fit stays
+deterministic.
+
 ``balanced_weights`` gives every (corpus, class) cell the same total weight, so neither a large
 corpus (nEMO 4,481 clips vs EMOVO 588) nor a frequent class sets the decision rule.
 """
@@ -19,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from esva.model.pooled_voice import PooledVoiceConfig, PooledVoiceModel
+from esva.model.pooled_voice import PooledVoiceConfig, PooledVoiceModel, clip_normalise
 
 
 def balanced_weights(groups: Sequence[tuple], mode: str = "corpus-class") -> np.ndarray:
@@ -42,7 +46,7 @@ def fit_linear(
     n_classes: int,
     c: float = 0.1,
     weights: np.ndarray | None = None,
-    max_iter: int = 300,
+    max_iter: int = 100,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(W (C, F), b (C,)) minimising the module's objective on standardised ``z``."""
     torch.manual_seed(0)
@@ -84,7 +88,9 @@ def fit_pooled_head(
 ) -> PooledVoiceModel:
     """A :class:`PooledVoiceModel` fitted on ``pooled`` (N, n_features) clip statistics in the
     model's layout (stream, hidden state, [mean | std]) and labels ``y`` (indices of
-    ``config.classes``). Temperature stays ``config.temperature``."""
+    ``config.classes``), before any clip normalisation (applied here when ``config.clip_norm``).
+    Temperature stays ``config.temperature``."""
+    pooled = clip_stats(pooled, config)
     mean, scale = standardiser(pooled)
     W, b = fit_linear((pooled - mean) / scale, y, len(config.classes), c, weights)
     model = PooledVoiceModel(config)
@@ -96,13 +102,30 @@ def fit_pooled_head(
     return model.eval()
 
 
+def clip_stats(pooled: np.ndarray, config: PooledVoiceConfig) -> np.ndarray:
+    """The clip normalisation of the model's forward, on already pooled statistics."""
+    if not config.clip_norm:
+        return pooled
+    with torch.no_grad():
+        t = torch.from_numpy(np.ascontiguousarray(pooled, dtype=np.float32))
+        return clip_normalise(t, config.streams).numpy()
+
+
 def predict_pooled(model: PooledVoiceModel, pooled: np.ndarray) -> np.ndarray:
     """Probabilities (N, C) of already pooled statistics (the benchmark's fast path; the same
     arithmetic as the model's forward after pooling)."""
+    pooled = clip_stats(pooled, model.config)
     with torch.no_grad():
         z = (torch.from_numpy(pooled.astype(np.float32)) - model.mean) / model.scale
         logits = model.linear(z) / model.config.temperature
         return torch.softmax(logits, -1).numpy().astype(np.float64)
 
 
-__all__ = ["balanced_weights", "fit_linear", "fit_pooled_head", "predict_pooled", "standardiser"]
+__all__ = [
+    "balanced_weights",
+    "clip_stats",
+    "fit_linear",
+    "fit_pooled_head",
+    "predict_pooled",
+    "standardiser",
+]
