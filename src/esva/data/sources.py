@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from esva.errors import EsvaError
 
@@ -28,6 +29,15 @@ class ClipSource:
     # offset between a 03- audio file and its 02- video twin).
     audio_offset_s: float = 0.0
     extra: dict[str, str] = field(default_factory=dict)
+    # In-memory media (the Python API's arrays, esva.media.arrays), read instead of decoding a
+    # file: an esva.media.types.AudioClip (16 kHz mono) and esva.media.types.VideoFrames.
+    audio_clip: Any = None
+    frames: Any = None
+
+    @property
+    def in_memory(self) -> bool:
+        """True when the clip's media are arrays, not files."""
+        return self.audio_clip is not None or self.frames is not None
 
     @property
     def media(self) -> list[Path]:
