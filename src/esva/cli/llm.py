@@ -130,8 +130,10 @@ def explain(
             asr=asr,
             assume_default_extraction=assume_default_extraction,
         )
-    if as_json:
-        typer.echo(json_dumps(result, default=float))
+    if as_json:  # the Python API's typed result prints the same object
+        from esva.apps.results import explain_result
+
+        typer.echo(json_dumps(explain_result(result).to_dict(), default=float))
         return
     from rich.console import Console
     from rich.markup import escape
