@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from esva.data.corpora import load_corpora
 from esva.data.datasets import (
     ased,
     emovo,
     get_adapter,
     list_adapters,
-    load_corpora,
     load_dataset,
     tess,
 )
