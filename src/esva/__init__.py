@@ -17,7 +17,7 @@ models    ``align`` (Eq. 3-9) ``msfe`` (Eq. 1-2) ``fusion`` ``model`` (ESVAModel
 recipes   ``recipes`` (one training engine; the ESVA and LLM recipes; evaluation runs)
           ``evaluate`` (pure scorers: MER2023 / MER2024-OV / MER2025 wheel, EMER judge)
 apps      ``apps``: inference (one path from a file to an answer), predict, batch, explain,
-          align, demo, serve
+          align, demo, serve; ``pipeline`` (the Python API) and ``results`` (typed results)
 cli       ``cli``: thin typer wrappers, one module per command
 
 The Python API is :func:`pipeline` (``esva.apps.pipeline``): ``esva.pipeline("emotion")(path)``.
