@@ -92,6 +92,21 @@ def test_path_and_bytes(emotion, voice_file) -> None:
     assert named.file == "upload.wav"
 
 
+def test_bytes_of_an_audio_only_mp4_are_read_as_audio(emotion, tmp_path) -> None:
+    from media_factory import write_media
+
+    path = write_media(tmp_path / "voice.mp4", video=False, duration_s=1.5, freq=180.0)
+    result = emotion(path.read_bytes())
+    assert result.face_coverage is None and "visual" not in result.missing  # an audio file
+    assert not any(f.startswith("offset not measured") for f in result.flags), result.flags
+    before = set(Path(tempfile.gettempdir()).glob("esva-input-*"))
+    data = path.read_bytes()
+    with pytest.raises(EsvaError) as info:
+        emotion(data[:40])  # the magic numbers of an mp4, then nothing
+    assert "esva-input-" not in str(info.value) and "\n" not in str(info.value)
+    assert set(Path(tempfile.gettempdir()).glob("esva-input-*")) == before
+
+
 def test_progress_hook(emotion) -> None:
     seen: list[tuple[str, float]] = []
     emotion(_voice(1.0), sample_rate=16_000, progress=lambda stage, f: seen.append((stage, f)))

@@ -101,23 +101,17 @@ def read_input(
         else:
             raise EsvaError("give one input: a path, bytes, or waveform/frames arrays, not both")
     if audio is not None and (inputs is None or _is_array(inputs)):
-        raise EsvaError("audio= (a separate audio file) goes with a video file's path")
+        raise EsvaError("audio= (a separate audio file) goes with a video file's path or bytes")
+    if audio is not None and not Path(audio).is_file():
+        raise EsvaError("file not found", audio)
+    separate = Path(audio) if audio is not None else None
     if isinstance(inputs, str | os.PathLike):
         path = Path(inputs)
         if not path.is_file():
             raise EsvaError("file not found" if not path.exists() else "not a file", path)
-        if audio is not None and not Path(audio).is_file():
-            raise EsvaError("file not found", audio)
-        return ClipInput(str(path) if name is None else name, path, Path(audio) if audio else None)
+        return ClipInput(str(path) if name is None else name, path, separate)
     if isinstance(inputs, bytes | bytearray | memoryview):
-        from esva.media.arrays import sniff_suffix
-
-        data = bytes(inputs)
-        suffix = sniff_suffix(data)
-        handle, tmp = tempfile.mkstemp(prefix="esva-input-", suffix=suffix)
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        return ClipInput(name or BYTES_NAME, Path(tmp), temporary=Path(tmp))
+        return _bytes_input(bytes(inputs), name or BYTES_NAME, separate)
     if inputs is not None and not _is_array(inputs):
         raise EsvaError(
             f"cannot read a {type(inputs).__name__} as media: give a path, bytes, "
@@ -137,6 +131,32 @@ def read_input(
     video = frames_from_array(frames, fps) if frames is not None else None
     label = name or ARRAY_NAME
     return ClipInput(label, source=ClipSource(name=label, audio_clip=clip, frames=video))
+
+
+def _bytes_input(data: bytes, name: str, audio: Path | None) -> ClipInput:
+    """``data`` in a temporary file whose suffix says what it holds (sniffed from the magic
+    numbers, then checked by PyAV: a video container without a picture is named as audio, so
+    the apps read it as an audio file)."""
+    from esva.data.sources import VIDEO_SUFFIXES
+    from esva.media.arrays import sniff_suffix
+    from esva.media.decode import probe
+
+    suffix = sniff_suffix(data)
+    handle, raw = tempfile.mkstemp(prefix="esva-input-", suffix=suffix)
+    tmp = Path(raw)
+    with os.fdopen(handle, "wb") as out:
+        out.write(data)
+    try:
+        info = probe(tmp)
+        if suffix in VIDEO_SUFFIXES and not info.has_video and audio is None:
+            tmp = tmp.rename(tmp.with_suffix(".m4a"))
+    except EsvaError as err:
+        tmp.unlink(missing_ok=True)
+        raise EsvaError(str(err).replace(str(tmp), name)) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return ClipInput(name, tmp, audio, temporary=tmp)
 
 
 def _scrub(value: Any, old: str, new: str) -> Any:
@@ -357,7 +377,9 @@ def _array_media(clip: ClipInput, config: Any, media_type: type) -> Any:
 class ExplainPipeline(Pipeline):
     """``esva explain``: label, measured cues and an explanation in words. The shipped adapter,
     another adapter folder, a base LM (``llm=``) and an ``esva train-llm`` model are
-    configurations of this one pipeline."""
+    configurations of this one pipeline. The wording is sampled with a seed from the input's
+    name (as ``esva explain`` seeds it from the file name): give arrays or bytes ``name=`` to
+    get the words a file of that name gets."""
 
     task = "explain"
     OPTIONS = ("task", "max_new_tokens", "samples")
