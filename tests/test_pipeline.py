@@ -240,3 +240,58 @@ def test_video_arrays_answer_as_the_file(shared_data, capsys) -> None:
     assert from_arrays.per_modality.keys() == from_file.per_modality.keys() == {"voice", "face"}
     with pytest.raises(EsvaError, match="align needs video"):
         pipe(audio.samples, sample_rate=16_000)
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_a_visual_model_on_real_frames_in_memory(shared_data, tmp_path) -> None:
+    """A model whose extractor tracks faces (fer-cnn at 25 fps) on the real clip's frames."""
+    clip = shared_data / "ravdess_av/Actor_01/01-01-08-01-02-02-01.mp4"
+    if not clip.exists():
+        pytest.skip(f"{clip} is absent")
+    from esva.media.decode import load_audio, load_video
+    from esva.model import ESVAModel
+    from esva.model.config import ESVAConfig
+
+    model_dir = tmp_path / "model"
+    ESVAModel(
+        ESVAConfig(
+            audio_dim=10, visual_dim=135, hidden_dim=16,
+            encoders={"audio": "prosody", "visual": "fer-cnn"},
+        )
+    ).save_pretrained(model_dir)  # fmt: skip
+    pipe = esva.pipeline("emotion", model=model_dir, assume_default_extraction=True)
+    from_file = pipe(clip)
+    assert "visual" in from_file.modalities  # faces were found and encoded
+    audio, video = load_audio(clip), load_video(clip)
+    from_arrays = pipe(
+        frames=video.frames, fps=video.fps, waveform=audio.samples, sample_rate=16_000
+    )
+    _assert_same_probabilities(from_arrays.probabilities, from_file.probabilities)
+    assert from_arrays.modalities == from_file.modalities
+
+
+def test_a_model_with_a_visual_stream_reads_frames_in_memory(tmp_path) -> None:
+    """A model that extracts faces itself (prosody + fer-cnn at 25 fps): frames and waveform in
+    memory give the probabilities of the same decoded video file."""
+    from esva.media.decode import load_audio, load_video
+    from esva.model import ESVAModel
+    from esva.model.config import ESVAConfig
+    from media_factory import write_media
+
+    model_dir = tmp_path / "model"
+    ESVAModel(
+        ESVAConfig(
+            audio_dim=10, visual_dim=135, hidden_dim=16,
+            encoders={"audio": "prosody", "visual": "fer-cnn"},
+        )
+    ).save_pretrained(model_dir)  # fmt: skip
+    video = write_media(tmp_path / "talk.mp4", duration_s=1.5, freq=180.0)
+    pipe = esva.pipeline("emotion", model=model_dir, assume_default_extraction=True)
+    from_file = pipe(video)
+    audio, frames = load_audio(video), load_video(video)
+    from_arrays = pipe(
+        frames=frames.frames, fps=frames.fps, waveform=audio.samples, sample_rate=16_000
+    )
+    _assert_same_probabilities(from_arrays.probabilities, from_file.probabilities)
+    assert from_arrays.flags == from_file.flags and from_arrays.missing == from_file.missing
