@@ -44,12 +44,9 @@ def _all_states(encoder, samples: np.ndarray) -> np.ndarray:
         piece = samples[i : i + window]
         if len(piece) < 2 * HOP_LENGTH:
             continue
-        mel = encoder.feature_extractor(
-            piece, sampling_rate=SAMPLE_RATE, padding="longest", return_tensors="pt"
-        ).input_features
-        mel = mel[..., : 2 * encoder.max_frames]
+        mel = encoder.log_mel(piece)[..., : 2 * encoder.max_frames]
         with torch.inference_mode():
-            states = encoder.hidden_states(mel)
+            states = encoder.hidden_states(mel.to(encoder.encoder.conv1.weight.dtype))
         n_out = math.ceil((len(piece) // HOP_LENGTH) / 2)
         parts.append(torch.stack([s[0, :n_out] for s in states]).float().numpy())
     return np.concatenate(parts, axis=1)

@@ -204,11 +204,26 @@ def _spec(**over) -> FusionSpec:
         ({"experts": {"voice": {"base_weight": float("nan")}}}, "base_weight"),
         ({"experts": {"voice": {"base_weight": 1, "temperature": 0}}}, "temperature"),
         ({"speech_full": 0}, "speech_full"),
+        ({"confidence_threshold": 1.5}, "confidence_threshold"),
+        ({"confidence_threshold": "high"}, "confidence_threshold"),
     ],
 )
 def test_bad_fusion_settings_are_one_line_errors(over, words):
     with pytest.raises(EsvaError, match=words):
         _spec(**over)
+
+
+def test_calibrated_confidence_rule_and_round_trip():
+    from esva.apps.fused import calibrated_confidence
+
+    spec = _spec(confidence_threshold=0.5)
+    assert FusionSpec.from_dict(spec.to_dict()).confidence_threshold == 0.5
+    assert calibrated_confidence(np.array([0.6, 0.3, 0.1]), spec) == (True, None)
+    ok, flag = calibrated_confidence(np.array([0.45, 0.35, 0.2]), spec)
+    assert not ok and flag.startswith("uncertain: top probability 0.45") and "0.50" in flag
+    no_rule = _spec()
+    assert no_rule.confidence_threshold is None and "confidence_threshold" not in no_rule.to_dict()
+    assert calibrated_confidence(np.array([0.2, 0.2, 0.6]), no_rule) == (True, None)
 
 
 def test_shipped_fusion_json_is_hash_checked(tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ from esva.data.corpora import load_corpora
 from esva.data.datasets import (
     ased,
     emovo,
+    nemo,
     get_adapter,
     list_adapters,
     load_dataset,
@@ -151,6 +152,41 @@ def test_ased_folders_case_and_skips(tmp_path):
         load_dataset("ased", root, strict=True)
 
 
+# ------------------------------------------------------------------------------ nEMO
+def test_nemo_parse_name_fields_and_errors():
+    assert nemo.parse_name("EB0_anger_13") == ("anger", "EB0")
+    with pytest.raises(ValueError, match="unknown emotion 'boredom'"):
+        nemo.parse_name("EB0_boredom_1")
+    with pytest.raises(ValueError, match="not an nEMO file name"):
+        nemo.parse_name("anger_EB0")
+
+
+def test_nemo_metadata_transcripts_and_disagreement(tmp_path):
+    root = tmp_path / "nemo"
+    _touch(root / "samples" / "EB0_anger_1.opus")
+    _touch(root / "samples" / "WR0_fear_2.opus")
+    _touch(root / "samples" / "WR0_sadness_3.opus")  # data.tsv says otherwise: skipped
+    _touch(root / "samples" / "XX_anger_1.opus")  # bad speaker id
+    (root / "data.tsv").write_text(
+        "file_id\temotion\traw_text\tnormalized_text\tspeaker_id\tgender\tage\n"
+        "EB0_anger_1.wav\tanger\tLubię czytać.\tlubię czytać\tEB0\tfemale\t27\n"
+        "WR0_sadness_3.wav\tneutral\tTak.\ttak\tWR0\tmale\t23\n",
+        encoding="utf-8",
+    )
+    clips = load_dataset("nemo", root)
+    by_name = {c.name: c for c in clips}
+    assert sorted(by_name) == ["nemo_EB0_anger_1", "nemo_WR0_fear_2"]
+    eb = by_name["nemo_EB0_anger_1"]
+    assert (eb.label, eb.speaker, eb.text) == ("anger", "nemo:EB0", "Lubię czytać.")
+    assert eb.extra["language"] == "pl" and eb.extra["sex"] == "female"
+    assert by_name["nemo_WR0_fear_2"].text is None  # no row: no transcript, still a clip
+    reasons = {s.path.name: s.reason for s in clips.skipped}
+    assert "data.tsv says 'neutral'" in reasons["WR0_sadness_3.opus"]
+    assert "not an nEMO file name" in reasons["XX_anger_1.opus"]
+    mapped = load_corpora({"nemo": root}, target="ser7")
+    assert {c.label for c in mapped} == {"angry", "fearful"}
+
+
 def test_empty_or_missing_root_is_one_line(tmp_path):
     for corpus in ("tess", "emovo", "ased"):
         with pytest.raises(EsvaError, match="dataset root does not exist"):
@@ -162,7 +198,7 @@ def test_empty_or_missing_root_is_one_line(tmp_path):
 def test_ser7_tables_cover_every_label_and_stay_in_the_space():
     assert SER7 == CLASS_SETS["ser7"] == classes_for("tess", "ser7")
     assert len(SER7) == 7 and "calm" not in SER7
-    for corpus in ("ravdess", "tess", "emovo", "ased"):
+    for corpus in ("ravdess", "tess", "emovo", "ased", "nemo"):
         assert set(SER7_MAPS[corpus]) == set(get_adapter(corpus).classes), corpus
         assert all(v is DROP or v in SER7 for v in SER7_MAPS[corpus].values()), corpus
     for corpus, table in SER7_MAPS.items():  # every table is complete for its adapter
@@ -221,6 +257,18 @@ EXPECTED = {  # corpus -> (clips, speakers, clips per label)
     "tess": (2800, 2, {label: 400 for label in tess.CLASSES}),
     "emovo": (588, 6, {label: 84 for label in emovo.CLASSES}),
     "ased": (2474, 65, {"neutral": 522, "fearful": 510, "happy": 486, "sad": 470, "angry": 486}),
+    "nemo": (
+        4481,
+        9,
+        {
+            "neutral": 809,
+            "sadness": 769,
+            "anger": 749,
+            "happiness": 749,
+            "fear": 736,
+            "surprised": 669,
+        },
+    ),
 }
 
 

@@ -218,6 +218,14 @@ def test_layer_choice(random_tiny):
     assert out.record.layer == "-4..-1"
     layer2 = create_encoder("whisper-tiny", pretrained=False, layer=2).encode(clip)
     np.testing.assert_allclose(layer2.features, states[2][0].numpy(), atol=1e-5)
+    # "stack": every hidden state side by side, what the pooled voice model reads
+    stacked = create_encoder("whisper-tiny", pretrained=False, layer="stack")
+    assert stacked.dim == 5 * 384
+    out = stacked.encode(clip)
+    assert out.features.shape == (len(states[0][0]), 5 * 384) and out.record.layer == "stack"
+    for i, state in enumerate(states):
+        np.testing.assert_allclose(out.features[:, i * 384 : (i + 1) * 384], state[0].numpy(),
+                                   atol=1e-5)  # fmt: skip
 
 
 def test_registered():

@@ -115,6 +115,7 @@ def prediction_row(pred: Any, classes: list[str]) -> dict[str, Any]:
         "probabilities": [float(p) for p in probs],
         "modalities": "+".join(pred.modalities),
         "offset_ms": None if offset is None or not math.isfinite(offset) else float(offset),
+        "confident": bool(getattr(pred, "confident", True)),
         "error": "",
         # a fused model's per-expert labels (the CSV's <expert>_label columns)
         "experts": {name: m["label"] for name, m in per_modality.items()},
@@ -222,10 +223,11 @@ class _SideWriter:
 
 
 def csv_header(classes: list[str], experts: Sequence[str] = ()) -> list[str]:
-    """MERTools' name,discrete, one column per class, then ours; a fused model (its experts
-    given) adds each expert's own label (``voice_label``, ``face_label``) at the end."""
+    """MERTools' name,discrete, one column per class, then ours (``confident``: yes / no by the
+    model's calibrated rule, empty on an error row); a fused model (its experts given) adds
+    each expert's own label (``voice_label``, ``face_label``) at the end."""
     tail = [f"{e}_label" for e in experts]
-    return ["name", "discrete", *classes, "modalities", "offset_ms", "error", *tail]
+    return ["name", "discrete", *classes, "modalities", "offset_ms", "confident", "error", *tail]
 
 
 def write_csv(
@@ -249,6 +251,7 @@ def write_csv(
                 *("" if v is None else f"{v:.6f}" for v in probs),
                 row["modalities"],
                 "" if row["offset_ms"] is None else f"{row['offset_ms']:.1f}",
+                {True: "yes", False: "no"}.get(row.get("confident"), ""),
                 row["error"],
                 *((row.get("experts") or {}).get(e, "") for e in experts),
             ]

@@ -36,6 +36,21 @@ FACE_ONLY_NO_SPEECH = "face-only: no speech found in the audio (energy VAD); fac
 VOICE_ONLY_NO_FACE = "voice-only: no face found in the video; the answer is from the voice alone"
 NOTHING_RELIABLE = "no speech and no face found: the probabilities are uniform (not confident)"
 MODALITY_OF = {"voice": "audio", "face": "visual"}
+UNCERTAIN = (
+    "uncertain: top probability {top:.2f} is below the calibrated threshold {threshold:.2f} "
+    "(fusion.json confidence_threshold)"
+)
+
+
+def calibrated_confidence(probs: np.ndarray, spec: FusionSpec) -> tuple[bool, str | None]:
+    """The calibrated rule for ``confident`` (fusion.json ``confidence_threshold``, chosen on
+    out-of-corpus validation): the top probability must reach the threshold. Returns the
+    verdict and, when it fails, the flag that says why."""
+    threshold = spec.confidence_threshold
+    top = float(np.max(probs))
+    if threshold is None or top >= threshold:
+        return True, None
+    return False, UNCERTAIN.format(top=top, threshold=threshold)
 
 
 @dataclass
@@ -233,9 +248,11 @@ def window_grid(duration: float, window_s: float, hop_s: float) -> list[tuple[fl
 __all__ = [
     "FACE_ONLY_NO_AUDIO",
     "FACE_ONLY_NO_SPEECH",
+    "UNCERTAIN",
     "VOICE_ONLY_NO_FACE",
     "ExpertOutput",
     "Fused",
+    "calibrated_confidence",
     "face_expert_output",
     "fuse",
     "voice_presence",

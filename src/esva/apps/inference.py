@@ -40,6 +40,7 @@ from esva.fusion.spec import FusionSpec, load_fusion
 from esva.media.types import AudioClip, FaceTrack
 from esva.model import ESVAModel
 from esva.model.inputs import collate, modality_fps
+from esva.model.pooled_voice import load_model
 
 SHORT_CLIP_S = 0.5  # below this, one utterance's emotion is not in the clip: flagged
 MIN_SYNC_FPS = 20.0  # a face track sampled below this is too coarse for lip sync: flagged
@@ -253,7 +254,9 @@ class Prediction:
     valence: float | None = None
     transcript: str | None = None
     model: str = ""
-    confident: bool = True  # False when the clip is too short to label
+    # False when the clip is too short to label, or (a fused model with a calibrated rule)
+    # when the top probability is below fusion.json's confidence_threshold ("uncertain" flag)
+    confident: bool = True
     duration_s: float = 0.0
     face_coverage: float | None = None  # share of the clip's span with a tracked face
     extraction: dict[str, Any] = field(default_factory=dict)  # the settings used
@@ -356,7 +359,7 @@ class Recognizer:
             directory, name = default_model_dir(), "default (esva/assets/default_model)"
         else:
             name = str(directory)
-        model = ESVAModel.from_pretrained(directory)
+        model = load_model(directory)  # an ESVA model, or the pooled voice model
         extractor = extractor_for_model(
             directory, model_streams(model), assume_default=assume_default_extraction
         )
@@ -472,6 +475,7 @@ class Recognizer:
             MODALITY_OF,
             VOICE_ONLY_NO_FACE,
             ExpertOutput,
+            calibrated_confidence,
             face_expert_output,
             fuse,
             voice_presence,
@@ -530,6 +534,9 @@ class Recognizer:
             elif "face" not in experts and "voice" in fused.used:
                 flags.append(VOICE_ONLY_NO_FACE)
         flags.extend(fused.flags)
+        calibrated, uncertain = calibrated_confidence(fused.probabilities, spec)
+        if uncertain is not None and fused.confident:
+            flags.append(uncertain)
         offset_ms = conf = None
         if measure_offset and not analysis.is_audio:
             offset_ms, conf = _measure(analysis, self)
@@ -566,7 +573,7 @@ class Recognizer:
             valence=None,
             transcript=analysis.features.info.get("transcript"),
             model=self.name,
-            confident=analysis.duration_s >= SHORT_CLIP_S and fused.confident,
+            confident=analysis.duration_s >= SHORT_CLIP_S and fused.confident and calibrated,
             duration_s=round(analysis.duration_s, 3),
             face_coverage=None if coverage is None else round(coverage, 4),
             extraction=extraction,

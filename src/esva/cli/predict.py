@@ -108,7 +108,7 @@ def predict(
     # The verdict on its own line: a table title wraps mid-name in narrow terminals.
     verdict = f"{display_name(file.name)}: [bold]{pred.label}[/]"
     if not pred.confident:
-        verdict += f" [yellow](not confident: only {pred.duration_s:.2f} s)[/]"
+        verdict += f" [yellow]({uncertainty_note(pred)})[/]"
     console.print(verdict)
     if pred.per_modality is not None:
         console.print(_modality_table(pred))
@@ -157,6 +157,16 @@ def predict(
         console.print("timeline: " + ", ".join(_runs(pred.timeline)))
     if plot is not None:
         console.print(f"timeline plot -> {display_name(plot)}")
+
+
+def uncertainty_note(pred) -> str:
+    """Why an answer is not confident, in a few words (the calibrated rule or a short clip)."""
+    top = max(pred.probabilities.values(), default=0.0)
+    if any(f.startswith("uncertain:") for f in pred.flags):
+        return f"uncertain: p = {top:.2f}, below the calibrated threshold"
+    if pred.duration_s < 0.5:
+        return f"not confident: only {pred.duration_s:.2f} s"
+    return "not confident"
 
 
 def _modality_table(pred):

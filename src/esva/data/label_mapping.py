@@ -29,6 +29,7 @@ ravdess    calm -> neutral (see below)
 tess       fear -> fearful; pleasant_surprise -> surprised (see below)
 emovo      joy -> happy, anger -> angry, sadness -> sad, fear -> fearful, surprise -> surprised
 ased       all five identical (neutral, fearful, happy, sad, angry)
+nemo       anger -> angry, fear -> fearful, happiness -> happy, sadness -> sad
 emodb      anger -> angry, fear -> fearful, happiness -> happy, sadness -> sad; boredom dropped
 cremad     anger -> angry, fear -> fearful
 meld       joy -> happy, anger -> angry, sadness -> sad, fear -> fearful, surprise -> surprised
@@ -148,6 +149,14 @@ LABEL_MAPS: dict[str, dict[str, str | None]] = {
         "sad": "sad",
         "angry": "angry",
     },
+    "nemo": {
+        "anger": "angry",
+        "fear": "worried",
+        "happiness": "happy",
+        "neutral": "neutral",
+        "sadness": "sad",
+        "surprised": "surprise",
+    },
 }
 
 # The cross-corpus speech space (module doc, "ser7"): every label of each corpus, no implicit
@@ -187,6 +196,14 @@ SER7_MAPS: dict[str, dict[str, str | None]] = {
         "happy": "happy",
         "sad": "sad",
         "angry": "angry",
+    },
+    "nemo": {
+        "anger": "angry",
+        "fear": "fearful",
+        "happiness": "happy",
+        "neutral": "neutral",
+        "sadness": "sad",
+        "surprised": "surprised",
     },
     "emodb": {
         "anger": "angry",

@@ -430,7 +430,9 @@ def to_16k(clip: AudioClip) -> np.ndarray:
 class WhisperEncoderConfig:
     """Options of the Whisper audio encoders."""
 
-    layer: str | int = "last"  # "last", a hidden-state index (0 = embeddings), or "-4..-1" (mean)
+    # "last", a hidden-state index (0 = embeddings), "-4..-1" (their mean), or "stack": every
+    # hidden state side by side, (T, n_states * D), what the pooled voice model reads
+    layer: str | int = "last"
     pad_to_30s: bool = False  # True: pad every window to 30 s as Whisper was trained (slower)
 
 
@@ -477,9 +479,13 @@ class WhisperAudioEncoder(Encoder):
         super().__init__()
         self.encoder = encoder.eval()
         self.name = name
-        self.dim = encoder.dims.d_model
         self.config = config or WhisperEncoderConfig()
-        self.layers = parse_layer(self.config.layer, len(encoder.layers) + 1)
+        n_hidden = len(encoder.layers) + 1
+        self.stack = str(self.config.layer).strip() == "stack"
+        self.layers = (
+            list(range(n_hidden)) if self.stack else parse_layer(self.config.layer, n_hidden)
+        )
+        self.dim = encoder.dims.d_model * (n_hidden if self.stack else 1)
         self._version = version
         self._sha256 = weights_sha256
 
@@ -510,7 +516,10 @@ class WhisperAudioEncoder(Encoder):
         n_mel = len(samples) // HOP_LENGTH
         mel = self.log_mel(samples)[..., : 2 * self.max_frames]
         states = self.hidden_states(mel.to(self.encoder.conv1.weight.dtype))
-        chosen = torch.stack([states[i] for i in self.layers]).mean(0)[0]
+        if self.stack:
+            chosen = torch.cat(list(states), dim=-1)[0]
+        else:
+            chosen = torch.stack([states[i] for i in self.layers]).mean(0)[0]
         n_out = math.ceil(n_mel / 2)  # conv2: stride 2, padding 1
         return chosen[:n_out].float().numpy()
 

@@ -11,6 +11,8 @@ its ESVA model alone, exactly as before. The file::
                  "face": {"encoder": "face-expert", "temperature": 1.0, "base_weight": 0.3}},
      "confidence_power": 0.0,                         # gamma
      "speech_full": 0.4,                              # active-speech share counted as full
+     "confidence_threshold": 0.55,                    # optional: below it, the answer is
+                                                      # marked uncertain (calibrated rule)
      "chosen_by": "benchmarks/fusion_dev.py -> results/fusion_dev.md"}
 
 ``temperature`` divides an expert's log-probabilities before mapping (1.0: the expert's own
@@ -45,6 +47,9 @@ class FusionSpec:
     experts: dict[str, ExpertSpec]
     confidence_power: float = 0.0
     speech_full: float = 0.5
+    # The calibrated rule for `confident`: the fused top probability must reach it (chosen on
+    # out-of-corpus validation for a stated precision; None: no rule, always confident).
+    confidence_threshold: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # provenance kept as written
 
     @property
@@ -68,6 +73,11 @@ class FusionSpec:
             "experts": experts,
             "confidence_power": self.confidence_power,
             "speech_full": self.speech_full,
+            **(
+                {}
+                if self.confidence_threshold is None
+                else {"confidence_threshold": self.confidence_threshold}
+            ),
             **self.extra,
         }
 
@@ -103,9 +113,22 @@ class FusionSpec:
             raise bad(f"confidence_power must be a number >= 0, got {gamma!r}")
         if not isinstance(full, int | float) or not 0 < full <= 1:
             raise bad(f"speech_full must be in (0, 1], got {full!r}")
-        known = {"format", "classes", "experts", "confidence_power", "speech_full"}
+        threshold = obj.get("confidence_threshold")
+        if threshold is not None and (
+            not isinstance(threshold, int | float) or not 0 <= threshold <= 1
+        ):
+            raise bad(f"confidence_threshold must be a probability in [0, 1], got {threshold!r}")
+        known = {"format", "classes", "experts", "confidence_power", "speech_full",
+                 "confidence_threshold"}  # fmt: skip
         extra = {k: v for k, v in obj.items() if k not in known}
-        return cls(tuple(classes), experts, float(gamma), float(full), extra)
+        return cls(
+            tuple(classes),
+            experts,
+            float(gamma),
+            float(full),
+            None if threshold is None else float(threshold),
+            extra,
+        )
 
 
 def load_fusion(directory: str | Path) -> FusionSpec | None:

@@ -183,6 +183,11 @@ function render(r) {
   const classes = Object.keys(r.probabilities);
   $("label").textContent = r.label;
   $("label-p").textContent = `p = ${fmt(r.probabilities[r.label])}`;
+  // The calibrated rule's verdict: an uncertain answer says so next to the label.
+  const badge = $("certainty");
+  badge.hidden = r.confident !== false;
+  badge.textContent = r.confident === false ? "uncertain" : "";
+  badge.title = (r.flags || []).find((f) => f.startsWith("uncertain")) || "not confident";
   renderProbs(r, classes);
   renderTimeline(r.timeline || [], classes);
   renderOffset(r);

@@ -27,6 +27,7 @@ _ADAPTERS: dict[str, tuple[str, str]] = {
     "tess": ("esva.data.datasets.tess", "ADAPTER"),
     "emovo": ("esva.data.datasets.emovo", "ADAPTER"),
     "ased": ("esva.data.datasets.ased", "ADAPTER"),
+    "nemo": ("esva.data.datasets.nemo", "ADAPTER"),
     "meld": ("esva.data.datasets.meld", "ADAPTER"),
     "generic": ("esva.data.datasets.generic", "ADAPTER"),
 }

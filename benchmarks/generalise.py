@@ -1,0 +1,567 @@
+"""Benchmark: why the voice does not travel, and the recipe that travels better (issue 17).
+
+    python benchmarks/generalise.py            # ~15 min once the features are cached
+    python benchmarks/generalise.py --install  # also write the chosen model into the default
+
+Data: five speech corpora in five recording set-ups and four languages, labels in ser7:
+RAVDESS 01-20 (English), TESS (English), EMOVO (Italian), ASED (Amharic), nEMO (Polish).
+Every hidden state of the frozen Whisper encoders is pooled per clip (mean and std over time),
+once, by ``benchmarks/_generalise_features.py`` (cached in ``runs/bench/generalise``).
+
+**Protocol.** Leave one corpus out (LOCO): train on four corpora, score the fifth, which no
+choice has seen. The diagnosis changes ONE thing at a time from a reference recipe (tiny.en,
+every hidden state, corpus x class balanced, C = 0.1: the proxy fixed before any score was
+seen) and scores each variant on the unseen corpus: that table explains, it does not choose.
+The shipped recipe is chosen by **nested** LOCO: inside each outer fold, C and the feature set
+are chosen by leaving each of the four training corpora out in turn; the temperature and the
+abstention threshold come from those inner out-of-corpus predictions too. The held-out corpus
+is only scored. The model written with ``--install`` is the same recipe on all five corpora,
+its settings chosen by LOCO over the five.
+
+Abstention: an answer is ``confident`` when its calibrated top probability reaches the
+threshold that gave the target precision on the validation (out-of-corpus) predictions;
+risk-coverage (accuracy of the answered share vs the share answered) per unseen corpus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _generalise_features as gf
+from _common import ROOT, SHARED, require_shared
+from esva.data.label_mapping import SER7
+from esva.model.pooled_voice import PooledVoiceConfig
+from esva.recipes.pooled_voice import balanced_weights, fit_pooled_head, predict_pooled
+
+RESULTS = ROOT / "results"
+CORPORA = ("ravdess", "tess", "emovo", "ased", "nemo")
+CLASSES = list(SER7)
+REF_C = 0.1
+C_GRID = (0.01, 0.1, 1.0)
+TARGET_PRECISION = 0.6  # a confident answer should be right at least this often (validation)
+ENCODERS = {"tiny": "whisper-tiny", "base": "whisper-base"}
+
+
+# --- data -------------------------------------------------------------------------------------
+@dataclass
+class Data:
+    states: dict[str, np.ndarray]  # encoder key -> (N, n_states, 2D)
+    y: np.ndarray
+    corpus: np.ndarray
+    speaker: np.ndarray
+    names: list[str]
+
+
+def load_data(encoders: tuple[str, ...]) -> Data:
+    states: dict[str, list] = {k: [] for k in encoders}
+    y, corpus, speaker, names = [], [], [], []
+    for c in CORPORA:
+        clips = None
+        for k in encoders:
+            clips, x = gf.corpus_features(c, ENCODERS[k])
+            states[k].append(x)
+        y += [CLASSES.index(cl.label) for cl in clips]
+        corpus += [c] * len(clips)
+        speaker += [cl.speaker for cl in clips]
+        names += [cl.name for cl in clips]
+    return Data(
+        {k: np.concatenate(v) for k, v in states.items()},
+        np.array(y),
+        np.array(corpus),
+        np.array(speaker),
+        names,
+    )
+
+
+def features(data: Data, spec: str) -> np.ndarray:
+    """(N, F) clip features for a spec ``"<enc>[+<enc>]:<layers>[:inorm]"``: layers ``all`` or an
+    index; ``inorm``: each hidden state's statistics standardised over their own dimensions
+    (per clip: all a single user file can give)."""
+    encs, layers, *opt = spec.split(":")
+    parts = []
+    for k in encs.split("+"):
+        x = data.states[k]
+        if layers != "all":
+            x = x[:, [int(layers)]]
+        if "inorm" in opt:
+            x = (x - x.mean(-1, keepdims=True)) / (x.std(-1, keepdims=True) + 1e-6)
+        parts.append(x.reshape(len(x), -1))
+    return np.concatenate(parts, axis=1)
+
+
+def stream_layout(data: Data, spec: str) -> list[tuple[str, int, int]]:
+    encs, layers, *_ = spec.split(":")
+    out = []
+    for k in encs.split("+"):
+        _, n, d2 = data.states[k].shape
+        out.append((ENCODERS[k], n if layers == "all" else 1, d2 // 2))
+    return out
+
+
+# --- one fit, LOCO ----------------------------------------------------------------------------
+def fit_predict(x, data: Data, train, test, c=REF_C, balance="corpus-class", spec="tiny:all"):
+    groups = list(zip(data.corpus[train], data.y[train], strict=True))
+    w = balanced_weights(groups, balance)
+    config = PooledVoiceConfig(CLASSES, stream_layout(data, spec))
+    model = fit_pooled_head(x[train], data.y[train], config, c, w)
+    return predict_pooled(model, x[test])
+
+
+def scores(p: np.ndarray, y: np.ndarray) -> dict:
+    from sklearn.metrics import accuracy_score, f1_score, recall_score
+
+    pred = p.argmax(1)
+    present = sorted(set(y.tolist()))
+    return {
+        "weighted_f1": float(f1_score(y, pred, average="weighted", zero_division=0)),
+        "uar": float(recall_score(y, pred, labels=present, average="macro", zero_division=0)),
+        "accuracy": float(accuracy_score(y, pred)),
+        "n": len(y),
+    }
+
+
+def loco(x, data: Data, train_corpora=None, **kw) -> dict[str, dict]:
+    """Each corpus held out in turn; ``train_corpora(held)`` -> corpora to train on."""
+    out = {}
+    for held in CORPORA:
+        tr_c = train_corpora(held) if train_corpora else [c for c in CORPORA if c != held]
+        if not tr_c:
+            continue
+        train = np.flatnonzero(np.isin(data.corpus, tr_c))
+        test = np.flatnonzero(data.corpus == held)
+        p = fit_predict(x, data, train, test, **kw)
+        out[held] = {**scores(p, data.y[test]), "trained_on": list(tr_c)}
+    return out
+
+
+def mean_wf1(res: dict) -> float:
+    return float(np.mean([r["weighted_f1"] for r in res.values()]))
+
+
+# --- learned weighted sum of layers (SUPERB), diagnosis only -----------------------------------
+def fit_wsum(z, y, w, c: float, test):
+    """Softmax layer weights a, then linear: logits = (sum_s softmax(a)_s z_s) W + b; returns
+    the test probabilities and the layer weights."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    a = torch.zeros(z.shape[1], requires_grad=True)
+    W = torch.zeros(len(CLASSES), z.shape[2], requires_grad=True)
+    b = torch.zeros(len(CLASSES), requires_grad=True)
+    opt = torch.optim.LBFGS([a, W, b], max_iter=300, line_search_fn="strong_wolfe")
+    total = float(w.sum())
+
+    def logits(zz):
+        return (torch.softmax(a, 0)[None, :, None] * zz).sum(1) @ W.T + b
+
+    def closure():
+        opt.zero_grad()
+        ce = F.cross_entropy(logits(z), y, reduction="none")
+        loss = (w * ce).sum() / total + (W**2).sum() / (2 * c * total)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        return torch.softmax(logits(test), -1).numpy(), torch.softmax(a, 0).tolist()
+
+
+def wsum_loco(data: Data, key: str = "tiny", c: float = REF_C) -> dict[str, dict]:
+    import torch
+
+    x_all = data.states[key]
+    out = {}
+    for held in CORPORA:
+        train = np.flatnonzero(data.corpus != held)
+        test = np.flatnonzero(data.corpus == held)
+        mu, sd = x_all[train].mean(0), x_all[train].std(0) + 1e-6
+        z = torch.from_numpy(((x_all - mu) / sd).astype(np.float32))
+        groups = list(zip(data.corpus[train], data.y[train], strict=True))
+        w = torch.from_numpy(balanced_weights(groups).astype(np.float32))
+        p, a = fit_wsum(z[train], torch.from_numpy(data.y[train]), w, c, z[test])
+        out[held] = {**scores(p, data.y[test]), "layer_weights": [round(v, 3) for v in a]}
+    return out
+
+
+# --- nested LOCO: the shipped recipe ----------------------------------------------------------
+def temper(p: np.ndarray, t: float) -> np.ndarray:
+    z = np.log(np.clip(p, 1e-12, 1.0)) / t
+    z -= z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
+def fit_temperature(p: np.ndarray, y: np.ndarray) -> float:
+    grid = np.exp(np.linspace(np.log(0.3), np.log(5.0), 120))
+    nll = [-np.log(np.clip(temper(p, t)[np.arange(len(y)), y], 1e-12, 1)).mean() for t in grid]
+    return float(grid[int(np.argmin(nll))])
+
+
+def threshold_for(p: np.ndarray, y: np.ndarray, target: float = TARGET_PRECISION) -> float:
+    """Lowest top-probability threshold whose answered clips reach ``target`` accuracy (and at
+    least 5 % of the clips answered); 1.0 when none does."""
+    top = p.max(1)
+    right = p.argmax(1) == y
+    order = np.argsort(-top)
+    acc = np.cumsum(right[order]) / np.arange(1, len(y) + 1)
+    ok = np.flatnonzero((acc >= target) & (np.arange(1, len(y) + 1) >= 0.05 * len(y)))
+    return float(top[order][ok.max()]) if len(ok) else 1.0
+
+
+def risk_coverage(p: np.ndarray, y: np.ndarray) -> dict:
+    top = p.max(1)
+    right = p.argmax(1) == y
+    order = np.argsort(-top)
+    out = {}
+    for cov in (1.0, 0.8, 0.5, 0.2):
+        k = max(1, round(cov * len(y)))
+        out[f"{int(cov * 100)}"] = float(right[order][:k].mean())
+    curve = np.cumsum(right[order]) / np.arange(1, len(y) + 1)
+    return {"at": out, "curve": curve[:: max(1, len(y) // 100)].round(4).tolist()}
+
+
+def oof_predictions(xs: dict, data: Data, corpora: list[str], spec: str, c: float) -> np.ndarray:
+    """Out-of-corpus probabilities of every clip of ``corpora`` (each corpus predicted by the
+    model trained on the others of the list)."""
+    idx = np.flatnonzero(np.isin(data.corpus, corpora))
+    p = np.zeros((len(data.y), len(CLASSES)))
+    for held in corpora:
+        tr = np.flatnonzero(np.isin(data.corpus, [k for k in corpora if k != held]))
+        te = np.flatnonzero(data.corpus == held)
+        p[te] = fit_predict(xs[spec], data, tr, te, c=c, spec=spec)
+    return p[idx]
+
+
+def choose(xs: dict, data: Data, corpora: list[str], specs, log) -> dict:
+    """Feature set and C by LOCO among ``corpora`` (mean weighted F1 over the corpora left out),
+    then the temperature and threshold on those same out-of-corpus predictions."""
+    idx = np.flatnonzero(np.isin(data.corpus, corpora))
+    best = None
+    grid = {}
+    for spec in specs:
+        for c in C_GRID:
+            p = oof_predictions(xs, data, corpora, spec, c)
+            f1 = float(
+                np.mean(
+                    [
+                        scores(p[data.corpus[idx] == k], data.y[idx][data.corpus[idx] == k])[
+                            "weighted_f1"
+                        ]
+                        for k in corpora
+                    ]
+                )
+            )
+            grid[f"{spec} C={c}"] = round(f1, 4)
+            log(f"    [choose {'/'.join(corpora)}] {spec} C={c}: {f1:.3f}")
+            if best is None or f1 > best[0]:
+                best = (f1, spec, c, p)
+    f1, spec, c, p = best
+    t = fit_temperature(p, data.y[idx])
+    thr = threshold_for(temper(p, t), data.y[idx])
+    return {"spec": spec, "c": c, "val_wf1": f1, "temperature": t, "threshold": thr, "grid": grid}
+
+
+def nested_loco(xs: dict, data: Data, specs, log) -> dict:
+    out = {}
+    for held in CORPORA:
+        train_c = [k for k in CORPORA if k != held]
+        ch = choose(xs, data, train_c, specs, log)
+        tr = np.flatnonzero(np.isin(data.corpus, train_c))
+        te = np.flatnonzero(data.corpus == held)
+        p = temper(fit_predict(xs[ch["spec"]], data, tr, te, c=ch["c"], spec=ch["spec"]),
+                   ch["temperature"])  # fmt: skip
+        y = data.y[te]
+        answered = p.max(1) >= ch["threshold"]
+        out[held] = {
+            **scores(p, y),
+            "chosen": {k: v for k, v in ch.items() if k != "grid"},
+            "grid": ch["grid"],
+            "ece": ece(p, y),
+            "risk_coverage": risk_coverage(p, y),
+            "answered_share": float(answered.mean()),
+            "answered_accuracy": (
+                float((p.argmax(1) == y)[answered].mean()) if answered.any() else None
+            ),
+            "confusion": confusion(p.argmax(1), y),
+        }
+        log(f"  [nested] {held}: wF1 {out[held]['weighted_f1']:.3f} with {ch['spec']} C={ch['c']}")
+    return out
+
+
+def ece(p: np.ndarray, y: np.ndarray) -> float:
+    from esva.evaluate.classification import expected_calibration_error
+
+    return float(expected_calibration_error(p, y, 15))
+
+
+def confusion(pred: np.ndarray, y: np.ndarray) -> list[list[int]]:
+    m = np.zeros((len(CLASSES), len(CLASSES)), int)
+    for a, b in zip(y, pred, strict=True):
+        m[a, b] += 1
+    return m.tolist()
+
+
+# --- RAVDESS committed folds, 8 classes ---------------------------------------------------------
+def ravdess_folds(data: Data, spec: str) -> dict:
+    import ravdess as rb
+    from esva.data.folds import Folds
+
+    folds = Folds.load(
+        rb.FOLDS_DIR / "ravdess_speech_k5.json", rb.load_clips(SHARED / "ravdess_speech")
+    )
+    classes = rb.classes_of(folds.clips)
+    index = {n: i for i, n in enumerate(data.names)}
+    x = features(data, spec)
+    f1s, chosen = [], []
+    for k in range(folds.k):
+        tr, va, te = folds.split(k)
+        part = {}
+        for name, clips in (("tr", tr), ("va", va), ("te", te)):
+            part[name] = (
+                np.array([index[f"{c.name}"] for c in clips]),
+                np.array([classes.index(c.label) for c in clips]),
+            )
+        best = None
+        for c in C_GRID:
+            cfg = PooledVoiceConfig(list(classes), stream_layout(data, spec))
+            m = fit_pooled_head(x[part["tr"][0]], part["tr"][1], cfg, c)
+            f1 = scores(predict_pooled(m, x[part["va"][0]]), part["va"][1])["weighted_f1"]
+            if best is None or f1 > best[0]:
+                best = (f1, c, m)
+        p = predict_pooled(best[2], x[part["te"][0]])
+        f1s.append(scores(p, part["te"][1])["weighted_f1"])
+        chosen.append(best[1])
+    return {"weighted_f1": float(np.mean(f1s)), "per_fold": f1s, "c": chosen}
+
+
+# --- report -----------------------------------------------------------------------------------
+def row(name: str, res: dict) -> str:
+    cells = [f"{res[c]['weighted_f1']:.3f}" if c in res else "-" for c in CORPORA]
+    return f"| {name} | " + " | ".join(cells) + f" | **{mean_wf1(res):.3f}** |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=RESULTS / "generalise.md")
+    parser.add_argument("--work", type=Path, default=gf.WORK)
+    parser.add_argument("--install", action="store_true")
+    args = parser.parse_args()
+    require_shared()
+    t0 = time.perf_counter()
+    cache = args.work / "results.json"
+    done: dict = json.loads(cache.read_text()) if cache.exists() else {}
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:6.0f} s] {msg}", flush=True)
+
+    def cached(key: str, fn):
+        if key not in done:
+            done[key] = fn()
+            cache.write_text(json.dumps(done))
+            log(f"{key}: {mean_wf1(done[key]) if 'ravdess' in done[key] else ''}")
+        return done[key]
+
+    data = load_data(("tiny", "base"))
+    specs = ["tiny:2", "tiny:all", "tiny:all:inorm", "base:2", "base:all", "tiny+base:all"]
+    xs = {s: features(data, s) for s in specs}
+    log(f"{len(data.y)} clips, features {[(s, v.shape[1]) for s, v in xs.items()]}")
+
+    diag = {}
+    ref = "tiny:all"
+    diag["ref"] = cached("ref", lambda: loco(xs[ref], data))
+    diag["tiny:2"] = cached("tiny:2", lambda: loco(xs["tiny:2"], data, spec="tiny:2"))
+    diag["wsum"] = cached("wsum", lambda: wsum_loco(data))
+    diag["base:2"] = cached("base:2", lambda: loco(xs["base:2"], data, spec="base:2"))
+    diag["base:all"] = cached("base:all", lambda: loco(xs["base:all"], data, spec="base:all"))
+    diag["tiny+base:all"] = cached(
+        "tiny+base:all", lambda: loco(xs["tiny+base:all"], data, spec="tiny+base:all")
+    )
+    diag["inorm"] = cached("inorm", lambda: loco(xs["tiny:all:inorm"], data, spec="tiny:all:inorm"))
+    for bal in ("none", "class"):
+        diag[f"bal:{bal}"] = cached(f"bal:{bal}", lambda b=bal: loco(xs[ref], data, balance=b))
+    for c in (0.01, 1.0):
+        diag[f"C:{c}"] = cached(f"C:{c}", lambda c=c: loco(xs[ref], data, c=c))
+    order = list(CORPORA)
+    for n in range(1, len(order) + 1):
+        first = order[:n]
+        diag[f"add:{n}"] = cached(
+            f"add:{n}",
+            lambda first=first: loco(
+                xs[ref], data, train_corpora=lambda h, f=first: [k for k in f if k != h]
+            ),
+        )
+    candidates = ["tiny:all", "tiny+base:all"]
+    nested = cached("nested", lambda: nested_loco(xs, data, candidates, log))
+    rav = cached("ravdess_folds", lambda: {"ravdess": ravdess_folds(data, "tiny+base:all")})
+    final = cached("final", lambda: {"ravdess": choose(xs, data, list(CORPORA), candidates, log)})
+    write_report(args.out, diag, nested, rav, final["ravdess"], time.perf_counter() - t0)
+    log(f"wrote {args.out}")
+    if args.install:
+        install(xs, data, final["ravdess"])
+
+
+def write_report(out: Path, diag, nested, rav, final, seconds) -> None:
+    head = "| variant (one change from the reference) | " + " | ".join(CORPORA) + " | mean |"
+    sep = "|---" * (len(CORPORA) + 2) + "|"
+    lines = [
+        "# Generalisation: leave one corpus out over five speech corpora (ser7)",
+        "",
+        f"Command: `python benchmarks/generalise.py` ({seconds / 60:.0f} min with cached "
+        "features; features by `python benchmarks/_generalise_features.py --encoders "
+        "whisper-tiny whisper-base`).",
+        "",
+        "Weighted F1 on the held-out corpus (trained on the other four). Reference: Whisper "
+        "tiny.en, mean+std of every hidden state, standardised, logistic regression C = 0.1, "
+        "every (corpus, class) cell the same total weight.",
+        "",
+        "## Diagnosis: one change at a time",
+        "",
+        head,
+        sep,
+        row("reference (tiny.en, all hidden states)", diag["ref"]),
+        row("one layer: tiny.en hidden state 2 (the shipped model's layer)", diag["tiny:2"]),
+        row("learned weighted sum of the layers (SUPERB)", diag["wsum"]),
+        row("encoder: base, hidden state 2", diag["base:2"]),
+        row("encoder: base, all hidden states", diag["base:all"]),
+        row("encoders: tiny.en + base, all hidden states", diag["tiny+base:all"]),
+        row("per-clip normalisation (each state's statistics over its own dims)", diag["inorm"]),
+        row("no balancing", diag["bal:none"]),
+        row("class balance only", diag["bal:class"]),
+        row("C = 0.01", diag["C:0.01"]),
+        row("C = 1", diag["C:1.0"]),
+        "",
+        "## Training corpora added one by one (reference features)",
+        "",
+        "Each column: trained on the listed corpora except the held-out one (a '-' where "
+        "nothing is left to train on).",
+        "",
+        head.replace("variant (one change from the reference)", "trained on"),
+        sep,
+    ]
+    for n in range(1, len(CORPORA) + 1):
+        lines.append(row(" + ".join(CORPORA[:n]), diag[f"add:{n}"]))
+    lines += [
+        "",
+        "## The shipped recipe, nested leave-one-corpus-out",
+        "",
+        "Inside each outer fold the feature set (tiny.en all states, or tiny.en + base all "
+        f"states) and C ({', '.join(map(str, C_GRID))}) are chosen by leaving each training "
+        "corpus out in turn; temperature and threshold come from those inner predictions; the "
+        f"threshold is the lowest top probability whose answered validation clips reached "
+        f"{TARGET_PRECISION:.0%} accuracy.",
+        "",
+        "| held out | weighted F1 | UAR | accuracy | chosen | T | threshold | ECE | "
+        "acc @100 % | @80 % | @50 % | @20 % | answered | acc. answered |",
+        "|---" * 14 + "|",
+    ]
+    for k in CORPORA:
+        r = nested[k]
+        ch, rc = r["chosen"], r["risk_coverage"]["at"]
+        acc_ans = "-" if r["answered_accuracy"] is None else f"{r['answered_accuracy']:.3f}"
+        lines.append(
+            f"| {k} | {r['weighted_f1']:.3f} | {r['uar']:.3f} | {r['accuracy']:.3f} | "
+            f"{ch['spec']} C={ch['c']} | {ch['temperature']:.2f} | {ch['threshold']:.3f} | "
+            f"{r['ece']:.3f} | {rc['100']:.3f} | {rc['80']:.3f} | {rc['50']:.3f} | "
+            f"{rc['20']:.3f} | {r['answered_share']:.2f} | {acc_ans} |"
+        )
+    mean = float(np.mean([nested[k]["weighted_f1"] for k in CORPORA]))
+    lines += [
+        f"| **mean** | **{mean:.3f}** | | | | | | | | | | | | |",
+        "",
+        "## RAVDESS speaker-independent, committed 5 folds, 8 classes",
+        "",
+        f"tiny.en + base all states, C chosen on each fold's validation actors: weighted F1 "
+        f"{rav['ravdess']['weighted_f1']:.3f} (per fold "
+        f"{', '.join(f'{v:.3f}' for v in rav['ravdess']['per_fold'])}).",
+        "",
+        "## The model trained on all five corpora (`--install`)",
+        "",
+        f"Chosen by LOCO over the five: {final['spec']} C={final['c']} (mean out-of-corpus "
+        f"weighted F1 {final['val_wf1']:.3f}), temperature {final['temperature']:.2f}, "
+        f"confidence threshold {final['threshold']:.3f}.",
+        "",
+        "| candidate (LOCO over the five) | mean wF1 |",
+        "|---|---|",
+        *[f"| {k} | {v:.3f} |" for k, v in final["grid"].items()],
+        "",
+    ]
+    out.write_text("\n".join(lines) + "\n")
+    (out.with_suffix(".json")).write_text(
+        json.dumps({"diagnosis": diag, "nested": nested, "ravdess": rav, "final": final}, indent=1)
+        + "\n"
+    )
+
+
+def extraction_for(streams: list[tuple[str, int, int]]) -> dict:
+    """The extraction.json of a pooled voice model: each Whisper encoder with layer "stack"."""
+    from esva.encoders import create_encoder
+
+    encoders = {}
+    for name, _, _ in streams:
+        record = create_encoder(name, layer="stack").record.to_dict()
+        encoders[name] = {"modality": "audio", "options": {"layer": "stack"}, "record": record}
+    return {"asr": False, "asr_model": None, "encoders": encoders, "faces": None,
+            "format": "esva-extraction/1", "fps": None, "sample_rate": 16000}  # fmt: skip
+
+
+def build_model(xs: dict, data: Data, final: dict, keep: np.ndarray, out: Path) -> Path:
+    """The shipped recipe fitted on the clips ``keep`` selects, written as a model folder."""
+    from esva.extract.provenance import write_extraction
+
+    spec = final["spec"]
+    groups = list(zip(data.corpus[keep], data.y[keep], strict=True))
+    streams = stream_layout(data, spec)
+    config = PooledVoiceConfig(
+        CLASSES,
+        streams,
+        temperature=round(final["temperature"], 4),
+        training={
+            "recipe": "benchmarks/generalise.py --install",
+            "corpora": sorted(set(data.corpus[keep].tolist())),
+            "clips": len(keep),
+            "features": spec,
+            "c": final["c"],
+            "balance": "corpus-class",
+            "loco_val_weighted_f1": round(final["val_wf1"], 4),
+            "confidence_threshold": round(final["threshold"], 4),
+            "target_precision": TARGET_PRECISION,
+        },
+    )
+    model = fit_pooled_head(xs[spec][keep], data.y[keep], config, final["c"],
+                            balanced_weights(groups))  # fmt: skip
+    model.save_pretrained(out)
+    write_extraction(out, extraction_for(streams))
+    return out
+
+
+def install(xs: dict, data: Data, final: dict) -> None:
+    """Write the voice model for the default (all five corpora) into src/esva/assets/
+    default_model, and the same recipe without RAVDESS Actor_01 into runs/fusion_dev/
+    voice_no01/model (benchmarks/fusion_dev.py chooses the fusion on Actor_01 with it)."""
+    import hashlib
+    import shutil
+
+    from esva.assets import default_model_dir
+
+    target = default_model_dir(verify=False)
+    staged = build_model(xs, data, final, np.arange(len(data.y)), gf.WORK / "voice_all")
+    for name in ("config.json", "model.safetensors", "extraction.json"):
+        shutil.copyfile(staged / name, target / name)
+        digest = hashlib.sha256((target / name).read_bytes()).hexdigest()
+        print(f"    {name!r}: {digest!r},")
+    no01 = np.flatnonzero(data.speaker != "ravdess:Actor_01")
+    out = build_model(xs, data, final, no01, ROOT / "runs" / "fusion_dev" / "voice_no01" / "model")
+    print(f"wrote {target} and {out} (record the hashes above in esva.assets)")
+
+
+if __name__ == "__main__":
+    main()
