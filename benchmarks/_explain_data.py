@@ -58,7 +58,7 @@ def _split_of(corpus: str, speaker: str) -> str:
 
 
 def speech_items(shared: Path, seed: int = 0) -> list[Item]:
-    from esva.data.datasets.combined import load_corpora
+    from esva.data.corpora import load_corpora
 
     clips = load_corpora({c: shared / f for c, f in CORPORA.items()}, target="ser7")
     groups: dict[tuple, list] = defaultdict(list)

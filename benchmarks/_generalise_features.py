@@ -26,7 +26,7 @@ WORK = ROOT / "runs" / "bench" / "generalise"
 
 def load_corpus(corpus: str, shared: Path = SHARED) -> list:
     """One corpus's clips in ser7 (each adapter's sort order)."""
-    from esva.data.datasets.combined import load_corpora
+    from esva.data.corpora import load_corpora
 
     return list(load_corpora({corpus: shared / CORPORA[corpus]}, target="ser7"))
 

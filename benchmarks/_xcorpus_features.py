@@ -27,7 +27,7 @@ CHUNK = 250
 
 def load_all(shared: Path) -> list:
     """The four corpora in ser7, in load_corpora's order (corpus, then each adapter's sort)."""
-    from esva.data.datasets.combined import load_corpora
+    from esva.data.corpora import load_corpora
 
     return list(load_corpora({c: shared / f for c, f in CORPORA.items()}, target="ser7"))
 

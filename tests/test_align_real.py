@@ -69,16 +69,29 @@ def test_real_clip_result_has_local_offsets_and_curves(real_media):
 
 
 @pytest.mark.shared
-def test_baselines_run_on_the_real_clip(real_media):
+def test_baselines_recover_injected_shifts_on_the_real_clip(real_media):
+    """Each baseline follows a known shift injected into the real clip's audio: its estimate
+    moves by the shift to within a frame (relative to its own unshifted estimate, as the
+    corpus's exact sync is not known). A bound like ``|lag| <= 500 ms`` would hold for any
+    estimator searching ±500 ms, right or wrong. Raw cross-correlation, the weakest baseline,
+    follows only a moderate delay here (it loses larger and negative shifts on this clip, the
+    reason the learned heads exist: results/align.md)."""
     space = load_sync_space()
-    feats = space.features(real_media.audio, real_media.track)
-    for est in (
-        xcorr_raw_offset(feats),
-        dtw_offset(feats, space),
-        energy_mouth_offset(feats, space.config),
-    ):
-        assert np.isfinite(est.audio_lag_ms) and abs(est.audio_lag_ms) <= 500.0
-        assert est.seconds >= 0.0
+    feats0 = space.features(real_media.audio, real_media.track)
+    shifts = (-200.0, -80.0, 120.0, 280.0)
+    baselines = {
+        "dtw": (lambda f: dtw_offset(f, space), shifts),
+        "energy-mouth": (lambda f: energy_mouth_offset(f, space.config), shifts),
+        "xcorr-raw": (xcorr_raw_offset, (120.0,)),
+    }
+    for name, (estimate, lags) in baselines.items():
+        base = estimate(feats0)
+        assert np.isfinite(base.audio_lag_ms) and base.seconds >= 0.0, name
+        for lag_ms in lags:
+            audio = space.audio_features(delay_audio(real_media.audio, lag_ms / 1000.0))
+            moved = estimate(dataclasses.replace(feats0, audio=audio)).audio_lag_ms
+            err = moved - base.audio_lag_ms - lag_ms
+            assert abs(err) < FRAME_MS, (name, lag_ms, moved, base.audio_lag_ms)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,8 +24,8 @@ from media_factory import write_media
 
 # The shipped default is fused (voice model + face expert): ser7 classes, one label per expert.
 CLASSES = ["neutral", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
-HEADER = ["name", "discrete", *CLASSES, "modalities", "offset_ms", "confident", "error", "voice_label",
-          "face_label"]  # fmt: skip
+HEADER = ["name", "discrete", *CLASSES, "modalities", "offset_ms", "confident", "error",
+          "voice_label", "face_label"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -60,6 +60,9 @@ def test_extract_folder_then_skip_then_repair(clips, tmp_path, capsys):
     assert summary["degraded"]["no-face"] == 4 and summary["degraded"]["no-video"] == 1
     entries = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert {e["clip"] for e in entries} == {"talk0", "talk1", "talk2", "talk3", "voice"}
+    # every clip found in the folder was written: one prosody stream each
+    written = sorted(p.stem for p in (out / "prosody").glob("*.safetensors"))
+    assert written == ["talk0", "talk1", "talk2", "talk3", "voice"]
     prosody = read_stream(out / "prosody" / "talk0.safetensors")
     assert prosody.fps == 50.0 and prosody.features.shape[1] == 10
     settings = json.loads((out / "extract.json").read_text())
@@ -84,6 +87,16 @@ def test_extract_folder_then_skip_then_repair(clips, tmp_path, capsys):
     )
     assert json.loads(stdout)["done"] == 1
     assert _hashes(out) == before
+
+
+def test_an_empty_folder_is_an_error(tmp_path, capsys):
+    """A folder without media is a one-line error, never a run that extracts nothing."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no media here")
+    rc, _, stderr = _cli(["extract", "--data", str(empty), "--out", str(tmp_path / "s")], capsys)
+    assert rc == 2 and "no audio or video files" in stderr and len(stderr.splitlines()) == 1
+    assert not (tmp_path / "s" / "manifest.jsonl").exists()
 
 
 def test_kill_9_then_resume_equals_a_clean_run(tmp_path):
@@ -238,7 +251,10 @@ def test_predict_on_hostile_files(hostile, tmp_path, capsys):
             encoders={"audio": "prosody", "visual": "fer-cnn"},
         )
     ).save_pretrained(model_dir)
-    for path in resolve_inputs(str(folder)):
+    found = resolve_inputs(str(folder))
+    # every file of the folder was found (a loop over nothing would pass)
+    assert sorted(c.name for c in found) == sorted(expected)
+    for path in found:
         media = path.video or path.audio
         rc, stdout, stderr = _cli(
             [

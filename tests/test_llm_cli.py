@@ -147,3 +147,28 @@ def test_explain_flags_a_label_the_explanation_contradicts(trained, monkeypatch)
     result = explain_file(root / "media" / "angry_3.wav", best, asr=False)
     assert result["label"] == "angry" and result["label_from_explanation"] == "sad"
     assert any("explanation concludes 'sad'" in flag for flag in result["flags"])
+
+
+def test_explain_pipeline_with_a_trained_adapter(trained, capsys) -> None:
+    """``esva.pipeline("explain", model=DIR)`` is ``esva explain --model DIR``: the same JSON
+    fields, a path or an array, and only the task such a model answers."""
+    import esva
+    from esva.apps.results import LLMExplainResult
+    from esva.errors import EsvaError
+
+    root, best = trained
+    wav = root / "media" / "sad_0.wav"
+    pipe = esva.pipeline("explain", model=best, asr=False)
+    assert pipe.tasks == ("reason",)
+    result = pipe(wav, max_new_tokens=6)
+    assert isinstance(result, LLMExplainResult) and result.file == str(wav)
+    capsys.readouterr()
+    rc = main(["explain", str(wav), "--model", str(best), "--json", "--no-asr"])
+    cli = json.loads(capsys.readouterr().out)
+    assert rc == 0 and list(result.to_dict()) == list(cli)
+    assert LLMExplainResult.from_dict(cli).to_dict() == cli
+    samples, _ = sf.read(wav, dtype="float32")
+    from_array = pipe(samples, sample_rate=RATE, max_new_tokens=6)
+    assert from_array.file == "<array>" and from_array.streams == result.streams
+    with pytest.raises(EsvaError, match="unknown task 'face'"):
+        pipe(wav, task="face")

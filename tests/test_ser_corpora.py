@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from esva.data.corpora import load_corpora
 from esva.data.datasets import (
     ased,
     emovo,
-    nemo,
     get_adapter,
     list_adapters,
-    load_corpora,
     load_dataset,
+    nemo,
     tess,
 )
 from esva.data.label_mapping import DROP, SER7, SER7_MAPS, classes_for, map_labels

@@ -262,12 +262,15 @@ def test_explain_with_an_explainer(media):
     app = create_app(service=FakeService(), explainer=explainer, max_upload_mb=1)
     with ThreadServer(app) as srv:
         url = srv.url + "/api/explain"
-        status, body = post_files(url, {"file": ("v.mp4", media["mp4"]), "task": "recognition"})
+        status, body = post_files(url, {"file": ("v.mp4", media["mp4"]), "task": "reason"})
         assert status == 200 and body["explanation"] == "She smiles." and body["file"] == "v.mp4"
         status, body = post_files(url, {"file": ("v.mp4", media["mp4"]), "task": "poetry"})
         assert status == 400 and "unknown task" in body["error"]
         assert request(srv.url + "/api/info")[1]["explain"] is True
-    assert seen == [("file.mp4", "recognition")]
+        # the training prompts' names are not tasks (one vocabulary: esva.tasks)
+        status, body = post_files(url, {"file": ("v.mp4", media["mp4"]), "task": "reasoning"})
+        assert status == 400 and "unknown task" in body["error"]
+    assert seen == [("file.mp4", "reason")]
 
 
 def test_concurrency_queue_and_a_responsive_loop(server, media):

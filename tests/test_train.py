@@ -161,7 +161,65 @@ def test_ddp_two_cpu_processes_end_with_identical_weights(small_corpus, tmp_path
     assert proc.stdout.count("best model") == 1, "only the main process reports"
 
 
-def test_corpus_speaker_balanced_epoch_of_a_given_size(small_corpus, tmp_path):
+def test_corpus_speaker_balanced_epoch_of_a_given_size(small_corpus, tmp_path, monkeypatch):
+    """The run's sampler draws each corpus, then each speaker inside it, equally often although
+    their clip counts differ fourfold, and an epoch is the asked-for 12 draws."""
+    import csv
+
+    import numpy as np
+
+    from esva.recipes import train_esva
+    from esva.recipes.sampler import EpochSampler
+
+    # An unbalanced corpus: corpus "a" with spk00 (12 clips) and spk01 (3), corpus "b" with
+    # spk02 and spk03 (3 each); spk04 validates, spk05 tests.
+    with (small_corpus / "labels.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    kept, seen = [], {}
+    for row in rows:
+        k = int(row["speaker"][3:])
+        seen[k] = seen.get(k, 0) + 1
+        if k == 0 or k >= 4 or seen[k] <= 3:
+            row["speaker"] = f"{'a' if k < 2 else 'b'}:{row['speaker']}"
+            row["split"] = "train" if k < 4 else ("val" if k == 4 else "test")
+            kept.append(row)
+    labels = tmp_path / "unbalanced.csv"
+    with labels.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(kept)
+
+    made: list[EpochSampler] = []
+
+    class Recording(EpochSampler):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.groups, self.drawn = kwargs.get("groups"), []
+            made.append(self)
+
+        def __iter__(self):
+            order = list(super().__iter__())
+            self.drawn.append(order)
+            return iter(order)
+
+    monkeypatch.setattr(train_esva, "EpochSampler", Recording)
     run = _run(small_corpus, tmp_path / "g", epochs=1, corpus_speaker_balanced=True, epoch_size=12)
+    run.data.labels = str(labels)
     result = train(run)
     assert len(result.history) == 1 and ESVAModel.from_pretrained(result.best_dir)
+
+    (sampler,) = made
+    assert sampler.groups is not None, "the run did not ask for corpus/speaker balance"
+    assert [len(order) for order in sampler.drawn] == [12]  # the epoch the run trained on
+    speakers = [speaker for _, speaker in sampler.groups]
+    counts = {s: speakers.count(s) for s in set(speakers)}
+    assert counts == {"a:spk00": 12, "a:spk01": 3, "b:spk02": 3, "b:spk03": 3}
+    share = {s: float(sampler.weights[[x == s for x in speakers]].sum()) for s in counts}
+    assert share == pytest.approx(dict.fromkeys(counts, 0.25))  # corpus 1/2, speaker 1/2 of it
+    draws = []
+    for epoch in range(400):  # many epochs' draws: the frequencies follow the weights
+        sampler.set_epoch(epoch)
+        draws += [speakers[i] for i in EpochSampler.__iter__(sampler)]
+    freq = {s: draws.count(s) / len(draws) for s in counts}
+    assert max(abs(f - 0.25) for f in freq.values()) < 0.03, freq
+    assert np.isclose(sum(freq.values()), 1.0)

@@ -10,6 +10,53 @@ from pathlib import Path
 from esva.errors import EsvaError
 
 
+def read_rows(
+    path: str | Path,
+    required: Sequence[str] = (),
+    *,
+    what: str = "CSV file",
+    expected: str | None = None,
+    allow_empty: bool = False,
+) -> tuple[list[str], list[dict[str, str]]]:
+    """(header, rows) of a CSV with a header line, every row a ``{column: text}`` dict (a short
+    row's missing cells are ""), for tables keyed by something other than ``name``.
+
+    The one reader for esva's CSV inputs: a UTF-8 BOM is tolerated, header names are stripped,
+    and every problem is one :class:`EsvaError` line naming the file and ``what`` it should be
+    (``"labels file not found"``, ``"... has no rows"``, ``"expected columns EXPECTED, found
+    ..."``; ``expected`` defaults to ``required`` joined by commas).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise EsvaError(f"{what} not found", path)
+    if path.is_dir():
+        raise EsvaError(f"is a directory, expected a {what}", path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise EsvaError(f"{what} is not UTF-8 text", path) from None
+    except OSError as exc:
+        raise EsvaError(f"{what} cannot be read ({exc.strerror})", path) from None
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""), restval="")
+        header = [column.strip() for column in reader.fieldnames or []]
+        if any(column not in header for column in required):
+            raise EsvaError(
+                f"expected columns {expected or ','.join(required)}, "
+                f"found {','.join(header) or 'none'}",
+                path,
+            )
+        reader.fieldnames = header
+        rows = [
+            {k: "" if v is None else v for k, v in row.items() if k is not None} for row in reader
+        ]
+    except csv.Error as exc:
+        raise EsvaError(f"malformed CSV ({exc})", path) from None
+    if not rows and not allow_empty:
+        raise EsvaError(f"{what} has no rows", path)
+    return header, rows
+
+
 def read_table(path: str | Path, required: Sequence[str]) -> dict[str, dict[str, str]]:
     """Read a CSV with a header into ``{name: row}``, rows in file order.
 

@@ -5,4 +5,7 @@
 ``explain``    ``esva explain``: emotion and explanation from the language-model path
 ``align``      ``esva align``: how far voice and face are out of step
 ``demo``       ``esva demo``: the synthetic end-to-end run with the paper's ablations
+``pipeline``   the Python API, ``esva.pipeline("emotion" | "align" | "explain")``: the apps above,
+               loaded once, on a path, bytes or arrays
+``results``    the typed results the pipelines return and the CLI prints (``to_dict``)
 """

@@ -1,5 +1,7 @@
 """``esva align``: one file -> audio + face/mouth frames -> sync-space features -> τ*.
 
+The steps (``esva.pipeline("align")`` and the ``esva align`` command run them):
+
 1. **media** (:func:`esva.sync.clip_media.load_clip_media`): the audio decoded to 16 kHz and the
    main face tracked through every frame, with grey face and mouth crops;
 2. **features** (:meth:`esva.sync.space.SyncSpace.features`): log-mel audio frames and pooled
@@ -17,23 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from esva.io import atomic_path
-from esva.sync.clip_media import ClipMediaConfig, load_clip_media
-from esva.sync.estimate import ClipAlignConfig, ClipAlignment, align_media
-from esva.sync.space import SyncSpace
-
-
-def align_clip(
-    video: str | os.PathLike,
-    audio: str | os.PathLike | None = None,
-    *,
-    config: ClipAlignConfig | None = None,
-    media_config: ClipMediaConfig | None = None,
-    space: SyncSpace | None = None,
-    cache_dir: str | os.PathLike | None = None,
-) -> ClipAlignment:
-    """The whole pipeline for one file (``esva align``)."""
-    media = load_clip_media(video, audio, media_config, cache_dir)
-    return align_media(media, space, config)
+from esva.sync.estimate import ClipAlignment
 
 
 def plot_alignment(result: ClipAlignment, out: str | os.PathLike) -> Path:

@@ -27,6 +27,7 @@ import numpy as np
 from esva.apps.inference import SHORT_CLIP_S, analyse_file
 from esva.errors import EsvaError
 from esva.extract.provenance import extractor_for_model
+from esva.tasks import EXPLAIN_TASKS, TASK_MODALITIES, check_task
 
 
 class Explainer:
@@ -62,15 +63,22 @@ class Explainer:
         return self._transcriber.transcribe(clip).text.strip() or None
 
     def explain(
-        self, path: str | Path, audio: str | Path | None = None, max_new_tokens: int | None = None
+        self,
+        path: str | Path,
+        audio: str | Path | None = None,
+        max_new_tokens: int | None = None,
+        source=None,
     ) -> dict[str, Any]:
+        """``source``: a clip with in-memory media (the Python API), ``path`` naming it."""
         from esva.llm.data import lm_features
         from esva.llm.parse import label_last_word, label_strict
         from esva.recipes.captions import face_cues, voice_cues
 
         meta, model = self.meta, self.model
         # The decoded audio is kept for the subtitle; no sync face track (no offset here).
-        analysis = analyse_file(self.extractor, path, audio, keep_media=True, sync_track=False)
+        analysis = analyse_file(
+            self.extractor, path, audio, keep_media=True, sync_track=False, source=source
+        )
         extracted = analysis.features
         features = lm_features(extracted.streams, meta)
         if not features:
@@ -153,13 +161,8 @@ def explain_file(
 
 # ----------------------------------------------------------------------------- out of the box
 
-TASKS = ("emotion", "reason", "face", "voice")
-TASK_MODALITIES = {
-    "emotion": ("voice", "face", "words"),
-    "reason": ("voice", "face", "words"),
-    "face": ("face",),
-    "voice": ("voice", "words"),
-}
+# One task vocabulary for the CLI, the server and the Python API (esva.tasks).
+TASKS = EXPLAIN_TASKS
 
 
 def load_voice_reference() -> dict[str, dict[str, float]]:
@@ -281,14 +284,18 @@ def face_vector(prediction) -> np.ndarray | None:
 
 
 def measure_clip(
-    recognizer, prosody, registers, path: str | Path, audio: str | Path | None = None
+    recognizer, prosody, registers, path: str | Path, audio: str | Path | None = None, source=None
 ) -> ClipMeasures:
     """Predict and measure one file with one decode (``esva explain`` and the adapter's build
-    script call this, so that training and use measure alike)."""
+    script call this, so that training and use measure alike). ``source``: a clip with
+    in-memory media (the Python API), ``path`` naming it."""
     from esva.llm.cues import ClipCueSet
     from esva.recipes.captions import voice_cues
 
-    prediction, analysis = recognizer.predict_with_analysis(path, audio=audio)
+    if source is None:
+        prediction, analysis = recognizer.predict_with_analysis(path, audio=audio)
+    else:
+        prediction, analysis = recognizer.predict_with_analysis(path, audio=audio, source=source)
     clip = analysis.audio
     voice, reference = [], None
     if clip is not None and len(clip.samples):
@@ -376,8 +383,10 @@ class CueExplainer:
             self._transcriber = create_encoder(ASR_MODEL)
         return self._transcriber.transcribe(audio_clip).text.strip() or None
 
-    def measure(self, path: str | Path, audio: str | Path | None = None) -> ClipMeasures:
-        return measure_clip(self.recognizer, self.prosody, self._registers, path, audio)
+    def measure(
+        self, path: str | Path, audio: str | Path | None = None, source=None
+    ) -> ClipMeasures:
+        return measure_clip(self.recognizer, self.prosody, self._registers, path, audio, source)
 
     def explain(
         self,
@@ -386,16 +395,17 @@ class CueExplainer:
         task: str = "reason",
         samples: int = 2,
         max_new_tokens: int = 40,
+        source=None,
     ) -> dict[str, Any]:
+        """``source``: a clip with in-memory media (the Python API), ``path`` naming it."""
         import zlib
 
         from esva.llm.conclude import explain_with_model
         from esva.llm.parse import emotion_words
 
-        if task not in TASKS:
-            raise EsvaError(f"unknown task {task!r} (choose {', '.join(TASKS)})")
+        check_task(task)
         path = Path(path)
-        m = self.measure(path, audio)
+        m = self.measure(path, audio, source) if source is not None else self.measure(path, audio)
         prediction, cues = m.prediction, m.cues
         wanted = TASK_MODALITIES[task]
         if task == "face" and cues.face is None:

@@ -131,6 +131,7 @@ def analyse_file(
     keep_media: bool = True,
     sync_track: bool = True,
     require_streams: bool = True,
+    source: ClipSource | None = None,
 ) -> FileAnalysis:
     """Decode and extract ``path`` once.
 
@@ -138,9 +139,14 @@ def analyse_file(
     ``sync_track`` and an extractor without a visual encoder, the video is decoded once more
     (its only decoding) for the sync face track, with ``esva align``'s defaults.
     ``require_streams=False`` lets a clip without any of the extractor's streams through (the
-    fused default answers a silent video from the face track).
+    fused default answers a silent video from the face track). ``source``: a clip whose media
+    are in memory (:mod:`esva.media.arrays`, the Python API's arrays); ``path`` then only names
+    it in the result.
     """
-    source, is_audio = file_source(path, audio)
+    if source is not None:
+        is_audio = source.frames is None and source.video is None
+    else:
+        source, is_audio = file_source(path, audio)
     features = extractor.extract(source, keep_media=keep_media, require_streams=require_streams)
     result = FileAnalysis(
         path=Path(path),
@@ -162,7 +168,8 @@ def analyse_file(
             from esva.sync.clip_media import track_sync_face
 
             try:
-                result.track = track_sync_face(source.video)
+                frames = source.frames if source.frames is not None else source.video
+                result.track = track_sync_face(frames)
                 result.track_source = SYNC_TRACK
                 result.track_detector = "mtcnn"
             except EsvaError as err:
@@ -178,6 +185,8 @@ def analyse_file(
 def _load_audio(source: ClipSource) -> AudioClip | None:
     from esva.media.decode import load_audio
 
+    if source.audio_clip is not None:
+        return source.audio_clip if len(source.audio_clip.samples) else None
     clip = load_audio(source.audio or source.video, missing_ok=True)
     return clip if clip is not None and len(clip.samples) else None
 
@@ -372,13 +381,15 @@ class Recognizer:
         window_s: float = 2.0,
         hop_s: float = 0.5,
         measure_offset: bool = True,
+        source: ClipSource | None = None,
     ) -> Prediction:
-        """Emotion, probabilities, a windowed timeline and the audio lag of one media file.
+        """Emotion, probabilities, a windowed timeline and the audio lag of one media file
+        (or of ``source``'s in-memory media, ``path`` naming it).
 
         The offset comes from the model's own alignment module when it reads both audio and
         video; otherwise from the shipped sync space on the same decoded audio and face track.
         """
-        return self.predict_with_analysis(path, audio, window_s, hop_s, measure_offset)[0]
+        return self.predict_with_analysis(path, audio, window_s, hop_s, measure_offset, source)[0]
 
     def predict_with_analysis(
         self,
@@ -387,16 +398,22 @@ class Recognizer:
         window_s: float = 2.0,
         hop_s: float = 0.5,
         measure_offset: bool = True,
+        source: ClipSource | None = None,
     ) -> tuple[Prediction, FileAnalysis]:
         """:meth:`predict` and the file's analysis (decoded audio, encoder streams, face track),
         for callers that measure more on the same decoded media (``esva explain``)."""
         if window_s <= 0 or hop_s <= 0:
             raise EsvaError("--window and --hop must be positive")
         if self.fusion is not None:
-            return self._predict_fused(path, audio, window_s, hop_s, measure_offset)
+            return self._predict_fused(path, audio, window_s, hop_s, measure_offset, source)
         model, cfg = self.model, self.model.config
         analysis = analyse_file(
-            self.extractor, path, audio, keep_media=measure_offset, sync_track=measure_offset
+            self.extractor,
+            path,
+            audio,
+            keep_media=measure_offset,
+            sync_track=measure_offset,
+            source=source,
         )
         features = analysis.features
         item, windows, duration = _items(model, features.streams, window_s, hop_s)
@@ -449,6 +466,7 @@ class Recognizer:
         window_s: float,
         hop_s: float,
         measure_offset: bool,
+        source: ClipSource | None = None,
     ) -> tuple[Prediction, FileAnalysis]:
         """The fused answer (:mod:`esva.apps.fused`): voice model + face expert, any subset."""
         from esva.apps.fused import (
@@ -468,7 +486,13 @@ class Recognizer:
         # The decoded audio (for the VAD) and the MTCNN track (for the face expert and the
         # offset) are always kept: the face expert reads that track's crops, no second decode.
         analysis = analyse_file(
-            self.extractor, path, audio, keep_media=True, sync_track=True, require_streams=False
+            self.extractor,
+            path,
+            audio,
+            keep_media=True,
+            sync_track=True,
+            require_streams=False,
+            source=source,
         )
         span = analysis.span_s() or (0.0, 0.0)
         grid = window_grid(analysis.duration_s, window_s, hop_s)

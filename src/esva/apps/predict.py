@@ -18,23 +18,7 @@ from esva.apps.inference import Prediction, Recognizer
 from esva.io import atomic_path
 from esva.media.decode import display_name
 
-__all__ = ["Prediction", "Recognizer", "plot_timeline", "predict_file", "timeline_figure"]
-
-
-def predict_file(
-    path: str | Path,
-    model_dir: str | Path | None = None,
-    audio: str | Path | None = None,
-    window_s: float = 2.0,
-    hop_s: float = 0.5,
-    assume_default_extraction: bool = False,
-) -> Prediction:
-    """One file with the model in ``model_dir`` (None: the shipped default). To predict many
-    files, load the model once: ``Recognizer.from_pretrained(dir)`` then ``.predict(path)``."""
-    recognizer = Recognizer.from_pretrained(
-        model_dir, assume_default_extraction=assume_default_extraction
-    )
-    return recognizer.predict(path, audio=audio, window_s=window_s, hop_s=hop_s)
+__all__ = ["Prediction", "Recognizer", "plot_timeline", "timeline_figure"]
 
 
 def plot_timeline(pred: Prediction, classes: list[str], path: str | Path) -> Path:

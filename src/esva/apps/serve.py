@@ -53,6 +53,7 @@ import esva.assets
 from esva.data.datasets.base import VIDEO_SUFFIXES
 from esva.data.sources import AUDIO_SUFFIXES
 from esva.errors import EsvaError
+from esva.tasks import DEFAULT_EXPLAIN_TASK, EXPLAIN_TASKS
 
 log = logging.getLogger("esva.serve")
 
@@ -63,7 +64,6 @@ TEXT_FIELD_LIMIT = 1024
 # An upload that sends nothing for this long is dropped (408): a stalled or deliberately slow
 # client must not hold one of the admitted slots for ever.
 UPLOAD_IDLE_S = 60.0
-EXPLAIN_TASKS = ("reasoning", "recognition")
 NO_LLM = (
     "this server does not explain (started with --no-explain): restart without it for esva "
     "explain's default, or with `--llm-model RUN/best` for an LLM adapter from `esva train-llm`"
@@ -84,10 +84,8 @@ class DefaultExplainer:
     """
 
     def __init__(self, recognizer: Any) -> None:
-        from esva.apps.explain import TASKS
-
         self.recognizer = recognizer
-        self.tasks: tuple[str, ...] = TASKS
+        self.tasks: tuple[str, ...] = EXPLAIN_TASKS
         self._explainer: Any = None
         self._lock = threading.Lock()
 
@@ -102,7 +100,7 @@ class DefaultExplainer:
     def __call__(self, path: Path, audio: Path | None, task: str | None) -> dict[str, Any]:
         explainer = self._load()
         with self._lock:  # one generation at a time: the LM is not shared across threads
-            return explainer.explain(path, audio=audio, task=task or "reason")
+            return explainer.explain(path, audio=audio, task=task or DEFAULT_EXPLAIN_TASK)
 
 
 class _Service:
@@ -409,7 +407,7 @@ def create_app(
     and ``classes``); ``explainer`` enables ``/api/explain``; without one, ``default_explain``
     enables it with ``esva explain``'s default (:class:`DefaultExplainer`, on the service's
     recogniser). An explainer with a ``tasks`` attribute accepts those tasks; others accept
-    the adapter's (``reasoning``, ``recognition``).
+    ``esva explain --task``'s (:data:`esva.tasks.EXPLAIN_TASKS`).
     """
     if max_upload_mb <= 0:
         raise EsvaError("--max-upload-mb must be positive")

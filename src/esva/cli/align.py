@@ -69,8 +69,10 @@ def align(
         from esva.apps.align import plot_alignment
 
         plot_alignment(result, plot)
-    if as_json:
-        typer.echo(json_dumps(result.to_dict()))
+    if as_json:  # the Python API's typed result prints the same object
+        from esva.apps.results import AlignResult
+
+        typer.echo(json_dumps(AlignResult.from_alignment(result).to_dict()))
         return
     offset = "undefined" if not math.isfinite(result.offset_ms) else f"{result.offset_ms:+.1f} ms"
     typer.echo(f"{result.file}")

@@ -8,8 +8,7 @@ from typing import Annotated
 import typer
 
 from esva.errors import EsvaError
-
-TASKS = ("emotion", "reason", "face", "voice")
+from esva.tasks import ADAPTER_TASKS, DEFAULT_EXPLAIN_TASK, EXPLAIN_TASKS, check_task
 
 
 def train_llm(
@@ -59,7 +58,7 @@ def explain(
             help="emotion (the answer only), reason (all cues), face or voice (that "
             "modality's cues). Without --model only.",
         ),
-    ] = "reason",
+    ] = DEFAULT_EXPLAIN_TASK,
     llm: Annotated[
         str | None,
         typer.Option(
@@ -96,8 +95,7 @@ def explain(
     ] = False,
 ) -> None:
     """Recognise the emotion in FILE and explain it in words, from cues that were measured."""
-    if task not in TASKS:
-        raise EsvaError(f"unknown --task {task!r} (choose {', '.join(TASKS)})")
+    check_task(task, EXPLAIN_TASKS, "--task")
     if not file.exists():
         raise EsvaError("file not found", file)
     if audio is not None and not audio.exists():
@@ -118,7 +116,7 @@ def explain(
             file, audio=audio, task=task, max_new_tokens=max_new_tokens or 40
         )
     else:
-        if task != "reason" or llm is not None or adapter is not None:
+        if task not in ADAPTER_TASKS or llm is not None or adapter is not None:
             raise EsvaError(
                 "--task, --llm and --adapter are for the default explainer, not with --model"
             )
@@ -132,8 +130,10 @@ def explain(
             asr=asr,
             assume_default_extraction=assume_default_extraction,
         )
-    if as_json:
-        typer.echo(json_dumps(result, default=float))
+    if as_json:  # the Python API's typed result prints the same object
+        from esva.apps.results import explain_result
+
+        typer.echo(json_dumps(explain_result(result).to_dict(), default=float))
         return
     from rich.console import Console
     from rich.markup import escape

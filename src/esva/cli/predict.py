@@ -96,8 +96,10 @@ def predict(
         from esva.apps.predict import plot_timeline  # matplotlib only when a plot is asked for
 
         plot_timeline(pred, recognizer.classes, plot)
-    if as_json:
-        typer.echo(json_dumps(pred.to_dict()))
+    if as_json:  # the Python API's typed result prints the same object
+        from esva.apps.results import EmotionResult
+
+        typer.echo(json_dumps(EmotionResult.from_prediction(pred).to_dict()))
         return
     from rich.console import Console
     from rich.table import Table

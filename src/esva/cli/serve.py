@@ -65,12 +65,15 @@ def serve(
 
 def _explainer(llm_model: Path) -> Any:
     """``esva explain --json`` for a file, with the adapter loaded once (the object carries the
-    recognition answer and the explanation whatever ``task`` says)."""
+    recognition answer and the explanation: only the ``reason`` task, as ``esva explain
+    --model``)."""
     from esva.apps.explain import Explainer
+    from esva.tasks import ADAPTER_TASKS
 
     explainer = Explainer.from_pretrained(llm_model)
 
     def explain(path: Path, audio: Path | None, task: str | None) -> dict[str, Any]:
         return explainer.explain(path, audio=audio)
 
+    explain.tasks = ADAPTER_TASKS  # type: ignore[attr-defined]  (as `esva explain --model`)
     return explain

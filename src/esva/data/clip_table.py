@@ -6,12 +6,12 @@ Required: ``name``; ``discrete`` (the emotion; may be empty for unlabelled clips
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from esva.errors import EsvaError
+from esva.tables import read_rows
 
 OPTIONAL_COLUMNS = ("valence", "speaker", "split")
 
@@ -28,25 +28,12 @@ class ClipLabel:
 def read_clip_table(path: str | Path, classes: list[str] | None = None) -> list[ClipLabel]:
     """Read and validate ``labels.csv``; unknown classes and duplicate names are errors."""
     path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            columns = reader.fieldnames or []
-            if "name" not in columns or "discrete" not in columns:
-                raise EsvaError(
-                    f"expected columns name,discrete[,{','.join(OPTIONAL_COLUMNS)}], "
-                    f"found {','.join(columns) or 'none'}",
-                    path,
-                )
-            rows = list(reader)
-    except FileNotFoundError:
-        raise EsvaError("labels file not found", path) from None
-    except UnicodeDecodeError:
-        raise EsvaError("labels file is not UTF-8 text", path) from None
-    except csv.Error as exc:
-        raise EsvaError(f"malformed CSV ({exc})", path) from None
-    if not rows:
-        raise EsvaError("labels file has no rows", path)
+    _, rows = read_rows(
+        path,
+        ("name", "discrete"),
+        what="labels file",
+        expected=f"name,discrete[,{','.join(OPTIONAL_COLUMNS)}]",
+    )
     clips, seen, unknown = [], set(), set()
     for line, row in enumerate(rows, start=2):
         name = (row.get("name") or "").strip()

@@ -7,11 +7,12 @@ speaker, split and transcript the corpus provides.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from esva.errors import EsvaError
+from esva.tables import read_rows
 
 
 @dataclass
@@ -28,6 +29,15 @@ class ClipSource:
     # offset between a 03- audio file and its 02- video twin).
     audio_offset_s: float = 0.0
     extra: dict[str, str] = field(default_factory=dict)
+    # In-memory media (the Python API's arrays, esva.media.arrays), read instead of decoding a
+    # file: an esva.media.types.AudioClip (16 kHz mono) and esva.media.types.VideoFrames.
+    audio_clip: Any = None
+    frames: Any = None
+
+    @property
+    def in_memory(self) -> bool:
+        """True when the clip's media are arrays, not files."""
+        return self.audio_clip is not None or self.frames is not None
 
     @property
     def media(self) -> list[Path]:
@@ -46,23 +56,9 @@ def read_clip_csv(path: str | Path) -> list[ClipSource]:
     separate audio track and an explicit clip id (default: the file's stem).
     """
     path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            columns = reader.fieldnames or []
-            if "path" not in columns:
-                raise EsvaError(
-                    f"expected columns path[,label,speaker,split,text,audio,name], found "
-                    f"{','.join(columns) or 'none'}",
-                    path,
-                )
-            rows = list(reader)
-    except FileNotFoundError:
-        raise EsvaError("clip list not found", path) from None
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise EsvaError(f"cannot read clip list ({exc})", path) from None
-    if not rows:
-        raise EsvaError("clip list has no rows", path)
+    _, rows = read_rows(
+        path, ("path",), what="clip list", expected="path[,label,speaker,split,text,audio,name]"
+    )
     clips, seen = [], set()
     for line, row in enumerate(rows, start=2):
         raw = (row.get("path") or "").strip()

@@ -195,5 +195,7 @@ def generate_corpus(out_dir: str | Path, cfg: SyntheticConfig | None = None) -> 
 
 def read_offsets(corpus: str | Path) -> dict[str, float]:
     """The true τ (seconds, paper convention) of every clip of a generated corpus."""
-    with (Path(corpus) / "offsets.csv").open(newline="") as handle:
-        return {row["name"]: float(row["tau_s"]) for row in csv.DictReader(handle)}
+    from esva.tables import read_table
+
+    rows = read_table(Path(corpus) / "offsets.csv", ("name", "tau_s"))
+    return {name: float(row["tau_s"]) for name, row in rows.items()}

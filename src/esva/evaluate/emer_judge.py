@@ -31,7 +31,6 @@ Backends:
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -46,6 +45,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from esva.errors import EsvaError
+from esva.tables import read_rows
 
 log = logging.getLogger(__name__)
 
@@ -375,20 +375,11 @@ def read_reasons(path: str | Path, column: str | None = None) -> dict[str, str]:
     """``{name: text}`` from an EMER CSV (``names`` + ``chi_reasons`` / ``reasons``)."""
     path = Path(path)
     candidates = [column] if column else ["chi_reasons", "eng_reasons", "reasons", "english"]
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            header = reader.fieldnames or []
-            text_col = next((c for c in candidates if c in header), None)
-            if "names" not in header or text_col is None:
-                raise EsvaError(
-                    f"expected columns names and one of {candidates}, found {header}", path
-                )
-            rows = {row["names"].strip(): row[text_col] or "" for row in reader if row["names"]}
-    except FileNotFoundError:
-        raise EsvaError("file not found", path) from None
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise EsvaError(f"not a readable CSV file ({exc})", path) from None
+    header, table = read_rows(path, allow_empty=True)
+    text_col = next((c for c in candidates if c in header), None)
+    if "names" not in header or text_col is None:
+        raise EsvaError(f"expected columns names and one of {candidates}, found {header}", path)
+    rows = {row["names"].strip(): row[text_col] or "" for row in table if row["names"]}
     if not rows:
         raise EsvaError("no rows", path)
     return rows

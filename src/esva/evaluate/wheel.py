@@ -43,7 +43,6 @@ MER2025 submission is untested.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +58,7 @@ from esva.evaluate.mer_files import (
     parse_list_strict,
     read_openset,
 )
+from esva.tables import read_rows
 
 WHEELS: tuple[str, ...] = ("wheel1", "wheel2", "wheel3", "wheel4", "wheel5")
 LEVELS: tuple[str, ...] = ("level1", "level2")
@@ -172,23 +172,15 @@ def read_synonyms(path: str | Path) -> dict[str, list[str]]:
 def read_formats(path: str | Path) -> dict[str, list[str]]:
     """``format.csv`` (``name,format``) -> ``{word form: [base words]}`` (``read_format2raws``)."""
     path = Path(path)
-    if not path.exists():
-        raise EsvaError("file not found", path)
+    header, rows = read_rows(path, allow_empty=True)
+    if not {"name", "format"} <= set(header):
+        raise EsvaError(f"wrong CSV columns: expected name,format, found {header}", path)
     mapping: dict[str, list[str]] = {}
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            if reader.fieldnames is None or not {"name", "format"} <= set(reader.fieldnames):
-                raise EsvaError(
-                    f"wrong CSV columns: expected name,format, found {reader.fieldnames}", path
-                )
-            for row in reader:
-                raw = row["name"] or ""
-                for form in parse_list_mer2025(row["format"] or ""):
-                    mapping.setdefault(form, []).append(raw)
-                mapping.setdefault(raw, []).append(raw)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise EsvaError(f"is not a readable CSV file ({type(exc).__name__})", path) from None
+    for row in rows:
+        raw = row["name"] or ""
+        for form in parse_list_mer2025(row["format"] or ""):
+            mapping.setdefault(form, []).append(raw)
+        mapping.setdefault(raw, []).append(raw)
     return mapping
 
 

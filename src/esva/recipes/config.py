@@ -72,7 +72,7 @@ class TrainConfig:
     monitor: str = "weighted_f1"  # validation metric to maximise
     balanced_sampling: bool = False  # draw classes equally often (with replacement)
     # Draw each corpus, then each speaker inside it, equally often (with replacement); the
-    # corpus is the prefix of the speaker id ("tess:OAF", as esva.data.datasets.load_corpora
+    # corpus is the prefix of the speaker id ("tess:OAF", as esva.data.corpora.load_corpora
     # writes them). For training across corpora (esva.recipes.sampler).
     corpus_speaker_balanced: bool = False
     epoch_size: int = 0  # draws per epoch; 0: the number of training clips

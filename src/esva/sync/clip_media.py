@@ -29,7 +29,7 @@ from esva.hashing import text_sha256
 from esva.io import atomic_path
 from esva.media.decode import display_name, load_audio, probe
 from esva.media.faces import FaceTrackerConfig, track_faces
-from esva.media.types import AudioClip, FaceTrack
+from esva.media.types import AudioClip, FaceTrack, VideoFrames
 
 MEDIA_CACHE_VERSION = "1"  # bump when what load_clip_media returns changes
 
@@ -114,8 +114,9 @@ def _load_media(path: Path, video: Path, audio: Path) -> ClipMedia:
     return ClipMedia(clip, track, video, audio)
 
 
-def track_sync_face(video: Path, config: ClipMediaConfig | None = None) -> FaceTrack:
-    """The main face through every decoded frame of ``video``, with the sync space's crops."""
+def track_sync_face(video: Path | VideoFrames, config: ClipMediaConfig | None = None) -> FaceTrack:
+    """The main face through every decoded frame of ``video`` (a file, or frames in memory:
+    :mod:`esva.media.arrays`), with the sync space's crops."""
     from esva.media import decode  # looked up per call: a test counts the decodes through it
 
     config = config or ClipMediaConfig()
@@ -125,6 +126,11 @@ def track_sync_face(video: Path, config: ClipMediaConfig | None = None) -> FaceT
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
+        if isinstance(video, VideoFrames):
+            from esva.media.arrays import iter_array_frames
+
+            frames = iter_array_frames(video, max_side=config.max_side)
+            return track_faces(frames, config.tracker(), video.source)
         frames = decode.iter_frames(video, max_side=config.max_side)
         return track_faces(frames, config.tracker(), video)
     finally:

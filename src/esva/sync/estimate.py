@@ -42,7 +42,7 @@ MIN_WINDOWS = 3
 
 @dataclass
 class ClipAlignConfig:
-    """Options of :func:`align_clip`: the search range and Eq. 4/8 geometry."""
+    """Options of :func:`align_media`: the search range and Eq. 4/8 geometry."""
 
     max_offset_ms: float = 500.0  # τ is searched in [-max, +max]
     window_s: float = 1.0  # local windows of Eq. 4
@@ -53,7 +53,7 @@ class ClipAlignConfig:
 
 @dataclass
 class ClipAlignment:
-    """The result of :func:`align_clip` (``offset_ms`` > 0: the audio lags the video)."""
+    """The result of :func:`align_media` (``offset_ms`` > 0: the audio lags the video)."""
 
     file: str
     audio_file: str

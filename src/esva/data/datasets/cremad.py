@@ -15,7 +15,6 @@ are not clips of their own and are not reported as skipped. Actor sex comes from
 
 from __future__ import annotations
 
-import csv
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ from esva.data.datasets.base import (
 )
 from esva.data.sources import ClipSource
 from esva.errors import EsvaError
+from esva.tables import read_rows
 
 EMOTIONS = {
     "ANG": "anger",
@@ -82,21 +82,13 @@ def parse_name(stem: str) -> tuple[str, str, str, str]:
 
 def read_demographics(path: Path) -> dict[str, str]:
     """``{actor id: "male" | "female"}`` from ``VideoDemographics.csv`` (ActorID, Sex, ...)."""
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            columns = reader.fieldnames or []
-            if "ActorID" not in columns or "Sex" not in columns:
-                raise EsvaError(
-                    f"expected columns ActorID,Sex,..., found {','.join(columns) or 'none'}", path
-                )
-            return {
-                row["ActorID"].strip(): row["Sex"].strip().lower()
-                for row in reader
-                if (row.get("ActorID") or "").strip()
-            }
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise EsvaError(f"cannot read the demographics CSV ({exc})", path) from None
+    _, rows = read_rows(
+        path, ("ActorID", "Sex"), what="demographics CSV", expected="ActorID,Sex,...",
+        allow_empty=True,
+    )  # fmt: skip
+    return {
+        row["ActorID"].strip(): row["Sex"].strip().lower() for row in rows if row["ActorID"].strip()
+    }
 
 
 def load(

@@ -8,11 +8,11 @@ present, is kept in ``extra["sex"]`` for sex-balanced speaker folds.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from esva.data.datasets.base import Adapter, ClipList, PathLike, Skipped, check_file, finish
 from esva.data.sources import read_clip_csv
+from esva.tables import read_rows
 
 DEFAULT_CSV = "clips.csv"
 
@@ -39,15 +39,14 @@ def load(root: PathLike, *, check_media: bool = True) -> ClipList:
 
 def _column(path: Path, column: str) -> dict[str, str]:
     """``{clip name: value}`` of an optional column, names resolved as read_clip_csv does."""
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        if column not in (reader.fieldnames or []):
-            return {}
-        out = {}
-        for row in reader:
-            name = (row.get("name") or "").strip() or Path((row.get("path") or "").strip()).stem
-            out[name] = (row.get(column) or "").strip()
-        return out
+    header, rows = read_rows(path, what="clip list", allow_empty=True)
+    if column not in header:
+        return {}
+    out = {}
+    for row in rows:
+        name = (row.get("name") or "").strip() or Path((row.get("path") or "").strip()).stem
+        out[name] = (row.get(column) or "").strip()
+    return out
 
 
 ADAPTER = Adapter(

@@ -18,7 +18,6 @@ skipped and reported, not kept without media.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from esva.data.datasets.base import (
 )
 from esva.data.sources import ClipSource
 from esva.errors import EsvaError
+from esva.tables import read_rows
 
 CLASSES: tuple[str, ...] = ("neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear")
 SPLITS = ("train", "dev", "test")
@@ -51,25 +51,14 @@ OPTIONAL = ("Sentiment", "Season", "Episode", "StartTime", "EndTime")
 
 def read_split(path: Path, split: str) -> list[ClipSource]:
     """The rows of one MELD CSV as text-only clips; any bad row is a one-line EsvaError."""
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            columns = [c.strip() for c in reader.fieldnames or []]
-            missing = [c for c in REQUIRED if c not in columns]
-            if missing:
-                raise EsvaError(
-                    f"wrong MELD columns: missing {', '.join(missing)} "
-                    f"(found {','.join(columns) or 'none'})",
-                    path,
-                )
-            reader.fieldnames = columns  # tolerate stray spaces around header names
-            rows = list(reader)
-    except FileNotFoundError:
-        raise EsvaError("MELD CSV not found", path) from None
-    except UnicodeDecodeError:
-        raise EsvaError("MELD CSV is not UTF-8 text", path) from None
-    except csv.Error as exc:
-        raise EsvaError(f"malformed CSV ({exc})", path) from None
+    columns, rows = read_rows(path, what="MELD CSV", allow_empty=True)  # header names stripped
+    missing = [c for c in REQUIRED if c not in columns]
+    if missing:
+        raise EsvaError(
+            f"wrong MELD columns: missing {', '.join(missing)} "
+            f"(found {','.join(columns) or 'none'})",
+            path,
+        )
     if not rows:
         raise EsvaError("MELD CSV has a header but no rows", path)
 

@@ -1,5 +1,9 @@
 """Several corpora as one clip list, for cross-corpus and cross-language training.
 
+Above both the adapters (:mod:`esva.data.datasets`) and the label tables
+(:mod:`esva.data.label_mapping`, which reads the adapters' class lists), so that neither
+imports the other back.
+
 >>> clips = load_corpora({"ravdess": "data/ravdess_speech", "tess": "data/ser_corpora/tess",
 ...                       "emovo": "data/ser_corpora/emovo", "ased": "data/ser_corpora/ased"},
 ...                      target="ser7")
@@ -25,7 +29,9 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from esva.data.datasets import canonical_name, load_dataset
 from esva.data.datasets.base import ClipList, PathLike, Skipped
+from esva.data.label_mapping import map_labels
 from esva.data.sources import ClipSource
 from esva.errors import EsvaError
 
@@ -41,8 +47,6 @@ def load_corpora(
     roots: Mapping[str, PathLike | Sequence[PathLike]], target: str | None = None
 ) -> ClipList:
     """Load every ``{corpus name: root(s)}`` and concatenate them (see the module doc)."""
-    from esva.data.datasets import canonical_name, load_dataset
-
     if not roots:
         raise EsvaError("load_corpora needs at least one corpus: {name: root}")
     clips: list[ClipSource] = []
@@ -61,8 +65,6 @@ def load_corpora(
             for clip in loaded
         ]
         if target is not None:
-            from esva.data.label_mapping import map_labels
-
             before = {clip.name: clip for clip in part}
             part, _ = map_labels(part, corpus, target=target)
             kept = {clip.name for clip in part}
