@@ -32,7 +32,7 @@ import soundfile as sf
 import yaml
 
 from esva.cli.main import main
-from media_factory import tone, write_media
+from media_factory import tone, write_media, write_multichannel
 
 RATE = 16000
 NON_FINITE = re.compile(r"\bNaN\b|\bnan\b|-?Infinity\b|\binf\b")
@@ -94,6 +94,11 @@ def corpus(tmp_path_factory, small_corpus) -> Corpus:
     (root / "text.wav").write_text("this is not audio\n")
     data = (root / "good.mp4").read_bytes()
     (root / "trunc.mp4").write_bytes(data[: len(data) // 3])
+    # 8 and more channels used to crash the decoder (SIGSEGV) and, uploaded, the server.
+    write_multichannel(root / "ch8.wav", 8)
+    write_multichannel(root / "ch16.wav", 16)
+    write_multichannel(root / "ch8.flac", 8, "flac")
+    write_multichannel(root / "ch8.mp4", 8, "aac", video=True)
     shutil.copy(root / "good.wav", root / "wav_as.mp4")
     (root / "folder.mp4").mkdir()
     shutil.copy(root / "good.wav", root / ("x" * 240 + ".wav"))
@@ -341,6 +346,10 @@ CASES: dict[str, Case] = {
         check=_json_flags("audio-damaged"),
     ),
     "predict-wav-named-mp4": Case(P, lambda c, t: [P, c("wav_as.mp4"), "--json"], 0),
+    "predict-8-channel-wav": Case(P, lambda c, t: [P, c("ch8.wav"), "--json"], 0),
+    "predict-16-channel-wav": Case(P, lambda c, t: [P, c("ch16.wav"), "--json"], 0),
+    "predict-8-channel-flac": Case(P, lambda c, t: [P, c("ch8.flac"), "--json"], 0),
+    "predict-8-channel-aac-mp4": Case(P, lambda c, t: [P, c("ch8.mp4"), "--json"], 0),
     "predict-audio-random": Case(
         P, lambda c, t: [P, c("silent.mp4"), "--audio", c("random.wav")], 2, ("random.wav",)
     ),
