@@ -7,7 +7,8 @@ Nothing assumes a constant frame rate: variable-frame-rate video keeps each fram
 and sampling at a chosen rate picks the decoded frame nearest each target time.
 
 Audio is converted to packed float by libswresample (PyAV's resampler: one interleaved plane
-for any channel count), averaged over channels (downmix) and resampled with soxr's streaming resampler, so a long file never holds its native-rate samples in memory. Video is a
+for any channel count), averaged over channels (downmix) and resampled with soxr's streaming
+resampler, so a long file never holds its native-rate samples in memory. Video is a
 generator (:func:`iter_frames`) that holds at most two decoded frames: a 20-minute file decodes
 in bounded memory. :func:`load_video` collects a short clip into :class:`VideoFrames`.
 
@@ -253,10 +254,10 @@ def load_audio(
     """Decode the audio stream of ``path`` to mono float32 at ``sample_rate``.
 
     Works for audio files (wav, flac, mp3, m4a, ...) and for the audio track of videos. Stereo and
-    multi-channel audio (any channel count) is averaged to mono; any input rate is resampled with soxr (streaming, so
-    memory is the output plus one packet). ``start_s`` is the container time of the first sample;
-    gaps in the audio timestamps (up to ``MAX_AUDIO_GAP_S``) are filled with silence so that the
-    samples stay on the container clock.
+    multi-channel audio (any channel count) is averaged to mono; any input rate is resampled with
+    soxr (streaming, so memory is the output plus one packet). ``start_s`` is the container time
+    of the first sample; gaps in the audio timestamps (up to ``MAX_AUDIO_GAP_S``) are filled with
+    silence so that the samples stay on the container clock.
 
     A file without an audio stream raises :class:`EsvaError` ("no audio stream"), or returns
     ``None`` when ``missing_ok`` is true (e.g. a silent video, whose visual stream is still
