@@ -272,3 +272,34 @@ def test_the_shared_prompt_cache_changes_no_number(tiny) -> None:
     assert cached[0] == fresh[0]
     assert cached[1] == pytest.approx(fresh[1], abs=1e-4)
     assert cached[2] == pytest.approx(fresh[2], abs=1e-4)
+
+
+def test_long_clips_are_explained_per_segment() -> None:
+    from esva.apps.explain import segment_summary
+
+    windows = [
+        {"start_s": 0.0, "end_s": 10.0, "label": "neutral"},
+        {"start_s": 5.0, "end_s": 15.0, "label": "neutral"},
+        {"start_s": 10.0, "end_s": 20.0, "label": "happy"},
+        {"start_s": 15.0, "end_s": 62.0, "label": "neutral"},
+    ]
+    segments, text = segment_summary(windows, 62.0)
+    assert [s["label"] for s in segments] == ["neutral", "happy", "neutral"]
+    assert segments[0]["windows"] == 2 and segments[0]["end_s"] == 15.0
+    assert text.startswith("A 62 s clip read in 4 windows: mostly neutral")
+    assert "10-20 s happy" in text and len(text) < 300
+    many = [{"start_s": i, "end_s": i + 1.0, "label": "ab"[i % 2]} for i in range(40)]
+    _, text = segment_summary(many, 40.0)
+    assert "and 28 more" in text and len(text) < 400
+
+
+def test_llm_is_named_not_located() -> None:
+    from esva.apps.explain import llm_name
+    from esva.assets import explain_adapter_dir
+
+    shipped = str(explain_adapter_dir(verify=False))
+    assert llm_name(shipped, adapter=object()) == (
+        "esva explanation adapter (SmolLM2-135M-Instruct + LoRA)"
+    )
+    assert llm_name("/opt/models/Llama-2-7b-chat-hf") == "Llama-2-7b-chat-hf"
+    assert llm_name("smollm2-135m-instruct") == "smollm2-135m-instruct"
