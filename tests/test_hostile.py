@@ -252,6 +252,12 @@ def _damaged_models(root: Path, model: Path) -> None:
     state = load_file(str(model / "model.safetensors"))
     state[first] = state[first][:1].clone()
     save_file(state, str(root / "model_shape" / "model.safetensors"))
+    # config.json that cannot be read as a file: a symlink to itself, a folder
+    for name in ("config_loop", "config_dir"):
+        shutil.copytree(model, root / f"model_{name}")
+        (root / f"model_{name}" / "config.json").unlink()
+    (root / "model_config_loop" / "config.json").symlink_to("config.json")
+    (root / "model_config_dir" / "config.json").mkdir()
     (root / "llm_empty").mkdir()
     (root / "llm_garbage").mkdir()
     (root / "llm_garbage" / "esva_llm.json").write_text("{broken")
@@ -398,6 +404,18 @@ CASES: dict[str, Case] = {
     ),
     "predict-model-bad-json": Case(
         P, lambda c, t: [P, c("good.wav"), "--model", c("model_bad_json")], 2, ("config.json",)
+    ),
+    "predict-model-config-symlink-loop": Case(
+        P,
+        lambda c, t: [P, c("good.wav"), "--model", c("model_config_loop")],
+        2,
+        ("config.json",),
+    ),
+    "predict-model-config-is-folder": Case(
+        P,
+        lambda c, t: [P, c("good.wav"), "--model", c("model_config_dir")],
+        2,
+        ("config.json", "folder"),
     ),
     "predict-model-truncated-weights": Case(
         P,
@@ -1182,3 +1200,133 @@ def test_remove_stale_temps_spares_live_writers(tmp_path: Path) -> None:
         handle.write("{}")
         names = [p.name for p in tmp_path.glob(".z.json.*.tmp")]
         assert len(names) == 1 and f".pid{os.getpid()}." in names[0], names
+
+
+# ------------------------------------------------------------------------------ the server
+def _raw(port: int, method: str, path: str, host: str = "127.0.0.1") -> tuple[int, bytes]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request(method, path, headers={"Host": host})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def crash_server(tmp_path_factory):
+    """esva serve with its work in a spawned worker process (the stand-in service decodes with
+    the real decoder and aborts on a marked file)."""
+    from crash_service import CrashService
+    from esva.apps.serve import create_app
+    from serve_client import ThreadServer
+
+    app = create_app(service_factory=CrashService, max_upload_mb=5)
+    with ThreadServer(app) as srv:
+        yield srv, app
+
+
+def _upload_root_empty(app) -> bool:
+    return not any(app.state.upload_root.iterdir())
+
+
+def test_server_survives_an_8_channel_file_and_a_crashing_worker(crash_server, corpus):
+    from crash_service import CRASH_MARK
+    from serve_client import post_files, request
+
+    srv, app = crash_server
+    good = Path(corpus("good.wav")).read_bytes()
+    url = srv.url + "/api/predict"
+    for name in ("ch8.wav", "ch16.wav", "ch8.flac", "ch8.mp4"):
+        status, body = post_files(url, {"file": (name, Path(corpus(name)).read_bytes())})
+        assert status == 200 and body["samples"] > 15_000, (name, body)
+        assert request(srv.url + "/api/health") == (200, {"status": "ok"})
+    first_pid = body["pid"]
+    assert first_pid != os.getpid()  # the work runs in another process
+    status, body = post_files(url, {"file": ("boom.wav", good + CRASH_MARK)})
+    assert status == 500, body
+    assert "boom.wav" in body["error"] and "crashed" in body["error"]
+    assert "Traceback" not in body["error"] and "/" not in body["error"]
+    assert _upload_root_empty(app)  # the upload of the crashed request is gone
+    assert request(srv.url + "/api/health") == (200, {"status": "ok"})
+    status, body = post_files(url, {"file": ("good.wav", good)})
+    assert status == 200 and body["label"] == "happy", body
+    assert body["pid"] != first_pid  # a fresh worker replaced the dead one
+    assert _upload_root_empty(app)
+
+
+def test_server_head_health_host_check_and_no_cdn_docs(crash_server):
+    srv, _ = crash_server
+    assert _raw(srv.port, "HEAD", "/api/health")[0] == 200
+    for host in ("localhost", f"127.0.0.1:{srv.port}", "[::1]:8080"):
+        assert _raw(srv.port, "GET", "/api/health", host)[0] == 200, host
+    status, body = _raw(srv.port, "GET", "/api/health", "evil.example:7860")
+    assert status == 400 and b"evil.example" in body and b"not served" in body
+    assert _raw(srv.port, "GET", "/api/docs")[0] == 404  # Swagger UI would load a CDN script
+    status, body = _raw(srv.port, "GET", "/api/openapi.json")
+    assert status == 200 and b"cdn" not in body.lower()
+    status, body = _raw(srv.port, "GET", "/")
+    assert status == 200 and b"cdn." not in body.lower()
+
+
+def test_server_allow_host_option() -> None:
+    from esva.apps.serve import create_app
+    from serve_client import ThreadServer
+    from test_serve import FakeService
+
+    app = create_app(service=FakeService(), allowed_hosts=("127.0.0.1", "esva.lan"))
+    with ThreadServer(app) as srv:
+        assert _raw(srv.port, "GET", "/api/health", "esva.lan:80")[0] == 200
+        assert _raw(srv.port, "GET", "/api/health", "localhost")[0] == 400
+    app = create_app(service=FakeService(), allowed_hosts=("*",))
+    with ThreadServer(app) as srv:
+        assert _raw(srv.port, "GET", "/api/health", "anything.example")[0] == 200
+
+
+def test_server_explain_without_cached_lm_is_503(tmp_path, monkeypatch) -> None:
+    """No LM weights in the cache: /api/info says explain is unavailable, /api/explain is a 503
+    with a plain message (no server path)."""
+    from esva.apps import serve as serve_mod
+    from serve_client import ThreadServer, post_files, request
+    from test_serve import FakeService
+
+    monkeypatch.setenv("ESVA_CACHE", str(tmp_path / "empty-cache"))
+    assert serve_mod.lm_unavailable() == serve_mod.NO_LM_WEIGHTS
+
+    class Service(FakeService):
+        recognizer = object()
+
+    app = serve_mod.create_app(service=Service(), default_explain=True)
+    with ThreadServer(app) as srv:
+        info = request(srv.url + "/api/info")[1]
+        assert info["explain"] is False and "weights" in info["explain_unavailable"]
+        status, body = post_files(srv.url + "/api/explain", {"file": ("a.wav", b"RIFF")})
+        assert status == 503 and "esva weights pull" in body["error"], body
+        assert str(tmp_path) not in body["error"] and "/" not in body["error"].split("(")[0]
+
+
+def test_serve_busy_port_is_one_line(capsys) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        capsys.readouterr()
+        rc = main(["serve", "--port", str(port), "--no-explain"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("esva: error:") and len(err.splitlines()) == 1, err
+    assert f"port {port}" in err and "in use" in err
+
+
+def test_serve_bad_model_folder_is_one_line(corpus, capsys, monkeypatch) -> None:
+    """esva serve --model with config.json a symlink loop: one line, exit 2, port released."""
+    from serve_client import free_port
+
+    capsys.readouterr()
+    rc = main(["serve", "--model", corpus("model_config_loop"), "--port", str(free_port())])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "config.json" in err, err
+    assert "Traceback" not in err

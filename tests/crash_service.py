@@ -1,0 +1,40 @@
+"""A stand-in service for ``esva serve``'s worker processes (tests only): it decodes the upload
+with the real decoder, and dies the way a native crash does (``os.abort``) on a file whose last
+bytes are ``CRASH``. It is built inside each spawned worker from this importable module."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+CRASH_MARK = b"CRASH"
+
+
+class CrashService:
+    name = "crash-test"
+    classes = ("neutral", "happy")
+
+    def predict(self, path: Path, audio: Path | None = None) -> dict[str, Any]:
+        from esva.media.decode import load_audio
+
+        if Path(path).read_bytes()[-len(CRASH_MARK) :] == CRASH_MARK:
+            os.abort()  # SIGABRT: the process ends as on a segfault, no exception to catch
+        clip = load_audio(path)
+        return {
+            "label": "happy",
+            "probabilities": {"neutral": 0.4, "happy": 0.6},
+            "samples": len(clip.samples),
+            "pid": os.getpid(),
+        }
+
+    def explain(self, path: Path, audio: Path | None, task: str | None) -> dict[str, Any]:
+        raise AssertionError("explain is off")
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "classes": list(self.classes),
+            "explain_unavailable": "explanations are off in this test",
+            "tasks": [],
+        }
