@@ -303,3 +303,19 @@ def test_llm_is_named_not_located() -> None:
     )
     assert llm_name("/opt/models/Llama-2-7b-chat-hf") == "Llama-2-7b-chat-hf"
     assert llm_name("smollm2-135m-instruct") == "smollm2-135m-instruct"
+
+
+def test_explain_prints_no_transformers_cache_warning(tiny, wav, capfd) -> None:
+    """transformers' `past_key_values` rename notice never reaches esva explain's output."""
+    import logging
+
+    from esva.llm.conclude import CACHE_RENAME_WARNING
+
+    capfd.readouterr()
+    _explainer(tiny).explain(wav)
+    out, err = capfd.readouterr()
+    assert CACHE_RENAME_WARNING not in out + err
+    logger = logging.getLogger("transformers.utils.generic")
+    message = "`past_key_values`/`cache_params` are deprecated. Use `cache` instead."
+    record = logger.makeRecord(logger.name, logging.WARNING, __file__, 1, message, None, None)
+    assert not logger.filter(record)

@@ -352,6 +352,9 @@ CASES: dict[str, Case] = {
         check=_json_flags("audio-damaged"),
     ),
     "predict-wav-named-mp4": Case(P, lambda c, t: [P, c("wav_as.mp4"), "--json"], 0),
+    "predict-silent-video-without-face": Case(
+        P, lambda c, t: [P, c("silent.mp4")], 2, ("silent.mp4", "no usable audio, face")
+    ),
     "predict-8-channel-wav": Case(P, lambda c, t: [P, c("ch8.wav"), "--json"], 0),
     "predict-16-channel-wav": Case(P, lambda c, t: [P, c("ch16.wav"), "--json"], 0),
     "predict-8-channel-flac": Case(P, lambda c, t: [P, c("ch8.flac"), "--json"], 0),
@@ -1330,3 +1333,22 @@ def test_serve_bad_model_folder_is_one_line(corpus, capsys, monkeypatch) -> None
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "config.json" in err, err
     assert "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------ messages
+def test_a_1_fps_video_is_not_said_to_never_overlap() -> None:
+    """A face track at 1 fps over the audio: too sparse to follow the lips, which is what the
+    flag says (it used to claim that the audio and the face never overlap)."""
+    from types import SimpleNamespace
+
+    from esva.media.types import AudioClip
+    from esva.sync.estimate import _undefined_reason
+
+    audio = AudioClip(samples=tone(5.0, RATE), sample_rate=RATE, start_s=0.0)
+    sparse = SimpleNamespace(timestamps_s=np.arange(0.0, 5.0, 1.0), mask=np.ones(5, bool))
+    reason = _undefined_reason(SimpleNamespace(audio=audio, track=sparse))
+    assert "never overlap" not in reason and "too few face frames" in reason and "1" in reason
+    faceless = SimpleNamespace(timestamps_s=np.arange(0.0, 5.0, 1.0), mask=np.zeros(5, bool))
+    assert "no face" in _undefined_reason(SimpleNamespace(audio=audio, track=faceless))
+    later = SimpleNamespace(timestamps_s=np.arange(10.0, 15.0, 0.04), mask=np.ones(125, bool))
+    assert "never overlap" in _undefined_reason(SimpleNamespace(audio=audio, track=later))

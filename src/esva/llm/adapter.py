@@ -84,7 +84,7 @@ def class_logprobs(
     """
     import copy
 
-    from esva.llm.conclude import _cache_arg
+    from esva.llm.conclude import _cache_arg, output_cache
     from esva.llm.prompt import chat_wrap
 
     lm = model.lm  # a peft model while training, a merged plain LM in esva explain
@@ -116,7 +116,7 @@ def class_logprobs(
             for i, ids in enumerate(answers):
                 rows[i, : len(ids) - 1] = torch.tensor(ids[:-1])
                 mask[i, n + len(ids) - 1 :] = 0
-            cache = copy.deepcopy(out.past_key_values)
+            cache = copy.deepcopy(output_cache(out))
             cache.batch_repeat_interleave(len(classes))
             rest = decoder(
                 inputs_embeds=embed(rows),
