@@ -38,3 +38,29 @@ class CrashService:
             "explain_unavailable": "explanations are off in this test",
             "tasks": [],
         }
+
+
+class CrashBatchWorker:
+    """Stands in for :class:`esva.apps.batch.BatchWorker`: decodes with the real decoder and
+    aborts on a file whose last bytes are ``CRASH``."""
+
+    def __init__(self, model_dir: str | None, assume_default: bool) -> None:
+        from esva.apps.batch import _model_identity
+
+        self.classes = _model_identity(model_dir)[1]
+
+    def row(self, path: str) -> tuple[str, dict[str, Any]]:
+        from esva.media.decode import load_audio
+
+        if Path(path).read_bytes()[-len(CRASH_MARK) :] == CRASH_MARK:
+            os.abort()
+        load_audio(path)
+        n = len(self.classes)
+        return path, {
+            "discrete": self.classes[0],
+            "probabilities": [1.0 / n] * n,
+            "modalities": "audio",
+            "offset_ms": None,
+            "error": "",
+            "experts": {},
+        }

