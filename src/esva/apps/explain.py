@@ -257,6 +257,9 @@ def face_from_prediction(prediction):
     )
 
 
+# esva explain's own transcripts: multilingual, with language detection (see _transcribe).
+EXPLAIN_ASR_MODEL = "asr-whisper-base"
+
 # Past this length the explanation is read per timeline window (one line per run of windows
 # with one label) with a one-line summary: one paragraph over minutes of cues reads as salad.
 LONG_CLIP_S = 20.0
@@ -415,15 +418,19 @@ class CueExplainer:
             self._prosody = create_encoder("prosody")
         return self._prosody
 
-    def _transcribe(self, audio_clip) -> str | None:
+    def _transcribe(self, audio_clip) -> tuple[str | None, str | None]:
+        """(transcript, language code) by the multilingual Whisper base, which detects the
+        language: the English-only tiny.en turns other languages into English-looking garbage."""
         from esva.encoders import create_encoder
-        from esva.extract.pipeline import ASR_MODEL
 
         if audio_clip is None or not len(audio_clip.samples):
-            return None
+            return None, None
         if self._transcriber is None:
-            self._transcriber = create_encoder(ASR_MODEL)
-        return self._transcriber.transcribe(audio_clip).text.strip() or None
+            self._transcriber = create_encoder(EXPLAIN_ASR_MODEL)
+        result = self._transcriber.transcribe(audio_clip)
+        languages = [code for code in result.languages if code]
+        language = max(set(languages), key=languages.count) if languages else None
+        return result.text.strip() or None, language
 
     def measure(self, path: str | Path, audio: str | Path | None = None) -> ClipMeasures:
         return measure_clip(self.recognizer, self.prosody, self._registers, path, audio)
@@ -467,10 +474,17 @@ class CueExplainer:
                 confident = confident and label == prediction.label
             else:
                 second.pop("fused_probabilities")
-        transcript = prediction.transcript
+        transcript, language = prediction.transcript, None
         if transcript is None and self.asr and cues.voice and "words" in wanted:
-            transcript = self._transcribe(m.audio)
-        cues.transcript = transcript
+            transcript, language = self._transcribe(m.audio)
+        flags = list(prediction.flags)
+        if transcript is not None and language not in (None, "en"):
+            # The explanation model reads English: the words are reported, not reasoned on.
+            flags.append(
+                f"speech detected as {language!r}: transcript by Whisper base in that language, "
+                "not used in the explanation (the explanation model reads English)"
+            )
+        cues.transcript = transcript if language in (None, "en") else None
         exp = explain_with_model(
             self.lm,
             self.tokenizer,
@@ -486,7 +500,7 @@ class CueExplainer:
             score_classes=self.adapter is None,
         )
         present = {"voice": bool(cues.voice), "face": cues.face is not None,
-                   "words": bool(transcript)}  # fmt: skip
+                   "words": bool(cues.transcript)}  # fmt: skip
         measured = [mod for mod, ok in present.items() if ok]
         result = {
             "file": str(path),
@@ -513,7 +527,8 @@ class CueExplainer:
             "conclusion_logprob": round(exp.conclusion_logprob, 4),
             "lm_scores": {k: round(v, 4) for k, v in exp.lm_scores.items()},
             "transcript": transcript,
-            "flags": list(prediction.flags),
+            "transcript_language": language,
+            "flags": flags,
             "confident": confident,
             "model": prediction.model,
             "llm": llm_name(self.backbone, self.adapter),
