@@ -28,6 +28,13 @@ class CrashService:
             "pid": os.getpid(),
         }
 
+    def probe(self, path: Path) -> Any:
+        from esva.media.decode import probe
+
+        if Path(path).read_bytes()[-len(CRASH_MARK) :] == b"PROBE":
+            os.abort()  # a crash while the headers are read
+        return probe(path)
+
     def explain(self, path: Path, audio: Path | None, task: str | None) -> dict[str, Any]:
         raise AssertionError("explain is off")
 

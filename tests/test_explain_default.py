@@ -246,6 +246,7 @@ def test_serve_explains_out_of_the_box(tiny, wav, monkeypatch) -> None:
         return CueExplainer(self.recognizer, *tiny, TINY_BACKBONE, asr=False)
 
     monkeypatch.setattr(DefaultExplainer, "_load", load)
+    monkeypatch.setattr("esva.apps.serve.lm_unavailable", lambda: None)  # the tiny LM stands in
     app = create_app(service=Service(), default_explain=True, max_upload_mb=1)
     data = Path(wav).read_bytes()
     with ThreadServer(app) as srv:
@@ -319,3 +320,36 @@ def test_explain_prints_no_transformers_cache_warning(tiny, wav, capfd) -> None:
     message = "`past_key_values`/`cache_params` are deprecated. Use `cache` instead."
     record = logger.makeRecord(logger.name, logging.WARNING, __file__, 1, message, None, None)
     assert not logger.filter(record)
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+@pytest.mark.parametrize("take", ["01-01-01-01-01-01-01", "01-01-08-01-01-02-01"])
+def test_explain_agrees_with_predict_on_real_talking_faces(shared_data, take) -> None:
+    """RAVDESS Actor_01 talking-face takes (video: outside what the LM's weight was validated
+    on): esva explain's label and probabilities are esva predict's; the LM only reports."""
+    from esva.llm.backbone import DEFAULT_BACKBONE, converted_dir
+    from esva.weights.cache import cached_path
+
+    if not (converted_dir(DEFAULT_BACKBONE).is_dir() or cached_path(DEFAULT_BACKBONE).exists()):
+        pytest.skip("SmolLM2 not in the esva cache (esva weights pull smollm2-135m-instruct)")
+    clip = shared_data / "ravdess_av" / "Actor_01" / f"{take}.mp4"
+    explainer = _real_explainer()
+    predicted = explainer.recognizer.predict(clip)
+    r = explainer.explain(clip)
+    assert r["label"] == predicted.label
+    assert r["probabilities"] == pytest.approx(predicted.probabilities)
+    assert r["confident"] == predicted.confident
+    second = r["second_opinion"]
+    assert second["applied"] is False and any("video" in w for w in second["not_applied_because"])
+    assert r["explanation"].endswith(f"Therefore, the emotion is {r['label']}.")
+
+
+_REAL: list = []
+
+
+def _real_explainer() -> CueExplainer:
+    """One shipped explainer for the real-take tests (the models load once)."""
+    if not _REAL:
+        _REAL.append(CueExplainer.from_pretrained(asr=False))
+    return _REAL[0]

@@ -1258,6 +1258,13 @@ def test_server_survives_an_8_channel_file_and_a_crashing_worker(crash_server, c
     assert status == 200 and body["label"] == "happy", body
     assert body["pid"] != first_pid  # a fresh worker replaced the dead one
     assert _upload_root_empty(app)
+    # A crash while the headers are read (the sniff runs in the worker too).
+    status, body = post_files(url, {"file": ("probe.wav", good + b"PROBE")})
+    assert status == 500 and "probe.wav" in body["error"], body
+    assert _upload_root_empty(app)
+    assert request(srv.url + "/api/health") == (200, {"status": "ok"})
+    status, body = post_files(url, {"file": ("good.wav", good)})
+    assert status == 200, body
 
 
 def test_server_head_health_host_check_and_no_cdn_docs(crash_server):

@@ -185,6 +185,12 @@ class _Service:
         """``esva predict --json``'s object for ``path`` (with the C(τ) curve when measured)."""
         return self.recognizer.predict(path, audio=audio).to_dict()
 
+    def probe(self, path: Path) -> Any:
+        """The media's headers (``esva.media.decode.probe``), read in this worker."""
+        from esva.media.decode import probe
+
+        return probe(path)
+
     def explain(self, path: Path, audio: Path | None, task: str | None) -> dict[str, Any]:
         if self.explainer is None:
             raise ExplainUnavailable(self.explain_unavailable or NO_LLM)
@@ -248,6 +254,9 @@ class IsolatedService:
 
     def predict(self, path: Path, audio: Path | None = None) -> dict[str, Any]:
         return self.pool.call("predict", path, audio)
+
+    def probe(self, path: Path) -> Any:
+        return self.pool.call("probe", path)
 
     def explain(self, path: Path, audio: Path | None, task: str | None) -> dict[str, Any]:
         return self.pool.call("explain", path, audio, task)
@@ -452,9 +461,15 @@ async def receive_form(
 _NOT_AV_FORMATS = ("image2", "tty", "srt", "webvtt", "ass", "lrc")
 
 
-def sniff(upload: Upload, need_audio: bool = False) -> None:
-    """Check with PyAV that the content is audio or video whatever its suffix says."""
-    from esva.media.decode import probe
+def sniff(upload: Upload, need_audio: bool = False, probe: Callable | None = None) -> None:
+    """Check with PyAV that the content is audio or video whatever its suffix says.
+
+    ``probe`` reads the headers (:func:`esva.media.decode.probe` here by default; a worker
+    process's for an :class:`IsolatedService`, so that not even libav's header parsing runs in
+    the server's process).
+    """
+    if probe is None:
+        from esva.media.decode import probe
 
     try:
         info = probe(upload.path)
@@ -641,10 +656,23 @@ def create_app(
             form = await receive_form(request, directory, allowed, text_fields, limit)
         except ClientDisconnect:
             raise ApiError(400, "the client went away during the upload") from None
-        await anyio.to_thread.run_sync(sniff, form.files["file"])
-        if "audio" in form.files:
-            await anyio.to_thread.run_sync(sniff, form.files["audio"], True)
+        probe = getattr(service, "probe", None) if isinstance(service, IsolatedService) else None
+        try:
+            await anyio.to_thread.run_sync(sniff, form.files["file"], False, probe)
+            if "audio" in form.files:
+                await anyio.to_thread.run_sync(sniff, form.files["audio"], True, probe)
+        except WorkerCrashed:
+            raise _crashed(form) from None
         return form
+
+    def _crashed(form: _Form) -> ApiError:
+        name = form.files["file"].name
+        log.error("the worker process died on %s; replaced", name)
+        return ApiError(
+            500,
+            f"{name}: the analysis crashed (its worker process died) and was abandoned; "
+            "the server has replaced the worker and is still running",
+        )
 
     async def _answer(form: _Form, fn: Callable[..., dict], *args: Any) -> JSONResponse:
         uploads = tuple(form.files.values())
@@ -653,13 +681,7 @@ def create_app(
         except EsvaError as err:
             raise ApiError(400, _scrub(str(err), *uploads)) from None
         except WorkerCrashed:
-            name = form.files["file"].name
-            log.error("the worker process died on %s; replaced", name)
-            raise ApiError(
-                500,
-                f"{name}: the analysis crashed (its worker process died) and was abandoned; "
-                "the server has replaced the worker and is still running",
-            ) from None
+            raise _crashed(form) from None
         except ExplainUnavailable as err:
             raise ApiError(503, str(err)) from None
         result["file"] = form.files["file"].name
