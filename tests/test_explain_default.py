@@ -353,3 +353,27 @@ def _real_explainer() -> CueExplainer:
     if not _REAL:
         _REAL.append(CueExplainer.from_pretrained(asr=False))
     return _REAL[0]
+
+
+def test_a_long_clip_is_explained_per_segment(tiny, wav) -> None:
+    """Past LONG_CLIP_S the explanation starts with the per-window summary and lists segments."""
+    from dataclasses import replace
+
+    from esva.apps.explain import LONG_CLIP_S
+
+    class LongRecognizer(FakeRecognizer):
+        def predict(self, path, audio=None):
+            windows = [
+                {"start_s": 10.0 * i, "end_s": 10.0 * i + 10.0, "label": label}
+                for i, label in enumerate(["happy", "happy", "sad", "happy"])
+            ]
+            return replace(super().predict(path, audio), duration_s=40.0, timeline=windows)
+
+    model, tokenizer = tiny
+    r = CueExplainer(LongRecognizer(), model, tokenizer, TINY_BACKBONE, asr=False).explain(wav)
+    assert LONG_CLIP_S < 40.0
+    assert r["explanation"].startswith("A 40 s clip read in 4 windows: mostly happy (30 s).")
+    assert "\nOverall: " in r["explanation"]
+    assert [s["label"] for s in r["segments"]] == ["happy", "sad", "happy"]
+    short = _explainer(tiny).explain(wav)
+    assert "segments" not in short and not short["explanation"].startswith("A ")
