@@ -1488,3 +1488,23 @@ def test_offline_refusal_says_nothing_of_fetching_again(tmp_path, capsys, monkey
     out, err = capsys.readouterr()
     assert rc == 2 and "ESVA_OFFLINE" in err and "corrupted" in err, err
     assert "fetching them again" not in out + err + caplog.text
+
+
+def test_worker_pool_replaces_a_worker_killed_between_tasks() -> None:
+    """A worker killed while idle (the OOM killer, kill -9): the next task still runs."""
+    import signal
+    import time
+
+    from crash_service import CrashService
+    from esva.apps.workers import WorkerPool
+
+    pool = WorkerPool(CrashService)
+    try:
+        assert pool.call("describe")["name"] == "crash-test"
+        for pid in list(pool._executor._processes):  # the live worker(s)
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)  # let the executor notice
+        assert pool.call("describe")["name"] == "crash-test"
+        assert pool.crashes >= 1
+    finally:
+        pool.close()

@@ -586,8 +586,9 @@ def create_app(
     elif explainer is None and default_explain:
         if getattr(service, "recognizer", None) is None:
             raise EsvaError("the default explainer needs the server's recogniser")
-        explain_off = lm_unavailable() or NO_LLM
-        if lm_unavailable() is None:
+        missing = lm_unavailable()
+        explain_off = missing or NO_LLM
+        if missing is None:
             explainer = DefaultExplainer(service.recognizer)
     tasks: tuple[str, ...] = tuple(
         getattr(service, "tasks", None) or getattr(explainer, "tasks", EXPLAIN_TASKS)

@@ -81,7 +81,13 @@ class WorkerPool:
     def submit(self, method: str, *args: Any) -> tuple[Future, int]:
         """Start ``object.method(*args)`` in a worker: (its future, the pool's generation)."""
         with self._lock:
-            return self._executor.submit(_call, method, args), self._generation
+            executor, generation = self._executor, self._generation
+        try:
+            return executor.submit(_call, method, args), generation
+        except BrokenProcessPool:  # a worker died between tasks (killed, out of memory)
+            self.replace(generation)
+            with self._lock:
+                return self._executor.submit(_call, method, args), self._generation
 
     def result(self, future: Future, generation: int) -> Any:
         """The task's result; :class:`WorkerCrashed` (the pool replaced) if its worker died."""
