@@ -204,3 +204,57 @@ def write_voice(path, seconds: float = 2.5, sr: int = 16_000):
 
     sf.write(path, x.astype(np.float32), sr)
     return path
+
+
+# Channel layouts libav names for the channel counts the hostile tests use.
+LAYOUTS = {2: "stereo", 6: "5.1", 8: "7.1", 16: "hexadecagonal"}
+
+
+def write_multichannel(
+    path: str | os.PathLike,
+    channels: int,
+    codec: str = "pcm_s16le",
+    *,
+    duration_s: float = 1.0,
+    rate: int = 16_000,
+    amplitude: float = 0.3,
+    video: bool = False,
+) -> Path:
+    """An audio file (or an mp4 with ``video``) whose ``channels`` channels all carry one tone.
+
+    Frames are built packed (one interleaved plane) and converted to the codec's own sample
+    format by libswresample: PyAV cannot build a planar frame of more than eight channels.
+    """
+    path = Path(path)
+    layout = LAYOUTS.get(channels, f"{channels}c")
+    mono = tone(duration_s, rate, 220.0, amplitude)
+    with av.open(str(path), "w") as container:
+        if video:
+            vstream = container.add_stream("libx264", rate=10)
+            vstream.width, vstream.height, vstream.pix_fmt = 64, 48, "yuv420p"
+        stream = container.add_stream(codec, rate=rate, layout=layout)
+        fmt = stream.codec_context.format.name
+        convert = av.AudioResampler(format=fmt, layout=layout, rate=rate)
+        step = 1024
+        for start in range(0, len(mono), step):
+            chunk = np.repeat(mono[start : start + step, None], channels, axis=1)
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(chunk.reshape(1, -1)), format="flt", layout=layout
+            )
+            frame.sample_rate, frame.pts = rate, start
+            for converted in convert.resample(frame):
+                for packet in stream.encode(converted):
+                    container.mux(packet)
+        for converted in convert.resample(None):
+            for packet in stream.encode(converted):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+        if video:
+            for index in range(round(duration_s * 10)):
+                frame = av.VideoFrame.from_ndarray(index_frame(index, 64, 48), format="rgb24")
+                for packet in vstream.encode(frame):
+                    container.mux(packet)
+            for packet in vstream.encode(None):
+                container.mux(packet)
+    return path

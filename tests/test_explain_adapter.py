@@ -211,6 +211,47 @@ def wav(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def phone(tmp_path_factory):
+    """The same voice as ``wav``, recorded at 8 kHz (a telephone band)."""
+    import soundfile as sf
+
+    sr = 8000
+    t = np.arange(int(2.0 * sr)) / sr
+    x = 0.3 * np.sin(2 * np.pi * 200 * t) * (np.sin(2 * np.pi * 4 * t) > -0.3)
+    path = tmp_path_factory.mktemp("media") / "phone.wav"
+    sf.write(path, x.astype(np.float32), sr)
+    return path
+
+
+def test_the_validated_domain_is_audio_only_speech_of_validation_length() -> None:
+    ok = {"is_audio": True, "has_voice": True, "sample_rate_hz": 16000, "duration_s": 3.0}
+    assert ad.outside_validation(**ok) == []
+    assert "a video" in ad.outside_validation(**{**ok, "is_audio": False})[0]
+    assert "telephone" in ad.outside_validation(**{**ok, "sample_rate_hz": 8000})[0]
+    assert "long" in ad.outside_validation(**{**ok, "duration_s": 600.0})[0]
+    assert "long" in ad.outside_validation(**{**ok, "duration_s": 0.4})[0]
+    assert "voice" in ad.outside_validation(**{**ok, "has_voice": False})[0]
+    assert ad.outside_validation(**{**ok, "sample_rate_hz": None}) == []  # rate unknown
+
+
+def test_second_opinion_only_reports_outside_the_validated_domain(tiny_model, tmp_path, phone):
+    """An 8 kHz clip: the LM (at a weight that would dominate) is reported, not applied."""
+    from esva.apps.explain import CueExplainer
+
+    folder = ad.save_adapter(
+        tiny_model, _stats(), {"classes": CLASSES, "lm_weight": 50.0}, tmp_path / "a"
+    )
+    explainer = CueExplainer.with_recognizer(_Recognizer(), asr=False, adapter=folder)
+    r = explainer.explain(phone, max_new_tokens=8)
+    second = r["second_opinion"]
+    assert second["applied"] is False and second["lm_weight"] == 0.0
+    assert any("telephone" in why for why in second["not_applied_because"])
+    assert r["label"] == "neutral" and r["probabilities"] == second["recogniser_probabilities"]
+    assert r["confident"] is True  # the recogniser's own rule
+    assert "/" not in r["llm"] and "adapter" in r["llm"]  # a name, not the install path
+
+
 @pytest.mark.parametrize("weight", [0.0, 50.0])
 def test_explain_with_an_adapter_reports_and_fuses_the_second_opinion(
     tiny_model, tmp_path, wav, weight
@@ -230,6 +271,8 @@ def test_explain_with_an_adapter_reports_and_fuses_the_second_opinion(
     if weight == 0:  # the recogniser's answer stands
         assert r["label"] == "neutral" and r["probabilities"] == second["recogniser_probabilities"]
     else:  # the LM's distribution dominates the pool
-        assert r["label"] == second["lm_label"]
+        assert r["label"] == second["lm_label"] and second["applied"] is True
+    # Confidence is the recogniser's rule; a label moved by the LM is never confident.
+    assert r["confident"] is (r["label"] == second["recogniser_label"])
     assert r["explanation"].endswith(f"Therefore, the emotion is {r['label']}.")
     json.dumps(r)

@@ -246,6 +246,7 @@ def test_serve_explains_out_of_the_box(tiny, wav, monkeypatch) -> None:
         return CueExplainer(self.recognizer, *tiny, TINY_BACKBONE, asr=False)
 
     monkeypatch.setattr(DefaultExplainer, "_load", load)
+    monkeypatch.setattr("esva.apps.serve.lm_unavailable", lambda: None)  # the tiny LM stands in
     app = create_app(service=Service(), default_explain=True, max_upload_mb=1)
     data = Path(wav).read_bytes()
     with ThreadServer(app) as srv:
@@ -272,3 +273,107 @@ def test_the_shared_prompt_cache_changes_no_number(tiny) -> None:
     assert cached[0] == fresh[0]
     assert cached[1] == pytest.approx(fresh[1], abs=1e-4)
     assert cached[2] == pytest.approx(fresh[2], abs=1e-4)
+
+
+def test_long_clips_are_explained_per_segment() -> None:
+    from esva.apps.explain import segment_summary
+
+    windows = [
+        {"start_s": 0.0, "end_s": 10.0, "label": "neutral"},
+        {"start_s": 5.0, "end_s": 15.0, "label": "neutral"},
+        {"start_s": 10.0, "end_s": 20.0, "label": "happy"},
+        {"start_s": 15.0, "end_s": 62.0, "label": "neutral"},
+    ]
+    segments, text = segment_summary(windows, 62.0)
+    assert [s["label"] for s in segments] == ["neutral", "happy", "neutral"]
+    assert segments[0]["windows"] == 2 and segments[0]["end_s"] == 15.0
+    assert text.startswith("A 62 s clip read in 4 windows: mostly neutral")
+    assert "10-20 s happy" in text and len(text) < 300
+    many = [{"start_s": i, "end_s": i + 1.0, "label": "ab"[i % 2]} for i in range(40)]
+    _, text = segment_summary(many, 40.0)
+    assert "and 28 more" in text and len(text) < 400
+
+
+def test_llm_is_named_not_located() -> None:
+    from esva.apps.explain import llm_name
+    from esva.assets import explain_adapter_dir
+
+    shipped = str(explain_adapter_dir(verify=False))
+    assert llm_name(shipped, adapter=object()) == (
+        "esva explanation adapter (SmolLM2-135M-Instruct + LoRA)"
+    )
+    assert llm_name("/opt/models/Llama-2-7b-chat-hf") == "Llama-2-7b-chat-hf"
+    assert llm_name("smollm2-135m-instruct") == "smollm2-135m-instruct"
+
+
+def test_explain_prints_no_transformers_cache_warning(tiny, wav, capfd) -> None:
+    """transformers' `past_key_values` rename notice never reaches esva explain's output."""
+    import logging
+
+    from esva.llm.conclude import CACHE_RENAME_WARNING
+
+    capfd.readouterr()
+    _explainer(tiny).explain(wav)
+    out, err = capfd.readouterr()
+    assert CACHE_RENAME_WARNING not in out + err
+    logger = logging.getLogger("transformers.utils.generic")
+    message = "`past_key_values`/`cache_params` are deprecated. Use `cache` instead."
+    record = logger.makeRecord(logger.name, logging.WARNING, __file__, 1, message, None, None)
+    assert not logger.filter(record)
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+@pytest.mark.parametrize("take", ["01-01-01-01-01-01-01", "01-01-08-01-01-02-01"])
+def test_explain_agrees_with_predict_on_real_talking_faces(shared_data, take) -> None:
+    """RAVDESS Actor_01 talking-face takes (video: outside what the LM's weight was validated
+    on): esva explain's label and probabilities are esva predict's; the LM only reports."""
+    from esva.llm.backbone import DEFAULT_BACKBONE, converted_dir
+    from esva.weights.cache import cached_path
+
+    if not (converted_dir(DEFAULT_BACKBONE).is_dir() or cached_path(DEFAULT_BACKBONE).exists()):
+        pytest.skip("SmolLM2 not in the esva cache (esva weights pull smollm2-135m-instruct)")
+    clip = shared_data / "ravdess_av" / "Actor_01" / f"{take}.mp4"
+    explainer = _real_explainer()
+    predicted = explainer.recognizer.predict(clip)
+    r = explainer.explain(clip)
+    assert r["label"] == predicted.label
+    assert r["probabilities"] == pytest.approx(predicted.probabilities)
+    assert r["confident"] == predicted.confident
+    second = r["second_opinion"]
+    assert second["applied"] is False and any("video" in w for w in second["not_applied_because"])
+    assert r["explanation"].endswith(f"Therefore, the emotion is {r['label']}.")
+
+
+_REAL: list = []
+
+
+def _real_explainer() -> CueExplainer:
+    """One shipped explainer for the real-take tests (the models load once)."""
+    if not _REAL:
+        _REAL.append(CueExplainer.from_pretrained(asr=False))
+    return _REAL[0]
+
+
+def test_a_long_clip_is_explained_per_segment(tiny, wav) -> None:
+    """Past LONG_CLIP_S the explanation starts with the per-window summary and lists segments."""
+    from dataclasses import replace
+
+    from esva.apps.explain import LONG_CLIP_S
+
+    class LongRecognizer(FakeRecognizer):
+        def predict(self, path, audio=None):
+            windows = [
+                {"start_s": 10.0 * i, "end_s": 10.0 * i + 10.0, "label": label}
+                for i, label in enumerate(["happy", "happy", "sad", "happy"])
+            ]
+            return replace(super().predict(path, audio), duration_s=40.0, timeline=windows)
+
+    model, tokenizer = tiny
+    r = CueExplainer(LongRecognizer(), model, tokenizer, TINY_BACKBONE, asr=False).explain(wav)
+    assert LONG_CLIP_S < 40.0
+    assert r["explanation"].startswith("A 40 s clip read in 4 windows: mostly happy (30 s).")
+    assert "\nOverall: " in r["explanation"]
+    assert [s["label"] for s in r["segments"]] == ["happy", "sad", "happy"]
+    short = _explainer(tiny).explain(wav)
+    assert "segments" not in short and not short["explanation"].startswith("A ")

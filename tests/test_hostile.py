@@ -32,7 +32,7 @@ import soundfile as sf
 import yaml
 
 from esva.cli.main import main
-from media_factory import tone, write_media
+from media_factory import tone, write_media, write_multichannel
 
 RATE = 16000
 NON_FINITE = re.compile(r"\bNaN\b|\bnan\b|-?Infinity\b|\binf\b")
@@ -94,6 +94,11 @@ def corpus(tmp_path_factory, small_corpus) -> Corpus:
     (root / "text.wav").write_text("this is not audio\n")
     data = (root / "good.mp4").read_bytes()
     (root / "trunc.mp4").write_bytes(data[: len(data) // 3])
+    # 8 and more channels used to crash the decoder (SIGSEGV) and, uploaded, the server.
+    write_multichannel(root / "ch8.wav", 8)
+    write_multichannel(root / "ch16.wav", 16)
+    write_multichannel(root / "ch8.flac", 8, "flac")
+    write_multichannel(root / "ch8.mp4", 8, "aac", video=True)
     shutil.copy(root / "good.wav", root / "wav_as.mp4")
     (root / "folder.mp4").mkdir()
     shutil.copy(root / "good.wav", root / ("x" * 240 + ".wav"))
@@ -247,6 +252,12 @@ def _damaged_models(root: Path, model: Path) -> None:
     state = load_file(str(model / "model.safetensors"))
     state[first] = state[first][:1].clone()
     save_file(state, str(root / "model_shape" / "model.safetensors"))
+    # config.json that cannot be read as a file: a symlink to itself, a folder
+    for name in ("config_loop", "config_dir"):
+        shutil.copytree(model, root / f"model_{name}")
+        (root / f"model_{name}" / "config.json").unlink()
+    (root / "model_config_loop" / "config.json").symlink_to("config.json")
+    (root / "model_config_dir" / "config.json").mkdir()
     (root / "llm_empty").mkdir()
     (root / "llm_garbage").mkdir()
     (root / "llm_garbage" / "esva_llm.json").write_text("{broken")
@@ -341,6 +352,13 @@ CASES: dict[str, Case] = {
         check=_json_flags("audio-damaged"),
     ),
     "predict-wav-named-mp4": Case(P, lambda c, t: [P, c("wav_as.mp4"), "--json"], 0),
+    "predict-silent-video-without-face": Case(
+        P, lambda c, t: [P, c("silent.mp4")], 2, ("silent.mp4", "no usable audio, face")
+    ),
+    "predict-8-channel-wav": Case(P, lambda c, t: [P, c("ch8.wav"), "--json"], 0),
+    "predict-16-channel-wav": Case(P, lambda c, t: [P, c("ch16.wav"), "--json"], 0),
+    "predict-8-channel-flac": Case(P, lambda c, t: [P, c("ch8.flac"), "--json"], 0),
+    "predict-8-channel-aac-mp4": Case(P, lambda c, t: [P, c("ch8.mp4"), "--json"], 0),
     "predict-audio-random": Case(
         P, lambda c, t: [P, c("silent.mp4"), "--audio", c("random.wav")], 2, ("random.wav",)
     ),
@@ -389,6 +407,18 @@ CASES: dict[str, Case] = {
     ),
     "predict-model-bad-json": Case(
         P, lambda c, t: [P, c("good.wav"), "--model", c("model_bad_json")], 2, ("config.json",)
+    ),
+    "predict-model-config-symlink-loop": Case(
+        P,
+        lambda c, t: [P, c("good.wav"), "--model", c("model_config_loop")],
+        2,
+        ("config.json",),
+    ),
+    "predict-model-config-is-folder": Case(
+        P,
+        lambda c, t: [P, c("good.wav"), "--model", c("model_config_dir")],
+        2,
+        ("config.json", "folder"),
     ),
     "predict-model-truncated-weights": Case(
         P,
@@ -1173,3 +1203,308 @@ def test_remove_stale_temps_spares_live_writers(tmp_path: Path) -> None:
         handle.write("{}")
         names = [p.name for p in tmp_path.glob(".z.json.*.tmp")]
         assert len(names) == 1 and f".pid{os.getpid()}." in names[0], names
+
+
+# ------------------------------------------------------------------------------ the server
+def _raw(port: int, method: str, path: str, host: str = "127.0.0.1") -> tuple[int, bytes]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request(method, path, headers={"Host": host})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def crash_server(tmp_path_factory):
+    """esva serve with its work in a spawned worker process (the stand-in service decodes with
+    the real decoder and aborts on a marked file)."""
+    from crash_service import CrashService
+    from esva.apps.serve import create_app
+    from serve_client import ThreadServer
+
+    app = create_app(service_factory=CrashService, max_upload_mb=5)
+    with ThreadServer(app) as srv:
+        yield srv, app
+
+
+def _upload_root_empty(app) -> bool:
+    return not any(app.state.upload_root.iterdir())
+
+
+def test_server_survives_an_8_channel_file_and_a_crashing_worker(crash_server, corpus):
+    from crash_service import CRASH_MARK
+    from serve_client import post_files, request
+
+    srv, app = crash_server
+    good = Path(corpus("good.wav")).read_bytes()
+    url = srv.url + "/api/predict"
+    for name in ("ch8.wav", "ch16.wav", "ch8.flac", "ch8.mp4"):
+        status, body = post_files(url, {"file": (name, Path(corpus(name)).read_bytes())})
+        assert status == 200 and body["samples"] > 15_000, (name, body)
+        assert request(srv.url + "/api/health") == (200, {"status": "ok"})
+    first_pid = body["pid"]
+    assert first_pid != os.getpid()  # the work runs in another process
+    status, body = post_files(url, {"file": ("boom.wav", good + CRASH_MARK)})
+    assert status == 500, body
+    assert "boom.wav" in body["error"] and "crashed" in body["error"]
+    assert "Traceback" not in body["error"] and "/" not in body["error"]
+    assert _upload_root_empty(app)  # the upload of the crashed request is gone
+    assert request(srv.url + "/api/health") == (200, {"status": "ok"})
+    status, body = post_files(url, {"file": ("good.wav", good)})
+    assert status == 200 and body["label"] == "happy", body
+    assert body["pid"] != first_pid  # a fresh worker replaced the dead one
+    assert _upload_root_empty(app)
+    # A crash while the headers are read (the sniff runs in the worker too).
+    status, body = post_files(url, {"file": ("probe.wav", good + b"PROBE")})
+    assert status == 500 and "probe.wav" in body["error"], body
+    assert _upload_root_empty(app)
+    assert request(srv.url + "/api/health") == (200, {"status": "ok"})
+    status, body = post_files(url, {"file": ("good.wav", good)})
+    assert status == 200, body
+
+
+def test_server_head_health_host_check_and_no_cdn_docs(crash_server):
+    srv, _ = crash_server
+    assert _raw(srv.port, "HEAD", "/api/health")[0] == 200
+    for host in ("localhost", f"127.0.0.1:{srv.port}", "[::1]:8080"):
+        assert _raw(srv.port, "GET", "/api/health", host)[0] == 200, host
+    status, body = _raw(srv.port, "GET", "/api/health", "evil.example:7860")
+    assert status == 400 and b"evil.example" in body and b"not served" in body
+    assert _raw(srv.port, "GET", "/api/docs")[0] == 404  # Swagger UI would load a CDN script
+    status, body = _raw(srv.port, "GET", "/api/openapi.json")
+    assert status == 200 and b"cdn" not in body.lower()
+    status, body = _raw(srv.port, "GET", "/")
+    assert status == 200 and b"cdn." not in body.lower()
+
+
+def test_server_allow_host_option() -> None:
+    from esva.apps.serve import create_app
+    from serve_client import ThreadServer
+    from test_serve import FakeService
+
+    app = create_app(service=FakeService(), allowed_hosts=("127.0.0.1", "esva.lan"))
+    with ThreadServer(app) as srv:
+        assert _raw(srv.port, "GET", "/api/health", "esva.lan:80")[0] == 200
+        assert _raw(srv.port, "GET", "/api/health", "localhost")[0] == 400
+    app = create_app(service=FakeService(), allowed_hosts=("*",))
+    with ThreadServer(app) as srv:
+        assert _raw(srv.port, "GET", "/api/health", "anything.example")[0] == 200
+
+
+def test_server_explain_without_cached_lm_is_503(tmp_path, monkeypatch) -> None:
+    """No LM weights in the cache: /api/info says explain is unavailable, /api/explain is a 503
+    with a plain message (no server path)."""
+    from esva.apps import serve as serve_mod
+    from serve_client import ThreadServer, post_files, request
+    from test_serve import FakeService
+
+    monkeypatch.setenv("ESVA_CACHE", str(tmp_path / "empty-cache"))
+    assert serve_mod.lm_unavailable() == serve_mod.NO_LM_WEIGHTS
+
+    class Service(FakeService):
+        recognizer = object()
+
+    app = serve_mod.create_app(service=Service(), default_explain=True)
+    with ThreadServer(app) as srv:
+        info = request(srv.url + "/api/info")[1]
+        assert info["explain"] is False and "weights" in info["explain_unavailable"]
+        status, body = post_files(srv.url + "/api/explain", {"file": ("a.wav", b"RIFF")})
+        assert status == 503 and "esva weights pull" in body["error"], body
+        assert str(tmp_path) not in body["error"] and "/" not in body["error"].split("(")[0]
+
+
+def test_serve_busy_port_is_one_line(capsys) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        capsys.readouterr()
+        rc = main(["serve", "--port", str(port), "--no-explain"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("esva: error:") and len(err.splitlines()) == 1, err
+    assert f"port {port}" in err and "in use" in err
+
+
+def test_serve_bad_model_folder_is_one_line(corpus, capsys, monkeypatch) -> None:
+    """esva serve --model with config.json a symlink loop: one line, exit 2, port released."""
+    from serve_client import free_port
+
+    capsys.readouterr()
+    rc = main(["serve", "--model", corpus("model_config_loop"), "--port", str(free_port())])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "config.json" in err, err
+    assert "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------ messages
+def test_a_1_fps_video_is_not_said_to_never_overlap() -> None:
+    """A face track at 1 fps over the audio: too sparse to follow the lips, which is what the
+    flag says (it used to claim that the audio and the face never overlap)."""
+    from types import SimpleNamespace
+
+    from esva.media.types import AudioClip
+    from esva.sync.estimate import _undefined_reason
+
+    audio = AudioClip(samples=tone(5.0, RATE), sample_rate=RATE, start_s=0.0)
+    sparse = SimpleNamespace(timestamps_s=np.arange(0.0, 5.0, 1.0), mask=np.ones(5, bool))
+    reason = _undefined_reason(SimpleNamespace(audio=audio, track=sparse))
+    assert "never overlap" not in reason and "too few face frames" in reason and "1" in reason
+    faceless = SimpleNamespace(timestamps_s=np.arange(0.0, 5.0, 1.0), mask=np.zeros(5, bool))
+    assert "no face" in _undefined_reason(SimpleNamespace(audio=audio, track=faceless))
+    later = SimpleNamespace(timestamps_s=np.arange(10.0, 15.0, 0.04), mask=np.ones(125, bool))
+    assert "never overlap" in _undefined_reason(SimpleNamespace(audio=audio, track=later))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_batch_a_crashing_file_is_one_failed_row(corpus, tmp_path, monkeypatch, workers):
+    """A file that kills its worker process is one failed row; the others are predicted."""
+    from crash_service import CRASH_MARK, CrashBatchWorker
+    from esva.apps import batch
+
+    monkeypatch.setattr(batch, "BatchWorker", CrashBatchWorker)
+    files = tmp_path / "in"
+    files.mkdir()
+    good = Path(corpus("good.wav")).read_bytes()
+    (files / "a_good.wav").write_bytes(good)
+    (files / "b_boom.wav").write_bytes(good + CRASH_MARK)
+    shutil.copy(corpus("ch8.wav"), files / "c_ch8.wav")
+    (files / "d_good.wav").write_bytes(good)
+    out = tmp_path / "p.csv"
+    paths = batch.collect_inputs([files])
+    summary = batch.run_batch(paths, out=out, workers=workers, progress=False)
+    assert [Path(f).name for f, _ in summary.failed] == ["b_boom.wav"]
+    assert "worker process died" in summary.failed[0][1]
+    with open(out, newline="") as handle:
+        rows = {r["name"]: r for r in csv.DictReader(handle)}
+    assert set(rows) == {"a_good", "b_boom", "c_ch8", "d_good"}
+    assert all(rows[n]["error"] == "" for n in ("a_good", "c_ch8", "d_good"))
+
+
+def test_batch_out_where_no_file_can_be_made(corpus, capsys) -> None:
+    capsys.readouterr()
+    rc = main([P, corpus("good.wav"), corpus("ch8.wav"), "--out", "/proc/x.csv"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "/proc/x.csv" in err, err
+    assert "cannot create files" in err
+
+
+def test_output_folder_probe_with_a_refusing_mkstemp(tmp_path, monkeypatch) -> None:
+    """A folder that refuses new files although os.access says yes (root, immutable folders)."""
+    import tempfile
+
+    from esva.errors import EsvaError
+    from esva.io import check_output_file
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(EsvaError, match="cannot create files in folder"):
+        check_output_file(tmp_path / "x.csv", suffixes=(".csv",))
+
+
+# ------------------------------------------------------------------------------ the cache
+def _immutable(folder: Path) -> bool:
+    """chattr +i: read-only even for root (chmod is not, and the tests run as root)."""
+    import subprocess
+
+    if shutil.which("chattr") is None:
+        return False
+    done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True)
+    return done.returncode == 0
+
+
+@pytest.fixture
+def immutable_dir(tmp_path):
+    import subprocess
+
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    if not _immutable(folder):
+        pytest.skip("chattr +i is not available here (needs root and a supporting file system)")
+    yield folder
+    subprocess.run(["chattr", "-i", str(folder)], check=False)
+
+
+def _cache_case(corpus, capsys, monkeypatch, **env: str) -> str:
+    monkeypatch.delenv("ESVA_CACHE", raising=False)
+    monkeypatch.delenv("ESVA_OFFLINE", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    capsys.readouterr()
+    rc = main(["weights", "pull", "fer-mini-xception"])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("esva: error:"), err
+    return lines[0]
+
+
+def test_cache_on_an_immutable_folder(corpus, capsys, monkeypatch, immutable_dir) -> None:
+    line = _cache_case(corpus, capsys, monkeypatch, ESVA_CACHE=str(immutable_dir))
+    assert "weights cache" in line and str(immutable_dir) in line and "ESVA_CACHE" in line
+
+
+def test_cache_home_immutable_without_esva_cache(corpus, capsys, monkeypatch, immutable_dir):
+    line = _cache_case(corpus, capsys, monkeypatch, HOME=str(immutable_dir))
+    assert "weights cache" in line and "HOME" in line
+
+
+def test_cache_is_a_file(corpus, capsys, monkeypatch, tmp_path) -> None:
+    cache = tmp_path / "cache-file"
+    cache.write_text("not a folder")
+    line = _cache_case(corpus, capsys, monkeypatch, ESVA_CACHE=str(cache))
+    assert "is a file, not a folder" in line and str(cache) in line
+
+
+def test_cache_permission_error_simulated(corpus, capsys, monkeypatch, tmp_path) -> None:
+    """Where chattr is missing: mkdir refusing as a read-only folder does."""
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    line = _cache_case(corpus, capsys, monkeypatch, ESVA_CACHE=str(tmp_path / "c"))
+    assert "Permission denied" in line and "set ESVA_CACHE to a writable folder" in line
+
+
+def test_offline_refusal_says_nothing_of_fetching_again(tmp_path, capsys, monkeypatch, caplog):
+    """A corrupted entry with ESVA_OFFLINE: one refusal, no 'fetching them again' first."""
+    from esva.weights.cache import cached_path
+
+    monkeypatch.setenv("ESVA_CACHE", str(tmp_path))
+    monkeypatch.setenv("ESVA_OFFLINE", "1")
+    target = cached_path("fer-mini-xception")
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"damaged")
+    capsys.readouterr()
+    rc = main(["weights", "pull", "fer-mini-xception"])
+    out, err = capsys.readouterr()
+    assert rc == 2 and "ESVA_OFFLINE" in err and "corrupted" in err, err
+    assert "fetching them again" not in out + err + caplog.text
+
+
+def test_worker_pool_replaces_a_worker_killed_between_tasks() -> None:
+    """A worker killed while idle (the OOM killer, kill -9): the next task still runs."""
+    import signal
+    import time
+
+    from crash_service import CrashService
+    from esva.apps.workers import WorkerPool
+
+    pool = WorkerPool(CrashService)
+    try:
+        assert pool.call("describe")["name"] == "crash-test"
+        for pid in list(pool._executor._processes):  # the live worker(s)
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)  # let the executor notice
+        assert pool.call("describe")["name"] == "crash-test"
+        assert pool.crashes >= 1
+    finally:
+        pool.close()

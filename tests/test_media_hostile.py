@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import tracemalloc
 
 import numpy as np
@@ -14,7 +16,7 @@ import pytest
 from esva.errors import EsvaError
 from esva.media import FaceTrackerConfig, iter_frames, load_audio, load_video, probe, track_faces
 from esva.media.decode import display_name
-from media_factory import read_index, write_media
+from media_factory import read_index, write_media, write_multichannel
 
 
 @contextlib.contextmanager
@@ -233,3 +235,33 @@ def test_twenty_minute_file_streams_in_bounded_memory(tmp_path):
         f"frames peak {frames_peak / 2**20:.2f} MiB, rss growth "
         f"{(max(rss) - rss_start) / 2**20:.1f} MiB, audio peak {audio_peak / 2**20:.0f} MiB"
     )
+
+
+MULTICHANNEL = [
+    ("ch8.wav", 8, "pcm_s16le", False),
+    ("ch16.wav", 16, "pcm_s16le", False),
+    ("ch16f.wav", 16, "pcm_f32le", False),
+    ("ch8.flac", 8, "flac", False),
+    ("ch8.mp4", 8, "aac", True),
+    ("ch16.m4a", 16, "aac", False),
+]
+
+
+@pytest.mark.parametrize(("name", "channels", "codec", "video"), MULTICHANNEL)
+def test_any_channel_count_decodes_to_the_mono_tone(tmp_path, name, channels, codec, video):
+    """8+ channels crashed the process (SIGSEGV) in load_audio: decode in a child process so a
+    regression is a failed test, not a dead test run; the downmix is the channels' average."""
+    path = write_multichannel(tmp_path / name, channels, codec, video=video)
+    code = (
+        "import sys, numpy as np; from esva.media.decode import load_audio, probe;"
+        "a = load_audio(sys.argv[1]); print(probe(sys.argv[1]).channels, len(a.samples),"
+        " float(np.abs(a.samples).max()))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    reported, n, peak = done.stdout.split()
+    assert int(reported) == channels
+    assert abs(int(n) - 16_000) < 1_000  # one second at 16 kHz (AAC adds a frame of priming)
+    assert 0.25 < float(peak) < 0.35, peak  # the average of equal channels, not their sum

@@ -218,7 +218,7 @@ def test_oversize_is_refused_while_streaming(server, media):
 def test_a_stalled_upload_is_dropped(server, media, monkeypatch):
     monkeypatch.setattr(serve_mod, "UPLOAD_IDLE_S", 0.5)
     head = (
-        b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+        b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n"
         b"Content-Type: multipart/form-data; boundary=zz\r\n\r\n--zz\r\n"
         b'Content-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
     )

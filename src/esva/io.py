@@ -168,7 +168,8 @@ def write_json(path: str | Path, obj: Any, strict: bool = False) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    """Read JSON, turning a missing or malformed file into a one-line :class:`EsvaError`."""
+    """Read JSON, turning a missing, unreadable (a folder, a symlink loop) or malformed file into
+    a one-line :class:`EsvaError`."""
     from esva.errors import EsvaError
 
     path = Path(path)
@@ -176,6 +177,10 @@ def read_json(path: str | Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise EsvaError("file not found", path) from None
+    except IsADirectoryError:
+        raise EsvaError("is a folder, not a JSON file", path) from None
+    except OSError as exc:  # a symlink loop, no permission, an I/O error
+        raise EsvaError(f"cannot read ({exc.strerror or type(exc).__name__})", path) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise EsvaError(f"not valid JSON ({exc})", path) from None
 
@@ -299,3 +304,14 @@ def _check_parent(path: Path, what: str, shown: str) -> None:
         raise EsvaError(f"{what}: {_display(parent)} is a file, not a folder", shown)
     if not os.access(parent, os.W_OK | os.X_OK):
         raise EsvaError(f"{what}: folder {_display(parent)} is not writable", shown)
+    # os.access says yes to root everywhere, yet /proc, an immutable (chattr +i) or a read-only
+    # mounted folder refuses the temporary sibling every write starts with: try one.
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".esva-probe-", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise EsvaError(
+            f"{what}: cannot create files in folder {_display(parent)} ({reason})", shown
+        ) from None
+    os.close(fd)
+    os.unlink(probe)

@@ -15,22 +15,27 @@ files, skips the files already predicted (same path, same model) and retries the
 half-written last line (the kill landed mid-write) is ignored. The side files are removed once
 the CSV is complete.
 
-Parallelism. ``workers > 1`` runs files in that many spawned processes, each with its own
-:class:`~esva.apps.inference.Recognizer` and one torch thread. Under ``torchrun`` /
-``accelerate launch`` rank ``r`` takes ``paths[r::world]`` (as ``esva extract`` does), writes its
-own side file, and rank 0 merges them into the CSV. Rows are always in input order.
+Isolation and parallelism. Files are predicted in ``workers`` spawned processes (one by
+default), each with its own :class:`~esva.apps.inference.Recognizer` (loaded once) and, when
+there are several, one torch thread: a file that crashes native code (libav, soxr, torch) kills
+only its worker, which is replaced, and the file is one failed row, not a dead run. Under
+``torchrun`` / ``accelerate launch`` rank ``r`` takes ``paths[r::world]`` (as ``esva extract``
+does), writes its own side file, and rank 0 merges them into the CSV. Rows are always in input
+order.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import glob
 import io
 import json
 import math
-import multiprocessing as mp
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,21 +141,27 @@ def _one_line(exc: BaseException) -> str:
 
 # ----------------------------------------------------------------------------- workers
 
-_RECOGNIZER = None
+
+class BatchWorker:
+    """What each worker process holds: the recogniser, loaded once (see :mod:`esva.apps.workers`:
+    a file that crashes native code kills only its worker, and becomes one failed row)."""
+
+    def __init__(self, model_dir: str | None, assume_default: bool) -> None:
+        from esva.apps.inference import Recognizer
+
+        self.recognizer = Recognizer.from_pretrained(
+            model_dir, assume_default_extraction=assume_default
+        )
+
+    def row(self, path: str) -> tuple[str, dict[str, Any]]:
+        return predict_row(self.recognizer, path)
 
 
-def _init_worker(model_dir: str | None, assume_default: bool, threads: int) -> None:
-    global _RECOGNIZER
-    import torch
-
-    torch.set_num_threads(threads)
-    from esva.apps.inference import Recognizer
-
-    _RECOGNIZER = Recognizer.from_pretrained(model_dir, assume_default_extraction=assume_default)
-
-
-def _predict_one(path: str) -> tuple[str, dict[str, Any]]:
-    return predict_row(_RECOGNIZER, path)
+def crashed_row(path: str) -> dict[str, Any]:
+    return error_row(
+        f"{path}: the worker process died on this file (a crash in native code while decoding "
+        "or predicting it); skipped"
+    )
 
 
 def predict_row(recognizer: Any, path: str) -> tuple[str, dict[str, Any]]:
@@ -354,7 +365,14 @@ def run_batch(
             summary.resumed += 1
         else:
             todo.append(str(p))
-    side = _SideWriter(_side_file(out, rank), model_name, classes) if out is not None else None
+    side = None
+    if out is not None:
+        try:
+            side = _SideWriter(_side_file(out, rank), model_name, classes)
+        except OSError as exc:  # checked before by check_output_file; a race or a full disk
+            raise EsvaError(
+                f"cannot write beside --out ({exc.strerror or type(exc).__name__})", out
+            ) from None
     title = f"predict (rank {rank}/{world})" if world > 1 else "predict"
     # on stderr: stdout carries the results
     bar = ProgressBar(progress and rank == 0 and bool(todo), len(todo), title, stderr=True)
@@ -401,17 +419,52 @@ def run_batch(
 def _results(
     todo: list[str], model_dir: str | Path | None, workers: int, assume_default: bool
 ) -> Iterator[tuple[str, dict]]:
+    """Rows from spawned worker processes (even one: a crash must not end the run)."""
     if not todo:
         return
+    import torch
+
+    from esva.apps.workers import WorkerPool
+
     model = None if model_dir is None else str(model_dir)
     workers = min(workers, len(todo))
-    if workers == 1:
-        import torch
+    # One worker may use this process's threads; several share the cores, one thread each.
+    threads = torch.get_num_threads() if workers == 1 else 1
+    pool = WorkerPool(functools.partial(BatchWorker, model, assume_default), workers, threads)
+    try:
+        yield from _isolated_rows(pool, todo, workers)
+    finally:
+        pool.close()
 
-        _init_worker(model, assume_default, torch.get_num_threads())
-        yield from map(_predict_one, todo)
-        return
-    ctx = mp.get_context("spawn")  # fork after torch/OpenMP start-up is unsafe
-    with ctx.Pool(workers, _init_worker, (model, assume_default, 1)) as pool:
-        # Unordered: a slow file does not hold back the side file; the CSV is put in input order.
-        yield from pool.imap_unordered(_predict_one, todo)
+
+def _isolated_rows(pool: Any, todo: list[str], width: int) -> Iterator[tuple[str, dict]]:
+    """At most ``width`` files in flight, rows as they finish. A worker that dies breaks every
+    file then in flight: with one in flight it is the culprit (a failed row); with several,
+    each is run again alone, so that only the file that crashes again fails."""
+    from esva.apps.workers import WorkerCrashed
+
+    pending = deque(todo)
+    running: dict[Future, tuple[str, int]] = {}
+    suspects: deque[str] = deque()
+    while pending or running or suspects:
+        if suspects and not running:
+            path = suspects.popleft()
+            try:
+                yield pool.call("row", path)
+            except WorkerCrashed:
+                yield path, crashed_row(path)
+            continue
+        while pending and not suspects and len(running) < width:
+            path = pending.popleft()
+            future, generation = pool.submit("row", path)
+            running[future] = (path, generation)
+        finished, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in finished:
+            path, generation = running.pop(future)
+            try:
+                yield pool.result(future, generation)
+            except WorkerCrashed:
+                if width == 1:
+                    yield path, crashed_row(path)
+                else:
+                    suspects.append(path)

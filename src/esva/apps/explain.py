@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from esva.apps.inference import SHORT_CLIP_S, analyse_file
+from esva.data.sources import AUDIO_SUFFIXES
 from esva.errors import EsvaError
 from esva.extract.provenance import extractor_for_model
 from esva.tasks import EXPLAIN_TASKS, TASK_MODALITIES, check_task
@@ -259,6 +260,51 @@ def face_from_prediction(prediction):
     )
 
 
+# esva explain's own transcripts: multilingual, with language detection (see _transcribe).
+EXPLAIN_ASR_MODEL = "asr-whisper-base"
+
+# Past this length the explanation is read per timeline window (one line per run of windows
+# with one label) with a one-line summary: one paragraph over minutes of cues reads as salad.
+LONG_CLIP_S = 20.0
+MAX_SEGMENT_LINES = 12
+
+
+def segment_summary(timeline: list[dict], duration_s: float) -> tuple[list[dict], str]:
+    """(segments, text): the recogniser's windows merged into runs of one label, and a short
+    summary naming the label that covers most of the clip and each run's span."""
+    segments: list[dict] = []
+    for w in timeline:
+        start, end, label = float(w["start_s"]), float(w["end_s"]), str(w["label"])
+        if segments and segments[-1]["label"] == label and start <= segments[-1]["end_s"] + 1e-6:
+            segments[-1]["end_s"] = max(segments[-1]["end_s"], end)
+            segments[-1]["windows"] += 1
+        else:
+            segments.append({"start_s": start, "end_s": end, "label": label, "windows": 1})
+    cover: dict[str, float] = {}
+    for seg in segments:
+        cover[seg["label"]] = cover.get(seg["label"], 0.0) + seg["end_s"] - seg["start_s"]
+    main = max(cover, key=cover.get)
+    lines = [f"{seg['start_s']:.0f}-{seg['end_s']:.0f} s {seg['label']}" for seg in segments]
+    more = len(lines) - MAX_SEGMENT_LINES
+    shown = lines[:MAX_SEGMENT_LINES] + ([f"and {more} more"] if more > 0 else [])
+    text = (
+        f"A {duration_s:.0f} s clip read in {len(timeline)} windows: mostly {main} "
+        f"({cover[main]:.0f} s). By segment: {'; '.join(shown)}."
+    )
+    return segments, text
+
+
+def llm_name(backbone: str, adapter: Any = None) -> str:
+    """The language model by name, never by the folder it is installed in."""
+    if adapter is not None:
+        from esva.assets import explain_adapter_dir
+
+        if Path(backbone).resolve() == explain_adapter_dir(verify=False).resolve():
+            return "esva explanation adapter (SmolLM2-135M-Instruct + LoRA)"
+        return f"explanation adapter {Path(backbone).name} (SmolLM2-135M-Instruct + LoRA)"
+    return Path(backbone).name if ("/" in backbone or "\\" in backbone) else backbone
+
+
 VOICE_FRAMES = "whisper-tiny"  # the default recogniser's stream the adapter's voice token reads
 
 
@@ -271,6 +317,8 @@ class ClipMeasures:
     audio: Any  # the decoded AudioClip, or None (a silent video)
     cues: Any  # esva.llm.cues.ClipCueSet
     features: dict[str, np.ndarray]  # adapter stream -> (T, D) frames
+    is_audio: bool = True  # an audio-only file (no video stream was read)
+    duration_s: float = 0.0  # the clip's span (audio and video together)
 
 
 def face_vector(prediction) -> np.ndarray | None:
@@ -309,7 +357,11 @@ def measure_clip(
     if (face := face_vector(prediction)) is not None:
         features["face"] = face
     cues = ClipCueSet(voice=voice, voice_reference=reference, face=face_from_prediction(prediction))
-    return ClipMeasures(prediction, clip, cues, features)
+    duration = float(getattr(prediction, "duration_s", 0.0) or 0.0)
+    if not duration and clip is not None:
+        duration = float(clip.duration_s)
+    is_audio = bool(getattr(analysis, "is_audio", Path(path).suffix.lower() in AUDIO_SUFFIXES))
+    return ClipMeasures(prediction, clip, cues, features, is_audio and audio is None, duration)
 
 
 class CueExplainer:
@@ -373,15 +425,19 @@ class CueExplainer:
             self._prosody = create_encoder("prosody")
         return self._prosody
 
-    def _transcribe(self, audio_clip) -> str | None:
+    def _transcribe(self, audio_clip) -> tuple[str | None, str | None]:
+        """(transcript, language code) by the multilingual Whisper base, which detects the
+        language: the English-only tiny.en turns other languages into English-looking garbage."""
         from esva.encoders import create_encoder
-        from esva.extract.pipeline import ASR_MODEL
 
         if audio_clip is None or not len(audio_clip.samples):
-            return None
+            return None, None
         if self._transcriber is None:
-            self._transcriber = create_encoder(ASR_MODEL)
-        return self._transcriber.transcribe(audio_clip).text.strip() or None
+            self._transcriber = create_encoder(EXPLAIN_ASR_MODEL)
+        result = self._transcriber.transcribe(audio_clip)
+        languages = [code for code in result.languages if code]
+        language = max(set(languages), key=languages.count) if languages else None
+        return result.text.strip() or None, language
 
     def measure(
         self, path: str | Path, audio: str | Path | None = None, source=None
@@ -415,29 +471,30 @@ class CueExplainer:
         # The LM's second opinion comes from the clip alone (before any transcript: the
         # adapter was trained without one), then the label from the measured-best pool.
         label, probabilities = prediction.label, dict(prediction.probabilities)
+        # `confident` is the recogniser's own calibrated rule (its answer on a long enough clip),
+        # never the pool's peak: w = 2 makes the pool over-confident where the LM is wrong.
+        confident = bool(prediction.confident)
         second: dict[str, Any] | None = None
         if self.adapter is not None and m.features and self.adapter.classes == list(probabilities):
-            from esva.llm.adapter import fuse_with_lm
-
-            lm_probs = self.adapter.second_opinion(m.features, cues)
-            # The weight was chosen on validation speech clips: a clip without a voice token
-            # (a silent face video) is a mix it was never validated on, so the LM only reports.
-            weight = self.adapter.lm_weight if "voice" in m.features else 0.0
-            fused = fuse_with_lm(probabilities, lm_probs, weight)
-            second = {
-                "lm_probabilities": {k: round(v, 4) for k, v in lm_probs.items()},
-                "lm_label": max(lm_probs, key=lm_probs.get),
-                "lm_weight": weight,
-                "recogniser_label": label,
-                "recogniser_probabilities": probabilities,
-            }
-            if weight > 0:
-                probabilities = fused
-                label = max(fused, key=fused.get)
-        transcript = prediction.transcript
+            second = self._second_opinion(m, label, probabilities)
+            if second["applied"]:
+                probabilities = second.pop("fused_probabilities")
+                label = max(probabilities, key=probabilities.get)
+                # The label moved on the LM's word: nothing calibrated says how sure that is.
+                confident = confident and label == prediction.label
+            else:
+                second.pop("fused_probabilities")
+        transcript, language = prediction.transcript, None
         if transcript is None and self.asr and cues.voice and "words" in wanted:
-            transcript = self._transcribe(m.audio)
-        cues.transcript = transcript
+            transcript, language = self._transcribe(m.audio)
+        flags = list(prediction.flags)
+        if transcript is not None and language not in (None, "en"):
+            # The explanation model reads English: the words are reported, not reasoned on.
+            flags.append(
+                f"speech detected as {language!r}: transcript by Whisper base in that language, "
+                "not used in the explanation (the explanation model reads English)"
+            )
+        cues.transcript = transcript if language in (None, "en") else None
         exp = explain_with_model(
             self.lm,
             self.tokenizer,
@@ -453,9 +510,9 @@ class CueExplainer:
             score_classes=self.adapter is None,
         )
         present = {"voice": bool(cues.voice), "face": cues.face is not None,
-                   "words": bool(transcript)}  # fmt: skip
+                   "words": bool(cues.transcript)}  # fmt: skip
         measured = [mod for mod, ok in present.items() if ok]
-        return {
+        result = {
             "file": str(path),
             "task": task,
             "label": label,
@@ -480,8 +537,41 @@ class CueExplainer:
             "conclusion_logprob": round(exp.conclusion_logprob, 4),
             "lm_scores": {k: round(v, 4) for k, v in exp.lm_scores.items()},
             "transcript": transcript,
-            "flags": list(prediction.flags),
-            "confident": prediction.confident,
+            "transcript_language": language,
+            "flags": flags,
+            "confident": confident,
             "model": prediction.model,
-            "llm": self.backbone,
+            "llm": llm_name(self.backbone, self.adapter),
+        }
+        if m.duration_s > LONG_CLIP_S and prediction.timeline:
+            result["segments"], summary = segment_summary(prediction.timeline, m.duration_s)
+            result["explanation"] = f"{summary}\nOverall: {exp.text}"
+        return result
+
+    def _second_opinion(
+        self, m: ClipMeasures, label: str, probabilities: dict[str, float]
+    ) -> dict[str, Any]:
+        """The LM's distribution and whether it may move the label: only for clips like those
+        its weight was validated on (:func:`esva.llm.adapter.outside_validation`)."""
+        from esva.llm.adapter import VALIDATED_DOMAIN, fuse_with_lm, outside_validation
+
+        lm_probs = self.adapter.second_opinion(m.features, m.cues)
+        rate = getattr(m.audio, "native_sample_rate", None) if m.audio is not None else None
+        unlike = outside_validation(
+            is_audio=m.is_audio,
+            has_voice="voice" in m.features,
+            sample_rate_hz=rate,
+            duration_s=m.duration_s,
+        )
+        weight = 0.0 if unlike else self.adapter.lm_weight
+        return {
+            "lm_probabilities": {k: round(v, 4) for k, v in lm_probs.items()},
+            "lm_label": max(lm_probs, key=lm_probs.get),
+            "lm_weight": weight,
+            "applied": weight > 0,
+            "not_applied_because": unlike,
+            "validated_on": VALIDATED_DOMAIN,
+            "recogniser_label": label,
+            "recogniser_probabilities": probabilities,
+            "fused_probabilities": fuse_with_lm(probabilities, lm_probs, weight),
         }

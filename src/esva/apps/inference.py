@@ -524,6 +524,8 @@ class Recognizer:
             )
             if face is not None:
                 experts["face"] = face
+        if not experts:  # said here, where the file is known (fuse() sees only the experts)
+            raise EsvaError("no usable audio, face or text in the clip", analysis.path)
         fused = fuse(spec, experts, grid)
         flags = analysis.flags
         if not analysis.is_audio:

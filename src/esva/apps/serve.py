@@ -11,23 +11,34 @@ Routes (every error is ``{"error": "..."}`` with a status that says whose fault 
 ``POST /api/explain``  multipart ``file`` (+ ``audio``, ``task``) -> ``esva explain --json``'s
                        object; 503 when the server was started without an LLM adapter
 
-400 the media cannot be read (any :class:`EsvaError` of the pipeline) or the form is malformed;
-408 an upload that stalls; 413 a file over ``max_upload_mb``, refused while it streams in
-(nothing past the limit is stored); 415 a suffix that is not audio or video, or content that
-PyAV reads as neither; 503 the queue is full (or no LLM adapter). Only a bug in the server
-itself gives a 500.
+400 the media cannot be read (any :class:`EsvaError` of the pipeline), the form is malformed, or
+the Host header names a host this server does not serve; 408 an upload that stalls; 413 a file
+over ``max_upload_mb``, refused while it streams in (nothing past the limit is stored); 415 a
+suffix that is not audio or video, or content that PyAV reads as neither; 500 a bug, or a worker
+process that died on the request (below); 503 the queue is full, or explanations are off or
+their language model's weights are not in the cache.
+
+Isolation. The models run in worker processes (:class:`esva.apps.workers.WorkerPool`, spawned,
+``workers`` of them, 1 by default: each holds its own copy of the models, loaded once), never
+in the server's own process. A file that crashes native code (libav, soxr, torch) kills only its
+worker: that request gets a 500 with a plain message, its upload is deleted as always, the pool
+is replaced and the server goes on answering. Only a ``service`` object handed to
+:func:`create_app` (tests, embedding) runs in the server's process, in threads.
 
 Uploads stream straight from the socket into a per-request temporary folder and are deleted
 when the answer is sent. The client's file name is only used for its (sanitised) suffix and, in
-the answer, for display: nothing a client sends chooses a path. Models load once, when the app
-is created; at most ``concurrency`` requests run inference at a time, each in a worker thread
-(the event loop keeps answering), and at most ``queue`` more wait; past that the answer is 503.
+the answer, for display: nothing a client sends chooses a path. At most ``concurrency`` requests
+run inference at a time (the event loop keeps answering), and at most ``queue`` more wait; past
+that the answer is 503. Only the Host names in ``allowed_hosts`` are served (loopback names by
+default: a DNS-rebinding page cannot reach the API), and the API docs page is off (Swagger UI
+loads its scripts from a CDN): the schema is at ``/api/openapi.json``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import re
@@ -50,10 +61,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 import esva.assets
+from esva.apps.workers import WorkerCrashed, WorkerPool
 from esva.data.datasets.base import VIDEO_SUFFIXES
 from esva.data.sources import AUDIO_SUFFIXES
 from esva.errors import EsvaError
-from esva.tasks import DEFAULT_EXPLAIN_TASK, EXPLAIN_TASKS
+from esva.tasks import ADAPTER_TASKS, DEFAULT_EXPLAIN_TASK, EXPLAIN_TASKS
 
 log = logging.getLogger("esva.serve")
 
@@ -69,8 +81,36 @@ NO_LLM = (
     "explain's default, or with `--llm-model RUN/best` for an LLM adapter from `esva train-llm`"
 )
 
+NO_LM_WEIGHTS = (
+    "explanations are unavailable on this server: its language model's weights are not in the "
+    "weights cache (the administrator can fetch them with `esva weights pull "
+    "smollm2-135m-instruct`, then restart the server)"
+)
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
 # (path, audio, task) -> the JSON object of `esva explain --json`
 Explainer = Callable[[Path, Path | None, str | None], dict[str, Any]]
+
+
+class ExplainUnavailable(Exception):
+    """Explanations cannot be given (the LM could not be loaded): a 503, not the file's fault."""
+
+
+def lm_unavailable() -> str | None:
+    """Why the default explainer cannot run here (its LM not in the cache), or None.
+
+    A server does not download 100 MB of weights in the middle of a request (nor offline);
+    ``/api/info`` says so, and ``/api/explain`` answers 503.
+    """
+    from esva.llm.backbone import DEFAULT_BACKBONE, converted_dir
+    from esva.weights.cache import cached_path
+
+    try:
+        if converted_dir(DEFAULT_BACKBONE).is_dir() or cached_path(DEFAULT_BACKBONE).exists():
+            return None
+    except OSError:
+        pass
+    return NO_LM_WEIGHTS
 
 
 class DefaultExplainer:
@@ -94,7 +134,14 @@ class DefaultExplainer:
             if self._explainer is None:
                 from esva.apps.explain import CueExplainer
 
-                self._explainer = CueExplainer.with_recognizer(self.recognizer)
+                try:
+                    self._explainer = CueExplainer.with_recognizer(self.recognizer)
+                except EsvaError as err:  # the LM's weights: the server's problem, not the file's
+                    log.error("the explainer could not be loaded: %s", err)
+                    raise ExplainUnavailable(
+                        "explanations are unavailable on this server: its language model could "
+                        "not be loaded (see the server log)"
+                    ) from None
             return self._explainer
 
     def __call__(self, path: Path, audio: Path | None, task: str | None) -> dict[str, Any]:
@@ -110,7 +157,9 @@ class _Service:
     the same path as ``esva predict`` (decode once, extract once, offset from the same streams).
     """
 
-    def __init__(self, model_dir: str | Path | None = None) -> None:
+    def __init__(
+        self, model_dir: str | Path | None = None, explain: bool | str | Path = False
+    ) -> None:
         from esva.apps.inference import Recognizer
 
         if model_dir is not None and not Path(model_dir).is_dir():
@@ -119,10 +168,101 @@ class _Service:
         self.recognizer.space  # noqa: B018  (load the sync heads now, not on the first request)
         self.name = self.recognizer.name
         self.classes = list(self.recognizer.classes)
+        # explain: False (off), True (esva explain's default) or an adapter folder (--llm-model)
+        self.explainer: Any = None
+        self.explain_unavailable: str | None = NO_LLM
+        if explain is True:
+            self.explain_unavailable = lm_unavailable()
+            if self.explain_unavailable is None:
+                self.explainer = DefaultExplainer(self.recognizer)
+        elif explain:
+            self.explainer = adapter_explainer(Path(explain))
+            self.explain_unavailable = None
 
     def predict(self, path: Path, audio: Path | None = None) -> dict[str, Any]:
         """``esva predict --json``'s object for ``path`` (with the C(τ) curve when measured)."""
         return self.recognizer.predict(path, audio=audio).to_dict()
+
+    def probe(self, path: Path) -> Any:
+        """The media's headers (``esva.media.decode.probe``), read in this worker."""
+        from esva.media.decode import probe
+
+        return probe(path)
+
+    def explain(self, path: Path, audio: Path | None, task: str | None) -> dict[str, Any]:
+        if self.explainer is None:
+            raise ExplainUnavailable(self.explain_unavailable or NO_LLM)
+        return self.explainer(path, audio, task)
+
+    def describe(self) -> dict[str, Any]:
+        """What the server's process needs to know (the models stay in the worker)."""
+        return {
+            "name": self.name,
+            "classes": self.classes,
+            "explain_unavailable": self.explain_unavailable,
+            "tasks": list(getattr(self.explainer, "tasks", EXPLAIN_TASKS)),
+        }
+
+
+def adapter_explainer(llm_model: Path) -> Explainer:
+    """``esva explain --json`` with an adapter from ``esva train-llm``, loaded once (the object
+    carries the recognition answer and the explanation: only the ``reason`` task, as ``esva
+    explain --model``)."""
+    from esva.apps.explain import Explainer as AdapterExplainer
+
+    if not llm_model.is_dir():
+        raise EsvaError("LLM adapter folder not found", llm_model)
+    explainer = AdapterExplainer.from_pretrained(llm_model)
+
+    def explain(path: Path, audio: Path | None, task: str | None) -> dict[str, Any]:
+        return explainer.explain(path, audio=audio)
+
+    explain.tasks = ADAPTER_TASKS  # type: ignore[attr-defined]  (as `esva explain --model`)
+    return explain
+
+
+class IsolatedService:
+    """:class:`_Service` in worker processes (:class:`WorkerPool`): a native crash on one file
+    costs that request, not the server. ``factory`` (picklable) builds the object each worker
+    holds; by default ``_Service(model, explain)``."""
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        *,
+        workers: int = 1,
+        explain: bool | str | Path = False,
+        factory: Callable[[], Any] | None = None,
+    ) -> None:
+        if factory is None:
+            model = None if model is None else str(model)
+            factory = functools.partial(
+                _Service, model, str(explain) if explain not in (True, False) else explain
+            )
+        self.pool = WorkerPool(factory, workers)
+        try:
+            info = self.pool.call("describe")  # the models load now: a bad --model is one line
+        except WorkerCrashed:
+            self.pool.close()
+            raise EsvaError("the models could not be loaded: the worker process crashed") from None
+        except BaseException:
+            self.pool.close()
+            raise
+        self.name, self.classes = info["name"], list(info["classes"])
+        self.explain_unavailable: str | None = info["explain_unavailable"]
+        self.tasks = tuple(info["tasks"])
+
+    def predict(self, path: Path, audio: Path | None = None) -> dict[str, Any]:
+        return self.pool.call("predict", path, audio)
+
+    def probe(self, path: Path) -> Any:
+        return self.pool.call("probe", path)
+
+    def explain(self, path: Path, audio: Path | None, task: str | None) -> dict[str, Any]:
+        return self.pool.call("explain", path, audio, task)
+
+    def close(self) -> None:
+        self.pool.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,6 +397,14 @@ class _Form:
             self._sink.close()
 
 
+def host_name(header: str) -> str:
+    """The host of a Host header, lower-case, without its port or IPv6 brackets."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header[1:]
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
 def _mb(limit: int) -> str:
     return f"the {limit / 2**20:g} MB upload limit"
 
@@ -313,9 +461,15 @@ async def receive_form(
 _NOT_AV_FORMATS = ("image2", "tty", "srt", "webvtt", "ass", "lrc")
 
 
-def sniff(upload: Upload, need_audio: bool = False) -> None:
-    """Check with PyAV that the content is audio or video whatever its suffix says."""
-    from esva.media.decode import probe
+def sniff(upload: Upload, need_audio: bool = False, probe: Callable | None = None) -> None:
+    """Check with PyAV that the content is audio or video whatever its suffix says.
+
+    ``probe`` reads the headers (:func:`esva.media.decode.probe` here by default; a worker
+    process's for an :class:`IsolatedService`, so that not even libav's header parsing runs in
+    the server's process).
+    """
+    if probe is None:
+        from esva.media.decode import probe
 
     try:
         info = probe(upload.path)
@@ -400,26 +554,47 @@ def create_app(
     explainer: Explainer | None = None,
     service: Any = None,
     default_explain: bool = False,
+    llm_model: str | Path | None = None,
+    workers: int = 1,
+    service_factory: Callable[[], Any] | None = None,
+    allowed_hosts: tuple[str, ...] | None = None,
 ) -> FastAPI:
     """The web app, its models loaded now (once): ``uvicorn.run(create_app(), port=7860)``.
 
-    ``service`` replaces the model (an object with ``predict(path, audio) -> dict``, ``name``
-    and ``classes``); ``explainer`` enables ``/api/explain``; without one, ``default_explain``
-    enables it with ``esva explain``'s default (:class:`DefaultExplainer`, on the service's
-    recogniser). An explainer with a ``tasks`` attribute accepts those tasks; others accept
-    ``esva explain --task``'s (:data:`esva.tasks.EXPLAIN_TASKS`).
+    By default the models load in ``workers`` worker processes (:class:`IsolatedService`;
+    ``service_factory``, a picklable callable, replaces what each builds), with
+    ``/api/explain`` from ``esva explain``'s default (``default_explain``) or from the
+    ``llm_model`` adapter folder, also in the workers. ``service`` instead runs an object in
+    this process (an object with ``predict(path, audio) -> dict``, ``name`` and ``classes``;
+    tests, embedding); ``explainer`` then enables ``/api/explain`` (or ``default_explain``,
+    :class:`DefaultExplainer` on the service's recogniser). An explainer with a ``tasks``
+    attribute accepts those tasks; others accept ``esva explain --task``'s
+    (:data:`esva.tasks.EXPLAIN_TASKS`). ``allowed_hosts``: the Host names served (default:
+    loopback names; ``"*"`` serves any).
     """
     if max_upload_mb <= 0:
         raise EsvaError("--max-upload-mb must be positive")
     limit = int(max_upload_mb * 2**20)
     gate = Gate(concurrency, queue)
-    service = service if service is not None else _Service(model)
-    if explainer is None and default_explain:
+    explain_off = NO_LLM
+    if service is None:
+        explain: bool | str | Path = llm_model if llm_model is not None else default_explain
+        service = IsolatedService(model, workers=workers, explain=explain, factory=service_factory)
+        if service.explain_unavailable is None:
+            explainer = service.explain
+        explain_off = service.explain_unavailable or NO_LLM
+    elif explainer is None and default_explain:
         if getattr(service, "recognizer", None) is None:
             raise EsvaError("the default explainer needs the server's recogniser")
-        explainer = DefaultExplainer(service.recognizer)
-    tasks: tuple[str, ...] = tuple(getattr(explainer, "tasks", EXPLAIN_TASKS))
+        missing = lm_unavailable()
+        explain_off = missing or NO_LLM
+        if missing is None:
+            explainer = DefaultExplainer(service.recognizer)
+    tasks: tuple[str, ...] = tuple(
+        getattr(service, "tasks", None) or getattr(explainer, "tasks", EXPLAIN_TASKS)
+    )
     media_suffixes = set(VIDEO_SUFFIXES) | set(AUDIO_SUFFIXES)
+    hosts = {h.lower().strip("[]") for h in (allowed_hosts or LOOPBACK_HOSTS)}
     state: dict[str, Path] = {}
 
     @contextlib.asynccontextmanager
@@ -429,15 +604,27 @@ def create_app(
             yield
         finally:
             shutil.rmtree(state["root"], ignore_errors=True)
+            if isinstance(service, IsolatedService):
+                await anyio.to_thread.run_sync(service.close)
 
+    # No /api/docs: Swagger UI loads its scripts and styles from a CDN (a page that fails
+    # offline and runs third-party code); the schema itself is served.
     app = FastAPI(
         title="esva",
-        docs_url="/api/docs",
+        docs_url=None,
         openapi_url="/api/openapi.json",
         redoc_url=None,
         lifespan=lifespan,
     )
     app.state.gate = gate
+    app.state.service = service
+
+    @app.middleware("http")
+    async def _host_check(request: Request, call_next: Callable) -> Any:
+        host = host_name(request.headers.get("host", ""))
+        if "*" not in hosts and host not in hosts:
+            return _error(400, f"host {host or '(none)'!r} is not served here (see --allow-host)")
+        return await call_next(request)
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -470,10 +657,23 @@ def create_app(
             form = await receive_form(request, directory, allowed, text_fields, limit)
         except ClientDisconnect:
             raise ApiError(400, "the client went away during the upload") from None
-        await anyio.to_thread.run_sync(sniff, form.files["file"])
-        if "audio" in form.files:
-            await anyio.to_thread.run_sync(sniff, form.files["audio"], True)
+        probe = getattr(service, "probe", None) if isinstance(service, IsolatedService) else None
+        try:
+            await anyio.to_thread.run_sync(sniff, form.files["file"], False, probe)
+            if "audio" in form.files:
+                await anyio.to_thread.run_sync(sniff, form.files["audio"], True, probe)
+        except WorkerCrashed:
+            raise _crashed(form) from None
         return form
+
+    def _crashed(form: _Form) -> ApiError:
+        name = form.files["file"].name
+        log.error("the worker process died on %s; replaced", name)
+        return ApiError(
+            500,
+            f"{name}: the analysis crashed (its worker process died) and was abandoned; "
+            "the server has replaced the worker and is still running",
+        )
 
     async def _answer(form: _Form, fn: Callable[..., dict], *args: Any) -> JSONResponse:
         uploads = tuple(form.files.values())
@@ -481,10 +681,15 @@ def create_app(
             result = await gate.run(fn, *args)
         except EsvaError as err:
             raise ApiError(400, _scrub(str(err), *uploads)) from None
+        except WorkerCrashed:
+            raise _crashed(form) from None
+        except ExplainUnavailable as err:
+            raise ApiError(503, str(err)) from None
         result["file"] = form.files["file"].name
         return JSONResponse(_clean(result, uploads))
 
     @app.get("/api/health")
+    @app.head("/api/health", include_in_schema=False)  # monitors probe with HEAD
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
@@ -495,7 +700,7 @@ def create_app(
             "classes": list(service.classes),
             "max_upload_mb": max_upload_mb,
             "explain": explainer is not None,
-            "explain_unavailable": None if explainer is not None else NO_LLM,
+            "explain_unavailable": None if explainer is not None else explain_off,
             "video_suffixes": sorted(VIDEO_SUFFIXES),
             "audio_suffixes": sorted(AUDIO_SUFFIXES),
         }
@@ -512,7 +717,7 @@ def create_app(
     @app.post("/api/explain")
     async def explain(request: Request) -> JSONResponse:
         if explainer is None:
-            return _error(503, NO_LLM)
+            return _error(503, explain_off)
         async with gate.admit(), _request_dir() as directory:
             form = await _media(request, directory, text_fields=("task",))
             task = form.texts.get("task") or None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -33,47 +35,74 @@ def serve(
         typer.Option("--no-explain", help="Serve /api/predict only (/api/explain answers 503)."),
     ] = False,
     concurrency: Annotated[
-        int, typer.Option(help="Files analysed at the same time (each in a thread).", min=1)
+        int, typer.Option(help="Files analysed at the same time (at most --workers run).", min=1)
     ] = 1,
     queue: Annotated[
         int, typer.Option(help="Requests that may wait for a slot; more get 503.", min=0)
     ] = 32,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Worker processes running the models (each loads its own copy; a crash on one "
+            "file kills only its worker, which is replaced).",
+            min=1,
+        ),
+    ] = 1,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            help="Another Host header name to serve (repeatable; '*' serves any). Loopback "
+            "names and --host are always served.",
+        ),
+    ] = None,
 ) -> None:
     """Serve a page to drop a video on and see its emotion, and the JSON API beside it."""
     import uvicorn
 
-    from esva.apps.serve import create_app
+    from esva.apps.serve import LOOPBACK_HOSTS, create_app
+
+    sock = bind(host, port)  # a busy port is one line, before minutes of model loading
+    try:
+        hosts = (*LOOPBACK_HOSTS, host, *(allow_host or ()))
+        # The models load here (in the worker), before the port opens: a bad --model is one
+        # line, not a traceback.
+        app = create_app(
+            model,
+            max_upload_mb=max_upload_mb,
+            concurrency=concurrency,
+            queue=queue,
+            default_explain=llm_model is None and not no_explain,
+            llm_model=llm_model,
+            workers=workers,
+            allowed_hosts=hosts,
+        )
+        typer.echo(f"esva serve: http://{host}:{port}/  (API: /api/predict, /api/explain)")
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (uvicorn listens on it); an address in use or not
+    available here is an :class:`EsvaError` (exit 2), not uvicorn's error and exit 3."""
     from esva.errors import EsvaError
 
-    explainer = None
-    if llm_model is not None:
-        if not llm_model.is_dir():
-            raise EsvaError("LLM adapter folder not found", llm_model)
-        explainer = _explainer(llm_model)
-    # The models load here, before the port opens: a bad --model is one line, not a traceback.
-    app = create_app(
-        model,
-        max_upload_mb=max_upload_mb,
-        concurrency=concurrency,
-        queue=queue,
-        explainer=explainer,
-        default_explain=explainer is None and not no_explain,
-    )
-    typer.echo(f"esva serve: http://{host}:{port}/  (API: /api/predict, /api/explain)")
-    uvicorn.run(app, host=host, port=port, log_level="info")
-
-
-def _explainer(llm_model: Path) -> Any:
-    """``esva explain --json`` for a file, with the adapter loaded once (the object carries the
-    recognition answer and the explanation: only the ``reason`` task, as ``esva explain
-    --model``)."""
-    from esva.apps.explain import Explainer
-    from esva.tasks import ADAPTER_TASKS
-
-    explainer = Explainer.from_pretrained(llm_model)
-
-    def explain(path: Path, audio: Path | None, task: str | None) -> dict[str, Any]:
-        return explainer.explain(path, audio=audio)
-
-    explain.tasks = ADAPTER_TASKS  # type: ignore[attr-defined]  (as `esva explain --model`)
-    return explain
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise EsvaError(
+                f"port {port} on {host} is already in use (another server?); choose another "
+                "with --port"
+            ) from None
+        raise EsvaError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+    except (socket.gaierror, UnicodeError, OverflowError) as exc:
+        sock.close()
+        raise EsvaError(f"cannot listen on {host}:{port} ({exc})") from None
+    return sock

@@ -7,7 +7,8 @@ One :class:`~esva.llm.model.EmotionLLM` does two jobs (Emotion-LLaMA's two tasks
   as text, WITHOUT the recogniser's answer, the likelihood of each class word
   (:func:`class_logprobs`). Fused with the recogniser by :func:`fuse_with_lm` at the weight
   chosen on validation speakers (``lm_weight`` in ``adapter.json``; 0 = the LM is reported but
-  does not change the label).
+  does not change the label), and applied only to clips like the validation clips
+  (:func:`outside_validation`: audio-only speech, 16 kHz or more, 1-14 s).
 - **wording**: the reasoning prompt of :mod:`esva.llm.conclude` (cues + the recogniser's answer)
   -> sentences about the measured cues; trained on sentences composed from the measurements
   (:func:`reasoning_target`, true by construction and checked), decoded with the same
@@ -83,7 +84,7 @@ def class_logprobs(
     """
     import copy
 
-    from esva.llm.conclude import _cache_arg
+    from esva.llm.conclude import _cache_arg, output_cache
     from esva.llm.prompt import chat_wrap
 
     lm = model.lm  # a peft model while training, a merged plain LM in esva explain
@@ -115,7 +116,7 @@ def class_logprobs(
             for i, ids in enumerate(answers):
                 rows[i, : len(ids) - 1] = torch.tensor(ids[:-1])
                 mask[i, n + len(ids) - 1 :] = 0
-            cache = copy.deepcopy(out.past_key_values)
+            cache = copy.deepcopy(output_cache(out))
             cache.batch_repeat_interleave(len(classes))
             rest = decoder(
                 inputs_embeds=embed(rows),
@@ -148,6 +149,40 @@ def fuse_with_lm(
     )  # fmt: skip
     p = np.exp(logits - logits.max())
     return dict(zip(classes, (p / p.sum()).tolist(), strict=True))
+
+
+# ----------------------------------------------------------------------------- validated domain
+
+# What ``lm_weight`` was chosen on: adapter.json's validation split (EMOVO f2/m2, ASED % 5 == 1,
+# 269 clips), all audio-only speech recorded at 16 kHz or more, 1.3 to 14 s long. Outside that
+# (a video, a telephone-band recording, a long take) nothing measured how the pool behaves, so
+# the second opinion is reported and the recogniser's answer stands.
+VALIDATED_DOMAIN: dict[str, Any] = {
+    "clips": "audio-only speech (EMOVO f2/m2, ASED speakers % 5 == 1: 269 clips)",
+    "min_sample_rate_hz": 16_000,
+    "duration_s": [1.0, 14.0],
+}
+
+
+def outside_validation(
+    *, is_audio: bool, has_voice: bool, sample_rate_hz: int | None, duration_s: float
+) -> list[str]:
+    """Why a clip is unlike the clips ``lm_weight`` was validated on (empty: it is like them)."""
+    reasons = []
+    if not is_audio:
+        reasons.append("a video (validated on audio-only clips)")
+    if not has_voice:
+        reasons.append("no voice token (validated on speech clips)")
+    low = VALIDATED_DOMAIN["min_sample_rate_hz"]
+    if sample_rate_hz is not None and sample_rate_hz < low:
+        reasons.append(
+            f"recorded at {sample_rate_hz / 1000:g} kHz (telephone band; validated on "
+            f"{low / 1000:g} kHz or more)"
+        )
+    lo, hi = VALIDATED_DOMAIN["duration_s"]
+    if not lo <= duration_s <= hi:
+        reasons.append(f"{duration_s:.1f} s long (validated on {lo:g}-{hi:g} s)")
+    return reasons
 
 
 # ----------------------------------------------------------------------------- training targets
@@ -357,6 +392,7 @@ __all__ = [
     "class_logprobs",
     "fuse_with_lm",
     "lm_distribution",
+    "outside_validation",
     "reasoning_target",
     "recognition_prompt",
 ]

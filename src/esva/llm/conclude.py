@@ -22,6 +22,7 @@ conclusion slot (``lm_scores``), reported beside the recogniser's probabilities.
 from __future__ import annotations
 
 import copy
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -214,10 +215,31 @@ def _cache_arg(model) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
+CACHE_RENAME_WARNING = "`past_key_values`/`cache_params` are deprecated"
+
+
+class _DropCacheRename(logging.Filter):
+    """Drops transformers' notice that ``past_key_values`` is now ``cache``: it is about
+    transformers' own API and was printed into ``esva explain``'s output."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return CACHE_RENAME_WARNING not in record.getMessage()
+
+
+logging.getLogger("transformers.utils.generic").addFilter(_DropCacheRename())
+
+
+def output_cache(out):
+    """The KV cache in a forward's output, read by its current name (transformers 5 renamed
+    ``past_key_values`` to ``cache``; the old name still works but logs a warning)."""
+    cache = out.get("cache") if hasattr(out, "get") else None
+    return cache if cache is not None else out.past_key_values
+
+
 def prefill(model, prompt_ids: torch.Tensor):
     """The KV cache of ``prompt_ids`` (read once, then shared by sampling and the conclusion)."""
     with torch.no_grad():
-        return model(input_ids=prompt_ids, use_cache=True).past_key_values
+        return output_cache(model(input_ids=prompt_ids, use_cache=True))
 
 
 def force_conclusion(
@@ -253,7 +275,7 @@ def force_conclusion(
         lp = float(first[ids[0]])
         if len(ids) > 1:
             with torch.no_grad():
-                past = {_cache_arg(model): copy.deepcopy(out.past_key_values)}
+                past = {_cache_arg(model): copy.deepcopy(output_cache(out))}
                 rest = model(input_ids=torch.tensor([ids[:-1]]), use_cache=True, **past).logits[0]
             logp = torch.log_softmax(rest.float(), dim=-1)
             lp += sum(float(logp[k, t]) for k, t in enumerate(ids[1:]))

@@ -6,8 +6,9 @@ the true offset between the streams (e.g. a video stream that starts 33 ms after
 Nothing assumes a constant frame rate: variable-frame-rate video keeps each frame's own time,
 and sampling at a chosen rate picks the decoded frame nearest each target time.
 
-Audio is converted to float by PyAV, averaged over channels (downmix) and resampled with soxr's
-streaming resampler, so a long file never holds its native-rate samples in memory. Video is a
+Audio is converted to packed float by libswresample (PyAV's resampler: one interleaved plane
+for any channel count), averaged over channels (downmix) and resampled with soxr's streaming
+resampler, so a long file never holds its native-rate samples in memory. Video is a
 generator (:func:`iter_frames`) that holds at most two decoded frames: a 20-minute file decodes
 in bounded memory. :func:`load_video` collects a short clip into :class:`VideoFrames`.
 
@@ -253,10 +254,10 @@ def load_audio(
     """Decode the audio stream of ``path`` to mono float32 at ``sample_rate``.
 
     Works for audio files (wav, flac, mp3, m4a, ...) and for the audio track of videos. Stereo and
-    multi-channel audio is averaged to mono; any input rate is resampled with soxr (streaming, so
-    memory is the output plus one packet). ``start_s`` is the container time of the first sample;
-    gaps in the audio timestamps (up to ``MAX_AUDIO_GAP_S``) are filled with silence so that the
-    samples stay on the container clock.
+    multi-channel audio (any channel count) is averaged to mono; any input rate is resampled with
+    soxr (streaming, so memory is the output plus one packet). ``start_s`` is the container time
+    of the first sample; gaps in the audio timestamps (up to ``MAX_AUDIO_GAP_S``) are filled with
+    silence so that the samples stay on the container clock.
 
     A file without an audio stream raises :class:`EsvaError` ("no audio stream"), or returns
     ``None`` when ``missing_ok`` is true (e.g. a silent video, whose visual stream is still
@@ -273,9 +274,13 @@ def load_audio(
             if missing_ok:
                 return None
             raise EsvaError("no audio stream", name)
-        # PyAV converts any sample format (s16, s32, flt, dbl, planar or packed) to planar float;
-        # layout and rate are kept, we downmix and resample ourselves.
-        to_float = av.AudioResampler(format="fltp")
+        # libswresample converts any sample format (s16, s32, flt, dbl, planar or packed) to
+        # *packed* float: one interleaved plane whatever the channel count, averaged to mono
+        # here; layout and rate are kept (soxr resamples below). Reading planar frames plane by
+        # plane crashed the process (SIGSEGV) for 8 or more channels: PyAV keeps those planes
+        # past the frame's eight data pointers. swresample's own mono downmix is not used: for
+        # float output it does not normalise its matrix (eight channels at 0.3 sum to 1.32).
+        to_float = av.AudioResampler(format="flt")
         chunks: list[np.ndarray] = []
         resampler: soxr.ResampleStream | None = None
         in_rate = 0
@@ -285,14 +290,15 @@ def load_audio(
         for frame in _decode(container, stream, issues):
             try:
                 parts = to_float.resample(frame)
-            except ValueError as exc:  # the stream changed rate or layout mid-way
+            except (ValueError, av.error.FFmpegError) as exc:  # rate or layout changed mid-way
                 issues.append(f"audio format changed mid-stream, stopped there ({exc})")
                 break
             if not parts:
                 continue
-            # A format-only conversion keeps samples 1:1, so the input frame's time applies.
-            planes = np.concatenate([part.to_ndarray() for part in parts], axis=1)
-            mono = planes.mean(axis=0, dtype=np.float32)
+            # A conversion without a rate change keeps samples 1:1, so the frame's time applies.
+            channels = len(parts[0].layout.channels) or 1
+            packed = np.concatenate([part.to_ndarray()[0] for part in parts])
+            mono = packed.reshape(-1, channels).mean(axis=1, dtype=np.float32)
             bad = ~np.isfinite(mono)
             if bad.any():
                 # Zero them before resampling: soxr would smear one NaN over its whole filter.

