@@ -431,9 +431,17 @@ def candidates_section(expert, base, clips, tracks, ck, ck_y, extra: list[str]) 
 
     experts = {"face-expert": logits_of(lambda x: expert_logits(expert, x))}
     fer = logits_of(lambda x: fer_logits(base, x))
+    trained = {}
     for spec in extra:
         name, directory = spec.split("=", 1)
         enc = expert_from(Path(directory))
+        cfg = json.loads((Path(directory) / "config.json").read_text())
+        trained[name] = {
+            "command": cfg["training"]["command"],
+            "best_epoch": cfg["training"]["best_epoch"],
+            "epochs": cfg["training"]["epochs"],
+            "ferplus_valid_accuracy": cfg["scores"]["ferplus_valid_accuracy"],
+        }
         experts[name] = logits_of(lambda x, e=enc: expert_logits(e, x))
     contempt = fe.CLASSES.index("contempt")
     vy = data["valid"][1]
@@ -518,6 +526,7 @@ def candidates_section(expert, base, clips, tracks, ck, ck_y, extra: list[str]) 
                 fer["valid"],
                 fens.EXPERT_WEIGHT,
                 fens.PRIOR_POWER,
+                output_temperature=1.0,
             )
         ),
         torch.from_numpy(vy),
@@ -561,6 +570,7 @@ def candidates_section(expert, base, clips, tracks, ck, ck_y, extra: list[str]) 
             "output_temperature": fens.OUTPUT_TEMPERATURE,
         },
         "selection_rule": SELECTION_RULE,
+        "retrained": trained,
         "chosen": chosen,
         "chosen_matches_module": bool(
             ship["w"] == fens.EXPERT_WEIGHT and ship["tau"] == fens.PRIOR_POWER
@@ -694,6 +704,12 @@ def report(res: dict, crop_default: float) -> None:
         [[r[0], r[1], *[per[n][r[0]] for n in cols]] for r in base_rows],
     )
     command = " ".join(["PYTHONPATH=src python benchmarks/faces.py", *sys.argv[1:]])
+    retrained = "".join(
+        f"- Retrained candidate {name}: `PYTHONPATH=src {t['command']}` (best epoch "
+        f"{t['best_epoch']} of {t['epochs']} by FER+ valid accuracy, {t['ferplus_valid_accuracy']}"
+        "); weights under runs/ (not shipped).\n"
+        for name, t in c["retrained"].items()
+    )
     text = (
         "# Face experts: today's face-expert, fer-cnn and the transfer candidates\n\n"
         f"Produced by `{command}` (one CPU thread). Retrained candidates come from "
@@ -708,7 +724,7 @@ def report(res: dict, crop_default: float) -> None:
         f"output temperature {mc['output_temperature']:g} (fitted here: "
         f"{c['output_temperature_fitted']:.4f}). The settings in the module "
         f"{'match' if c['chosen_matches_module'] else 'DIFFER from'} the grid's choice.\n"
-        f"- Selection rule (w, tau): {c['selection_rule']}.\n{sel}\n"
+        f"- Selection rule (w, tau): {c['selection_rule']}.\n{sel}\n{retrained}"
         "- Prior correction trades FER+ accuracy (FER+ test is 36 % neutral, like its train set) "
         "for balanced accuracy: disgust, fear and contempt are 0.6-2.3 % of FER+ train, so the "
         "uncorrected nets almost never say them (CK+48 disgust read as anger, anger as neutral).\n"
@@ -718,8 +734,14 @@ def report(res: dict, crop_default: float) -> None:
         f"{ft['ece_after']:.3f} after its temperature {res['temperature']:.3f}.\n"
         "- MEAD (24 clips) and RAVDESS Actor_01 (11 video-only takes; calm counted as neutral) "
         "are dev data: framing, pooling and (w, tau) were chosen on them, so their scores are "
-        "optimistic. CK+48 was not used for any choice.\n"
-        "MEAD's 7-class score drops the contempt clips and the contempt output.\n"
+        "optimistic. CK+48 was not used for any choice. MEAD's 7-class score drops the contempt "
+        "clips and the contempt output.\n"
+        "- Tried for talking faces on the dev clips and not kept (exploration runs, not re-run "
+        "here): an upper-face view (rows below 30/48 greyed) alone or averaged with the full view "
+        "loses MEAD clips (today's expert 3/21 and 7-8/21; the strong-aug+KD expert, trained with "
+        "lower-face cut-outs, 8/21 and 9-10/21); weighting frames by temporal stability of their "
+        "probabilities ties conf^2; flip test-time averaging adds 0.005 valid balanced accuracy "
+        "and no clip at twice the cost.\n"
         "- Framing and pooling (grid below, today's expert): esva's tracker crop already matches "
         "FER2013's framing; weighting frames by distance from neutral loses MEAD clips (talking "
         "mouths look surprised/happy); confidence weighting (conf^2) ties the mean.\n\n"
