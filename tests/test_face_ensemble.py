@@ -56,8 +56,13 @@ def test_pooled_probabilities_are_a_distribution():
             p = _softmax(fens.pool_logits(e, f, w, tau))
             assert p.shape == (50, 8) and np.all(np.isfinite(p)) and np.all(p >= 0)
             np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-5)
-    # w = 1, no prior correction: exactly the expert's own distribution.
-    np.testing.assert_allclose(_softmax(fens.pool_logits(e, f, 1.0, 0.0)), _softmax(e), atol=1e-5)
+    # w = 1, no prior correction, no output temperature: exactly the expert's own distribution.
+    same = fens.pool_logits(e, f, 1.0, 0.0, output_temperature=1.0)
+    np.testing.assert_allclose(_softmax(same), _softmax(e), atol=1e-5)
+    # The output temperature sharpens (T < 1) without changing the ranking.
+    shipped = fens.pool_logits(e, f)
+    assert fens.OUTPUT_TEMPERATURE < 1.0
+    assert (shipped.argmax(1) == fens.pool_logits(e, f, output_temperature=1.0).argmax(1)).all()
 
 
 def test_class_mapping_and_contempt_in_the_pool():
