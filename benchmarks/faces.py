@@ -1,6 +1,13 @@
-"""Face-expression benchmark: esva's ``face-expert`` against the ``fer-cnn`` baseline.
+"""Face-expression benchmark: ``face-expert``, ``fer-cnn`` and the transfer candidates.
 
     PYTHONPATH=src python benchmarks/faces.py            # -> results/faces.md, faces.json, PNGs
+    PYTHONPATH=src python benchmarks/faces.py --extra-expert strong-aug=runs/fe_B   # + a retrain
+
+The main table scores, side by side, today's face expert, fer-cnn, the expert with its training
+prior removed, the expert pooled with fer-cnn, the shipped ``face-ensemble``
+(esva.encoders.face_ensemble) and any retrained expert folder given with ``--extra-expert``
+(alone and pooled with fer-cnn). The pool's expert weight and prior power are chosen here by one
+rule on FER+ valid and the dev clips (never on CK+48); the module's constants must match.
 
 Measures, on one CPU thread:
 

@@ -3,6 +3,11 @@
     PYTHONPATH=src python benchmarks/train_face_expert.py            # ~50 min on one CPU thread
     PYTHONPATH=src python benchmarks/train_face_expert.py --epochs 1 --out runs/fe_smoke
 
+Issue 17's retrains (not shipped: they did not transfer better, see results/faces.md) were
+fine-tuned from the shipped weights with ``--epochs 6 --lr 1e-3 --recipe strong --init
+src/esva/assets/face_expert --out runs/fe_B`` (and ``--epochs 8 --kd 0.3 ... --out runs/fe_A``:
+fer-cnn's probabilities as 30 % of the soft target), 1.5 min an epoch on one thread.
+
 Data: ``../shared/data/face_images/ferplus`` (FER2013 48x48 grey faces, FER+ votes of 10
 annotators over neutral, happiness, surprise, sadness, anger, disgust, fear, contempt, unknown,
 not-a-face). Protocol: an image is kept when its majority vote is one of the 8 emotions (ties go
