@@ -22,6 +22,7 @@ _ENCODER_MODULES: tuple[str, ...] = (
     "esva.encoders.asr",
     "esva.encoders.fer_cnn",
     "esva.encoders.face_expert",
+    "esva.encoders.face_ensemble",
     "esva.encoders.minilm",
     "esva.encoders.prosody",
 )
@@ -54,6 +55,7 @@ _MODULE_OF: dict[str, str] = {
     **dict.fromkeys(("asr-whisper-tiny", "asr-whisper-base"), "esva.encoders.asr"),
     "fer-cnn": "esva.encoders.fer_cnn",
     "face-expert": "esva.encoders.face_expert",
+    "face-ensemble": "esva.encoders.face_ensemble",
     "minilm": "esva.encoders.minilm",
     "prosody": "esva.encoders.prosody",
 }
