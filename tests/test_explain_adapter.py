@@ -276,3 +276,18 @@ def test_explain_with_an_adapter_reports_and_fuses_the_second_opinion(
     assert r["confident"] is (r["label"] == second["recogniser_label"])
     assert r["explanation"].endswith(f"Therefore, the emotion is {r['label']}.")
     json.dumps(r)
+
+
+def test_adapter_voice_token_reads_hidden_state_2_of_a_stacked_stream():
+    from esva.apps.explain import adapter_voice_frames
+    from esva.data.streams import StreamFeatures
+
+    rng = np.random.default_rng(0)
+    stacked = rng.normal(size=(6, 5 * 384)).astype(np.float32)
+    mask = np.array([True] * 5 + [False])
+    got = adapter_voice_frames(StreamFeatures(stacked, 50.0, 0.0, mask, {"layer": "stack"}))
+    np.testing.assert_array_equal(got, stacked[:5, 768:1152])
+    layer2 = stacked[:, :384]
+    got = adapter_voice_frames(StreamFeatures(layer2, 50.0, 0.0, mask, {"layer": "2"}))
+    np.testing.assert_array_equal(got, layer2[:5])
+    assert adapter_voice_frames(StreamFeatures(layer2, 50.0, 0.0, mask, {"layer": "last"})) is None

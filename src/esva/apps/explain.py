@@ -306,6 +306,21 @@ def llm_name(backbone: str, adapter: Any = None) -> str:
 
 
 VOICE_FRAMES = "whisper-tiny"  # the default recogniser's stream the adapter's voice token reads
+VOICE_LAYER = 2  # the Whisper tiny.en hidden state the adapter's voice token was trained on
+VOICE_DIM = 384
+
+
+def adapter_voice_frames(stream: Any) -> np.ndarray | None:
+    """The adapter's voice-token input from the recogniser's Whisper tiny.en stream: hidden
+    state 2's frames, taken out of a ``layer="stack"`` stream (the pooled voice model reads
+    every hidden state side by side); None for a stream of another layer."""
+    layer = str((stream.record or {}).get("layer", VOICE_LAYER))
+    x = stream.features[stream.mask]
+    if layer == "stack" and x.shape[1] % VOICE_DIM == 0 and x.shape[1] > VOICE_DIM:
+        return x[:, VOICE_LAYER * VOICE_DIM : (VOICE_LAYER + 1) * VOICE_DIM]
+    if layer == str(VOICE_LAYER) and x.shape[1] == VOICE_DIM:
+        return x
+    return None
 
 
 @dataclass
@@ -353,7 +368,9 @@ def measure_clip(
     features: dict[str, np.ndarray] = {}
     stream = analysis.features.streams.get(VOICE_FRAMES)
     if stream is not None and voice and stream.mask.any():
-        features["voice"] = stream.features[stream.mask]
+        frames = adapter_voice_frames(stream)
+        if frames is not None:
+            features["voice"] = frames
     if (face := face_vector(prediction)) is not None:
         features["face"] = face
     cues = ClipCueSet(voice=voice, voice_reference=reference, face=face_from_prediction(prediction))
