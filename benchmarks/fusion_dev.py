@@ -74,7 +74,7 @@ MEAD_SER7 = {
     "contempt": None,
 }
 WORK = ROOT / "runs" / "fusion_dev"
-HELDOUT = "held-out (actors 02-20)"
+HELDOUT = "held-out (Actor_01 left out)"
 SHIPPED = "shipped (actors 01-20: saw Actor_01)"
 
 

@@ -12,8 +12,8 @@ from esva.assets import DEFAULT_MODEL_SHA256, default_model_dir, verify_files
 from esva.cli.main import main
 from esva.errors import EsvaError
 from esva.extract.provenance import extractor_for_model, read_extraction
-from esva.labelsets import RAVDESS_CLASSES, SER7_CLASSES
-from esva.model import ESVAModel
+from esva.labelsets import SER7_CLASSES
+from esva.model.pooled_voice import PooledVoiceModel, load_model
 from media_factory import write_voice
 
 
@@ -33,38 +33,53 @@ def test_shipped_files_match_recorded_hashes_and_size():
     assert "CC BY-NC-SA 4.0" in card and "non-commercial" in card.lower()
 
 
-def test_loads_as_an_audio_model_over_the_ravdess_classes():
-    model = ESVAModel.from_pretrained(default_model_dir())
-    assert model.config.classes == list(RAVDESS_CLASSES)
+def test_loads_as_the_pooled_voice_model_over_ser7():
+    model = load_model(default_model_dir())
+    assert isinstance(model, PooledVoiceModel)
+    assert model.config.classes == list(SER7_CLASSES)
     assert model.config.modalities == ["audio"]
-    assert "whisper-tiny" in model.config.encoders["audio"].split("+")
+    assert model.config.encoders == {"audio": "whisper-tiny"}
+    assert model.config.streams == [("whisper-tiny", 5, 384)]
+    assert model.config.temperature > 1  # out-of-corpus calibration softens it
+    training = model.config.training
+    assert set(training["corpora"]) == {"ravdess", "tess", "emovo", "ased", "nemo"}
+    # the calibrated rule travels with the model and with the fusion settings
+    fusion = json.loads((default_model_dir() / "fusion.json").read_text())
+    assert fusion["confidence_threshold"] == training["confidence_threshold"]
 
 
 def test_extracts_new_files_with_the_recorded_whisper_layer():
     """The shipped model loads through the same provenance path as any trained model."""
     directory = default_model_dir()
-    model = ESVAModel.from_pretrained(directory)
+    model = load_model(directory)
     extraction = read_extraction(directory)
-    assert extraction["encoders"]["whisper-tiny"]["options"] == {"layer": "2"}
+    assert extraction["encoders"]["whisper-tiny"]["options"] == {"layer": "stack"}
     assert extraction["fps"] is None and extraction["faces"] is None  # audio only
     assert not extraction["asr"]
     extractor = extractor_for_model(directory, model.config.encoders)
     assert extractor.config.audio == ["whisper-tiny"] and not extractor.config.visual
-    assert extractor.config.encoder_options == {"whisper-tiny": {"layer": "2"}}
+    assert extractor.config.encoder_options == {"whisper-tiny": {"layer": "stack"}}
     # The live encoder is the one the model was trained on: same weights, same layer.
     live = extractor.records["whisper-tiny"]
     recorded = extraction["encoders"]["whisper-tiny"]["record"]
     assert live["weights_sha256"] == recorded["weights_sha256"]
-    assert str(extractor.encoders["whisper-tiny"].config.layer) == recorded["layer"] == "2"
+    assert str(extractor.encoders["whisper-tiny"].config.layer) == recorded["layer"] == "stack"
 
 
 def test_predict_json_reports_the_extraction_it_used(tmp_path, capsys):
     pred = _predict_json(capsys, str(write_voice(tmp_path / "voice.wav")))
     x = pred["extraction"]
     assert list(x["encoders"]) == ["whisper-tiny"]
-    assert x["encoders"]["whisper-tiny"]["options"] == {"layer": "2"}
+    assert x["encoders"]["whisper-tiny"]["options"] == {"layer": "stack"}
     assert x["fps"] is None and x["faces"] is None and x["asr"] is False
-    assert pred["confident"] and pred["face_coverage"] is None  # audio file: no face to cover
+    assert pred["face_coverage"] is None  # audio file: no face to cover
+    # confident follows the calibrated rule: flagged exactly when the top p is below it
+    threshold = json.loads((default_model_dir() / "fusion.json").read_text())[
+        "confidence_threshold"
+    ]
+    top = max(pred["probabilities"].values())
+    assert pred["confident"] == (top >= threshold)
+    assert any(f.startswith("uncertain:") for f in pred["flags"]) == (top < threshold)
 
 
 def test_hash_check_refuses_a_corrupted_file(tmp_path):

@@ -25,15 +25,15 @@ DEFAULT_MODEL = "default_model"
 
 # sha256 of each shipped file, as printed by benchmarks/train_default_model.py.
 DEFAULT_MODEL_SHA256: dict[str, str] = {
-    "config.json": "01a33a82a43c05484c808ffdafcb1160e5f7a8b3695b7862c51bf92703089db8",
-    "extraction.json": "36cf0b8d7c7af8b9499b5c9ba5f36adc5373bef3ff273f58857506b4e9422941",
-    "model.safetensors": "0dc148a98bcef90c79bcd807830cf6093da37e3a18812091a786333852acdff6",
+    "config.json": "82e47bd6d9db4a5d826b80ae950681bfb245ae91dff8b7540f7d9b7918b16270",
+    "extraction.json": "c90bf1933fb604424f54d56e4b5359ae13c5cfa888a67aa71d41f0b0256a58bc",
+    "model.safetensors": "11ca92cece29b283fd0e9d4b06c073399151638105ce34b06d97348685068a69",
 }
 # sha256 of the fusion settings (fusion.json: the voice model + face expert late fusion,
 # chosen by benchmarks/fusion_dev.py, which prints it). Kept apart from the model's own files,
 # which benchmarks/train_default_model.py rebuilds.
 DEFAULT_FUSION_SHA256: dict[str, str] = {
-    "fusion.json": "70605a6171bb368ed90e65bba6d59f1e9f905b810df66f1b129833e21321d155",
+    "fusion.json": "3adc122fe75bdede201a113c5119106cce334cb1e4a64a130d84438c48a93ec8",
 }
 
 

@@ -123,8 +123,9 @@ def predict(
         console.print(table)
     if shipped:
         console.print(
-            "model: the shipped default: voice model (RAVDESS acted English speech; "
-            "non-commercial, CC BY-NC-SA 4.0) fused with the face expert (FER+), 7 classes"
+            "model: the shipped default: voice model (five acted speech corpora, four "
+            "languages; non-commercial research use) fused with the face ensemble (FER+ expert "
+            "+ fer-cnn), 7 classes; 'uncertain' below its calibrated threshold"
         )
     offset = (
         "n/a (needs audio and a face)"
