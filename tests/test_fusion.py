@@ -230,7 +230,8 @@ def test_shipped_fusion_json_is_hash_checked(tmp_path, monkeypatch):
     directory = default_model_dir()  # verifies fusion.json too
     spec = load_fusion(directory)
     assert spec is not None and spec.classes == SER7_CLASSES
-    assert spec.face_encoder == "face-expert" and set(spec.experts) == {"voice", "face"}
+    assert spec.face_encoder == "face-ensemble" and set(spec.experts) == {"voice", "face"}
+    assert spec.confidence_threshold is not None and 0 < spec.confidence_threshold < 1
     assert set(DEFAULT_FUSION_SHA256) == {"fusion.json"}
     copy = tmp_path / "m"
     shutil.copytree(directory, copy)
@@ -262,7 +263,7 @@ def test_audio_file_is_answered_by_the_voice_alone(tmp_path, capsys):
     assert set(pred["per_modality"]) == {"voice"}
     voice = pred["per_modality"]["voice"]
     assert voice["weight"] > 0 and 0 < voice["presence"] <= 1
-    assert list(voice["raw"]) == list(RAVDESS_CLASSES)  # the model's own 8 classes
+    assert "raw" not in voice  # the voice model answers in ser7 itself: nothing to map
     assert pred["peak_face_time_s"] is None and pred["modalities"] == ["audio"]
     assert not any(f.startswith(("face-only", "voice-only")) for f in pred["flags"])
     assert all("per_modality" in w for w in pred["timeline"])
@@ -279,13 +280,14 @@ def test_video_without_a_face_is_answered_by_the_voice_and_flagged(tmp_path, cap
 
 
 def test_a_folder_without_fusion_json_is_the_plain_model(tmp_path, capsys):
-    """A user's own ESVA model folder keeps answering in its own classes, no per_modality."""
+    """A user's own model folder keeps answering in its own classes, no per_modality."""
     folder = tmp_path / "mine"
     shutil.copytree(default_model_dir(), folder)
     (folder / "fusion.json").unlink()
     pred = _predict_json(capsys, str(write_voice(tmp_path / "v.wav")), "--model", str(folder))
-    assert list(pred["probabilities"]) == list(RAVDESS_CLASSES)
+    assert list(pred["probabilities"]) == list(SER7_CLASSES)  # the pooled voice model's own
     assert pred["per_modality"] is None and pred["peak_face_time_s"] is None
+    assert pred["confident"]  # no fusion.json: no calibrated threshold, only the length rule
 
 
 def test_plot_has_the_fused_voice_and_face_tracks():

@@ -128,4 +128,4 @@ def test_predict_cli_text_says_not_confident_and_the_extraction(clips, capsys):
 
     assert main(["predict", str(clips["short"])]) == 0
     out = capsys.readouterr().out
-    assert "not confident" in out and "extraction: whisper-tiny {'layer': '2'}" in out
+    assert "not confident" in out and "extraction: whisper-tiny {'layer': 'stack'}" in out

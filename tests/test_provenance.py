@@ -130,9 +130,9 @@ def test_a_different_whisper_layer_recorded_is_a_one_line_error(tmp_path, capsys
     data = json.loads((copy / EXTRACTION).read_text())
     data["encoders"]["whisper-tiny"]["record"]["layer"] = "last"  # trained on other features
     write_extraction(copy, data)
-    with pytest.raises(EsvaError, match=r"extraction\.json.*layer '2' here.*'last'"):
+    with pytest.raises(EsvaError, match=r"extraction\.json.*layer 'stack' here.*'last'"):
         extractor_for_model(copy, {"audio": "whisper-tiny"})
-    data["encoders"]["whisper-tiny"]["record"]["layer"] = "2"
+    data["encoders"]["whisper-tiny"]["record"]["layer"] = "stack"
     data["encoders"]["whisper-tiny"]["record"]["weights_sha256"] = "0" * 64
     write_extraction(copy, data)
     media = tmp_path / "a.wav"

