@@ -549,6 +549,36 @@ def main() -> None:
         install(xs, data, final["ravdess"])
 
 
+def plot_risk_coverage(nested: dict, out: Path) -> Path:
+    """Accuracy of the answered clips against the share answered (most confident first), one
+    curve per unseen corpus (nested LOCO): where abstaining buys accuracy and where not."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from esva.io import atomic_path
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for k in CORPORA:
+        curve = np.asarray(nested[k]["risk_coverage"]["curve"])
+        share = np.linspace(1 / len(curve), 1.0, len(curve))
+        ax.plot(share, curve, label=f"{k} (all: {nested[k]['accuracy']:.2f})")
+    ax.axhline(1 / len(CLASSES), color="grey", lw=0.8, ls=":", label="chance (1/7)")
+    ax.set_xlabel("share of clips answered (most confident first)")
+    ax.set_ylabel("accuracy of the answered clips")
+    ax.set_title("Risk-coverage on corpora the model never heard (nested LOCO)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return out
+
+
 def write_report(out: Path, diag, nested, rav, final, seconds, with_previous=True) -> None:
     head = "| variant (one change from the reference) | " + " | ".join(CORPORA) + " | mean |"
     sep = "|---" * (len(CORPORA) + 2) + "|"
@@ -681,7 +711,10 @@ def write_report(out: Path, diag, nested, rav, final, seconds, with_previous=Tru
             + " | ".join(f"{nested[k]['weighted_f1']:.3f}" for k in unseen)
             + f" | {mean_new:.3f} |",
         ]
+    figure = out.with_name(out.stem + "_risk_coverage.png")
     lines += [
+        "",
+        f"![risk-coverage]({plot_risk_coverage(nested, figure).name})",
         "",
         "## RAVDESS speaker-independent, committed 5 folds, 8 classes",
         "",
