@@ -254,10 +254,14 @@ def test_second_opinion_only_reports_outside_the_validated_domain(tiny_model, tm
 
 @pytest.mark.parametrize("weight", [0.0, 50.0])
 def test_explain_with_an_adapter_reports_and_fuses_the_second_opinion(
-    tiny_model, tmp_path, wav, weight
+    tiny_model, tmp_path, wav, weight, monkeypatch
 ) -> None:
+    import esva.apps.explain as explain_app
     from esva.apps.explain import CueExplainer
 
+    # as with the recogniser the weight was validated with
+    validated = ad.VALIDATED_DOMAIN["recogniser_sha256"]
+    monkeypatch.setattr(explain_app, "recogniser_weights", lambda prediction: validated)
     folder = ad.save_adapter(
         tiny_model, _stats(), {"classes": CLASSES, "lm_weight": weight}, tmp_path / "a"
     )
@@ -276,6 +280,25 @@ def test_explain_with_an_adapter_reports_and_fuses_the_second_opinion(
     assert r["confident"] is (r["label"] == second["recogniser_label"])
     assert r["explanation"].endswith(f"Therefore, the emotion is {r['label']}.")
     json.dumps(r)
+
+
+def test_another_recogniser_makes_the_second_opinion_report_only(tiny_model, tmp_path, wav):
+    """The weight was validated with one recogniser; the shipped default's voice model (or a
+    user's --model) is another, so the LM reports and the recogniser's answer stands."""
+    from esva.apps.explain import CueExplainer, recogniser_weights
+    from esva.assets import DEFAULT_MODEL_SHA256
+
+    assert DEFAULT_MODEL_SHA256["model.safetensors"] != ad.VALIDATED_DOMAIN["recogniser_sha256"]
+    assert recogniser_weights(type("P", (), {"model": "runs/mine"})()) is None
+    folder = ad.save_adapter(
+        tiny_model, _stats(), {"classes": CLASSES, "lm_weight": 50.0}, tmp_path / "a"
+    )
+    explainer = CueExplainer.with_recognizer(_Recognizer(), asr=False, adapter=folder)
+    r = explainer.explain(wav, max_new_tokens=8)
+    second = r["second_opinion"]
+    assert second["applied"] is False and second["lm_weight"] == 0.0
+    assert any("another recogniser" in why for why in second["not_applied_because"])
+    assert r["label"] == second["recogniser_label"]
 
 
 def test_adapter_voice_token_reads_hidden_state_2_of_a_stacked_stream():

@@ -305,6 +305,16 @@ def llm_name(backbone: str, adapter: Any = None) -> str:
     return Path(backbone).name if ("/" in backbone or "\\" in backbone) else backbone
 
 
+def recogniser_weights(prediction: Any) -> str | None:
+    """sha256 of the shipped voice model's weights when ``prediction`` came from the shipped
+    default (hash-checked at load); None for a model folder of the user's own."""
+    from esva.assets import DEFAULT_MODEL_SHA256
+
+    if str(getattr(prediction, "model", "")).startswith("default"):
+        return DEFAULT_MODEL_SHA256["model.safetensors"]
+    return None
+
+
 VOICE_FRAMES = "whisper-tiny"  # the default recogniser's stream the adapter's voice token reads
 VOICE_LAYER = 2  # the Whisper tiny.en hidden state the adapter's voice token was trained on
 VOICE_DIM = 384
@@ -579,6 +589,7 @@ class CueExplainer:
             has_voice="voice" in m.features,
             sample_rate_hz=rate,
             duration_s=m.duration_s,
+            recogniser_sha256=recogniser_weights(m.prediction),
         )
         weight = 0.0 if unlike else self.adapter.lm_weight
         return {

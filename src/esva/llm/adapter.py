@@ -157,18 +157,34 @@ def fuse_with_lm(
 # 269 clips), all audio-only speech recorded at 16 kHz or more, 1.3 to 14 s long. Outside that
 # (a video, a telephone-band recording, a long take) nothing measured how the pool behaves, so
 # the second opinion is reported and the recogniser's answer stands.
+# The weight fuses the LM with one recogniser's probabilities: the default voice model of
+# ff4326c (its model.safetensors sha256). With another recogniser (the pooled voice model that
+# replaced it, or a user's --model) the pool is unmeasured, so the LM only reports until the
+# weight is validated again (benchmarks/train_explain_adapter.py).
 VALIDATED_DOMAIN: dict[str, Any] = {
     "clips": "audio-only speech (EMOVO f2/m2, ASED speakers % 5 == 1: 269 clips)",
     "min_sample_rate_hz": 16_000,
     "duration_s": [1.0, 14.0],
+    "recogniser_sha256": "0dc148a98bcef90c79bcd807830cf6093da37e3a18812091a786333852acdff6",
 }
 
 
 def outside_validation(
-    *, is_audio: bool, has_voice: bool, sample_rate_hz: int | None, duration_s: float
+    *,
+    is_audio: bool,
+    has_voice: bool,
+    sample_rate_hz: int | None,
+    duration_s: float,
+    recogniser_sha256: str | None = VALIDATED_DOMAIN["recogniser_sha256"],
 ) -> list[str]:
-    """Why a clip is unlike the clips ``lm_weight`` was validated on (empty: it is like them)."""
+    """Why a clip is unlike the clips ``lm_weight`` was validated on (empty: it is like them),
+    or why the recogniser is not the one it was validated with."""
     reasons = []
+    if recogniser_sha256 != VALIDATED_DOMAIN["recogniser_sha256"]:
+        reasons.append(
+            "another recogniser than the one the weight was validated with (the LM reports "
+            "until benchmarks/train_explain_adapter.py validates it again)"
+        )
     if not is_audio:
         reasons.append("a video (validated on audio-only clips)")
     if not has_voice:
