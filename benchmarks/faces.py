@@ -64,16 +64,7 @@ MEAD_MAP = {
     "sad": "sadness",
     "surprised": "surprise",
 }
-FER_TO_PLUS = {  # fer-cnn label -> FER+ class
-    "angry": "anger",
-    "disgust": "disgust",
-    "fear": "fear",
-    "happy": "happiness",
-    "sad": "sadness",
-    "surprise": "surprise",
-    "neutral": "neutral",
-}
-FER_IDX = [fe.CLASSES.index(FER_TO_PLUS[c]) for c in fc.LABELS]  # fer-cnn column -> FER+ index
+FER_IDX = list(fens.FER_CNN_INDEX)  # fer-cnn column -> FER+ index
 CK_MAP = {
     "anger": "anger",
     "contempt": "contempt",

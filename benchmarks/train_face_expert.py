@@ -211,17 +211,9 @@ def augment_strong(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 def teacher_targets(images: np.ndarray, batch: int = 512) -> np.ndarray:
     """fer-cnn's probabilities on clean images, mapped to :data:`CLASSES` (contempt 0), T=1."""
     from esva.encoders import fer_cnn as fc
+    from esva.encoders.face_ensemble import FER_CNN_INDEX
 
-    plus = {
-        "angry": "anger",
-        "disgust": "disgust",
-        "fear": "fear",
-        "happy": "happiness",
-        "sad": "sadness",
-        "surprise": "surprise",
-        "neutral": "neutral",
-    }
-    idx = [CLASSES.index(plus[c]) for c in fc.LABELS]
+    idx = list(FER_CNN_INDEX)
     enc = fc.FerCnnEncoder()
     out = np.zeros((len(images), len(CLASSES)), np.float32)
     for s in range(0, len(images), batch):

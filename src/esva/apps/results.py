@@ -99,8 +99,21 @@ class AlignResult:
         return _from_dict(cls, data)
 
 
+class _WithExtra:
+    """``to_dict`` / ``from_dict`` for a result that keeps the fields it does not name in
+    ``extra`` (an explanation's JSON grows with the explainer)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)  # type: ignore[call-overload]
+        return {**out, **out.pop("extra")}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        return _from_dict(cls, data, extra=True)
+
+
 @dataclass
-class ExplainResult:
+class ExplainResult(_WithExtra):
     """``esva explain``'s default answer: the label (the recogniser's, with the adapter's second
     opinion fused when it was validated for the clip), the explanation, the measured cues."""
 
@@ -124,17 +137,9 @@ class ExplainResult:
     llm: str
     extra: dict[str, Any] = field(default_factory=dict)  # fields this class does not name yet
 
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        return {**out, **out.pop("extra")}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
-        return _from_dict(cls, data, extra=True)
-
 
 @dataclass
-class LLMExplainResult:
+class LLMExplainResult(_WithExtra):
     """``esva explain --model DIR``: an adapter from ``esva train-llm`` answers the recognition
     prompt and writes the reasoning."""
 
@@ -152,14 +157,6 @@ class LLMExplainResult:
     extraction: dict[str, Any]
     model: str
     extra: dict[str, Any] = field(default_factory=dict)  # fields this class does not name yet
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        return {**out, **out.pop("extra")}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
-        return _from_dict(cls, data, extra=True)
 
 
 def explain_result(data: dict[str, Any]) -> ExplainResult | LLMExplainResult:

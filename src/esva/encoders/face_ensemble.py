@@ -37,7 +37,7 @@ from esva.encoders.registry import register_encoder
 from esva.errors import EsvaError
 
 CLASSES = fe.CLASSES
-_FER_TO_PLUS = {
+FER_TO_PLUS = {  # fer-cnn label -> FER+ class
     "angry": "anger",
     "disgust": "disgust",
     "fear": "fear",
@@ -47,7 +47,7 @@ _FER_TO_PLUS = {
     "neutral": "neutral",
 }
 # fer-cnn column -> index in CLASSES
-FER_CNN_INDEX: tuple[int, ...] = tuple(CLASSES.index(_FER_TO_PLUS[c]) for c in fc.LABELS)
+FER_CNN_INDEX: tuple[int, ...] = tuple(CLASSES.index(FER_TO_PLUS[c]) for c in fc.LABELS)
 CONTEMPT = CLASSES.index("contempt")
 # FER+ train (FER2013Train, majority vote in the 8 emotions, n = 28,385): label shares.
 EXPERT_PRIOR: tuple[float, ...] = (

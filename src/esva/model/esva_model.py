@@ -280,13 +280,7 @@ class ESVAModel(nn.Module):
                     f"checkpoint was saved with a different config ({'; '.join(diff)})", directory
                 )
         model = cls(saved)
-        weights = directory / WEIGHTS_NAME
-        try:
-            state = load_file(str(weights))
-        except FileNotFoundError:
-            raise EsvaError("no model.safetensors in the model directory", directory) from None
-        except Exception as exc:  # safetensors raises its own error types for corrupt files
-            raise EsvaError(f"cannot read weights ({exc})", weights) from None
+        state, weights = read_weights(directory)
         # Folders written before the projections were named so call them "encoders.".
         state = {
             ("projections." + k.removeprefix("encoders.") if k.startswith("encoders.") else k): v
@@ -294,6 +288,18 @@ class ESVAModel(nn.Module):
         }
         load_state(model, state, weights)
         return model
+
+
+def read_weights(directory: Path) -> tuple[dict[str, torch.Tensor], Path]:
+    """A model folder's ``model.safetensors`` (and its path); a missing or corrupt file is a
+    one-line :class:`EsvaError`."""
+    weights = directory / WEIGHTS_NAME
+    try:
+        return load_file(str(weights)), weights
+    except FileNotFoundError:
+        raise EsvaError("no model.safetensors in the model directory", directory) from None
+    except Exception as exc:  # safetensors raises its own error types for corrupt files
+        raise EsvaError(f"cannot read weights ({exc})", weights) from None
 
 
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:

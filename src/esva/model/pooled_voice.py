@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from esva.errors import EsvaError
@@ -193,20 +193,14 @@ class PooledVoiceModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> PooledVoiceModel:
-        from esva.model.esva_model import load_state
+        from esva.model.esva_model import load_state, read_weights
 
         directory = Path(directory)
         config = PooledVoiceConfig.from_dict(
             read_json(directory / CONFIG_NAME), directory / CONFIG_NAME
         )
         model = cls(config)
-        weights = directory / WEIGHTS_NAME
-        try:
-            state = load_file(str(weights))
-        except FileNotFoundError:
-            raise EsvaError("no model.safetensors in the model directory", directory) from None
-        except Exception as exc:  # safetensors raises its own error types for corrupt files
-            raise EsvaError(f"cannot read weights ({exc})", weights) from None
+        state, weights = read_weights(directory)
         load_state(model, state, weights)
         return model.eval()
 
