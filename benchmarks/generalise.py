@@ -38,8 +38,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _generalise_features as gf
 from _common import ROOT, SHARED, require_shared
 from esva.data.label_mapping import SER7
-from esva.model.pooled_voice import PooledVoiceConfig
-from esva.recipes.pooled_voice import balanced_weights, fit_pooled_head, predict_pooled
+from esva.model.pooled_voice import PooledVoiceConfig, PooledVoiceModel
+from esva.recipes.pooled_voice import (
+    balanced_weights,
+    fit_adapted_head,
+    fit_pooled_head,
+    predict_adapted,
+    predict_pooled,
+)
 
 RESULTS = ROOT / "results"
 CORPORA = ("ravdess", "tess", "emovo", "ased", "nemo")
@@ -376,6 +382,131 @@ def nested_loco(xs: dict, data: Data, specs, log) -> dict:
     return out
 
 
+# --- batch adaptation (esva predict on many files): the per-corpus normalisation a batch gives -
+# The fewest voice clips a batch needs before it is adapted to. Fixed before scoring:
+# ten clips already estimate a mean that removes most of the set-up's offset; the table of
+# batch sizes below (10 to 100 clips, balanced and skewed class mixes) says what it costs.
+ADAPT_MIN_CLIPS = 10
+BATCH_SIZES = (10, 25, 50, 100)
+BATCH_MIXES = ("balanced", "random", "neutral-heavy")
+BATCHES_PER_CELL = 30
+
+
+def adapted_sources(data: Data, rows: np.ndarray, spec: str) -> np.ndarray:
+    """The source of every training row :func:`training_rows` returns: its corpus, and for an
+    augmented copy the corpus's copy (its own channel, centred by its own mean)."""
+    clean = data.corpus[rows]
+    if ":aug" not in spec:
+        return clean
+    return np.concatenate([clean, np.char.add(clean, "+aug")])
+
+
+def fit_adapted(x, data: Data, train: np.ndarray, spec: str, c: float = REF_C):
+    x_tr, y_tr, groups = training_rows(x, data, train, spec)
+    adaptation = {"min_clips": ADAPT_MIN_CLIPS, "temperature": 1.0, "threshold": 0.0}
+    config = PooledVoiceConfig(CLASSES, stream_layout(data, spec), adaptation=adaptation)
+    mode = "none" if ":nobal" in spec else "corpus-class"
+    weights = balanced_weights(groups, mode)
+    return fit_adapted_head(
+        PooledVoiceModel(config), x_tr, y_tr, adapted_sources(data, train, spec), c, weights
+    )
+
+
+def adapted_oof(x, data: Data, corpora: list[str], spec: str, c: float) -> np.ndarray:
+    """Out-of-corpus adapted probabilities of the clips of ``corpora`` (each corpus one batch,
+    predicted by the adapted head trained on the others)."""
+    idx = np.flatnonzero(np.isin(data.corpus, corpora))
+    p = np.zeros((len(data.y), len(CLASSES)))
+    for held in corpora:
+        tr = np.flatnonzero(np.isin(data.corpus, [k for k in corpora if k != held]))
+        te = np.flatnonzero(data.corpus == held)
+        p[te] = predict_adapted(fit_adapted(x, data, tr, spec, c), x[te])
+    return p[idx]
+
+
+def sample_batch(y: np.ndarray, n: int, mix: str, rng) -> np.ndarray:
+    """Row indices of one batch of ``n`` clips drawn from labels ``y`` with a class mix:
+    ``balanced``, ``random`` (Dirichlet(1) class shares) or ``neutral-heavy`` (half neutral)."""
+    present = np.unique(y)
+    if mix == "balanced":
+        share = np.full(len(present), 1.0 / len(present))
+    elif mix == "random":
+        share = rng.dirichlet(np.ones(len(present)))
+    else:
+        neutral = CLASSES.index("neutral")
+        share = np.array([0.5 if k == neutral else 0.5 / (len(present) - 1) for k in present])
+    counts = rng.multinomial(n, share)
+    return np.concatenate(
+        [
+            rng.choice(np.flatnonzero(y == k), size=min(m, int((y == k).sum())), replace=False)
+            for k, m in zip(present, counts, strict=True)
+            if m
+        ]
+    )
+
+
+def adapted_loco(xs: dict, data: Data, nested: dict, log) -> dict:
+    """Nested LOCO of the batch-adapted head: per held-out corpus, the weighting chosen for the
+    shipped head in that fold, temperature and threshold from the inner out-of-corpus batches;
+    scored on the whole corpus as one batch and on sampled batches (sizes x class mixes),
+    beside the shipped head's nested predictions on the same clips."""
+    from sklearn.metrics import f1_score
+
+    out = {}
+    for held in CORPORA:
+        train_c = [k for k in CORPORA if k != held]
+        spec, c = nested[held]["chosen"]["spec"], nested[held]["chosen"]["c"]
+        idx = np.flatnonzero(np.isin(data.corpus, train_c))
+        p_val = adapted_oof(xs[spec], data, train_c, spec, c)
+        t = fit_temperature(p_val, data.y[idx])
+        thr = threshold_for(temper(p_val, t), data.y[idx])
+        tr = np.flatnonzero(np.isin(data.corpus, train_c))
+        te = np.flatnonzero(data.corpus == held)
+        model = fit_adapted(xs[spec], data, tr, spec, c)
+        y = data.y[te]
+        p = temper(predict_adapted(model, xs[spec][te]), t)
+        shipped = np.load(gf.WORK / f"nested_{held}.npy")
+        rng = np.random.default_rng(CORPORA.index(held))
+        batches = {}
+        for n in BATCH_SIZES:
+            for mix in BATCH_MIXES:
+                f_ad, f_sh = [], []
+                for _ in range(BATCHES_PER_CELL):
+                    b = sample_batch(y, n, mix, rng)
+                    f_ad.append(f1_score(y[b], predict_adapted(model, xs[spec][te][b]).argmax(1),
+                                         average="weighted", zero_division=0))  # fmt: skip
+                    f_sh.append(f1_score(y[b], shipped[b].argmax(1), average="weighted",
+                                         zero_division=0))  # fmt: skip
+                batches[f"{n}/{mix}"] = [float(np.mean(f_sh)), float(np.mean(f_ad))]
+        answered = p.max(1) >= thr
+        out[held] = {
+            **scores(p, y),
+            "spec": spec,
+            "temperature": t,
+            "threshold": thr,
+            "ece": ece(p, y),
+            "risk_coverage": risk_coverage(p, y),
+            "answered_share": float(answered.mean()),
+            "answered_accuracy": (
+                float((p.argmax(1) == y)[answered].mean()) if answered.any() else None
+            ),
+            "batches": batches,
+        }
+        log(f"  [adapted] {held}: wF1 {out[held]['weighted_f1']:.3f} (shipped "
+            f"{nested[held]['weighted_f1']:.3f})")  # fmt: skip
+    return out
+
+
+def adapted_final(xs: dict, data: Data, final: dict) -> dict:
+    """Temperature and threshold of the installed adapted head: LOCO over the five corpora."""
+    spec, c = final["spec"], final["c"]
+    p = adapted_oof(xs[spec], data, list(CORPORA), spec, c)
+    t = fit_temperature(p, data.y)
+    wf1 = float(np.mean([scores(p[data.corpus == k], data.y[data.corpus == k])["weighted_f1"]
+                         for k in CORPORA]))  # fmt: skip
+    return {"temperature": t, "threshold": threshold_for(temper(p, t), data.y), "val_wf1": wf1}
+
+
 def ece(p: np.ndarray, y: np.ndarray) -> float:
     from esva.evaluate.classification import expected_calibration_error
 
@@ -543,10 +674,15 @@ def main() -> None:
     nested = cached("nested", lambda: nested_loco(xs, data, candidates, log))
     rav = cached("ravdess_folds", lambda: {"ravdess": ravdess_folds(data, "tiny:all")})
     final = cached("final", lambda: {"ravdess": choose(xs, data, list(CORPORA), candidates, log)})
-    write_report(args.out, diag, nested, rav, final["ravdess"], time.perf_counter() - t0)
+    adapted = cached("adapted", lambda: adapted_loco(xs, data, nested, log))
+    final_adapted = cached(
+        "final_adapted", lambda: {"all": adapted_final(xs, data, final["ravdess"])}
+    )["all"]
+    write_report(args.out, diag, nested, rav, final["ravdess"], time.perf_counter() - t0,
+                 adapted=adapted, final_adapted=final_adapted)  # fmt: skip
     log(f"wrote {args.out}")
     if args.install:
-        install(xs, data, final["ravdess"])
+        install(xs, data, final["ravdess"], final_adapted)
 
 
 def plot_risk_coverage(nested: dict, out: Path) -> Path:
@@ -579,7 +715,62 @@ def plot_risk_coverage(nested: dict, out: Path) -> Path:
     return out
 
 
-def write_report(out: Path, diag, nested, rav, final, seconds, with_previous=True) -> None:
+def adapted_lines(adapted: dict, nested: dict, final_adapted: dict) -> list[str]:
+    """The report's batch-adaptation section."""
+    mean_ad = float(np.mean([adapted[k]["weighted_f1"] for k in CORPORA]))
+    mean_sh = float(np.mean([nested[k]["weighted_f1"] for k in CORPORA]))
+    lines = [
+        f"## Batch adaptation (`esva predict` on many files: a batch of at least {ADAPT_MIN_CLIPS} "
+        "voice clips)",
+        "",
+        "The per-corpus normalisation of the diagnosis, in the form a user's batch can give: a "
+        "second head trained on statistics centred per training corpus (and per augmented "
+        "copy), reading the batch centred by its own mean (`esva.model.pooled_voice`). Nested "
+        "as above: the weighting of the fold's shipped head; temperature and threshold from the "
+        "inner out-of-corpus batches. Whole held-out corpus as one batch:",
+        "",
+        "| held out | shipped head wF1 | adapted wF1 | UAR | T | threshold | ECE | acc @100 % | "
+        "@80 % | @50 % | answered | acc. answered |",
+        "|---" * 12 + "|",
+    ]
+    for k in CORPORA:
+        r, rc = adapted[k], adapted[k]["risk_coverage"]["at"]
+        acc_ans = "-" if r["answered_accuracy"] is None else f"{r['answered_accuracy']:.3f}"
+        lines.append(
+            f"| {k} | {nested[k]['weighted_f1']:.3f} | {r['weighted_f1']:.3f} | {r['uar']:.3f} "
+            f"| {r['temperature']:.2f} | {r['threshold']:.3f} | {r['ece']:.3f} | "
+            f"{rc['100']:.3f} | {rc['80']:.3f} | {rc['50']:.3f} | {r['answered_share']:.2f} | "
+            f"{acc_ans} |"
+        )
+    lines += [
+        f"| **mean** | **{mean_sh:.3f}** | **{mean_ad:.3f}** | | | | | | | | | |",
+        "",
+        f"Sampled batches ({BATCHES_PER_CELL} per cell and corpus, seeded) from each held-out "
+        "corpus: mean weighted F1 over the five corpora, shipped head / adapted head on the "
+        "same clips. `random`: Dirichlet(1) class shares; `neutral-heavy`: half the batch "
+        "neutral.",
+        "",
+        "| clips in the batch | " + " | ".join(BATCH_MIXES) + " |",
+        "|---" * (len(BATCH_MIXES) + 1) + "|",
+    ]
+    for n in BATCH_SIZES:
+        cells = []
+        for mix in BATCH_MIXES:
+            pair = np.mean([adapted[k]["batches"][f"{n}/{mix}"] for k in CORPORA], axis=0)
+            cells.append(f"{pair[0]:.3f} / {pair[1]:.3f}")
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Installed adapted head (LOCO over the five): mean out-of-corpus weighted F1 "
+        f"{final_adapted['val_wf1']:.3f}, temperature {final_adapted['temperature']:.2f}, "
+        f"confidence threshold {final_adapted['threshold']:.3f}.",
+        "",
+    ]
+    return lines
+
+
+def write_report(out: Path, diag, nested, rav, final, seconds, with_previous=True,
+                 adapted=None, final_adapted=None) -> None:  # fmt: skip
     head = "| variant (one change from the reference) | " + " | ".join(CORPORA) + " | mean |"
     sep = "|---" * (len(CORPORA) + 2) + "|"
     lines = [
@@ -693,6 +884,20 @@ def write_report(out: Path, diag, nested, rav, final, seconds, with_previous=Tru
             for k, (g50, g80) in gains.items()
         ],
     ]
+    if adapted is not None:
+        mean_ad = float(np.mean([adapted[k]["weighted_f1"] for k in CORPORA]))
+        lines.append(
+            f"| with batch adaptation (`esva predict` on many files; the whole corpus as the "
+            f"batch): LOCO mean >= 0.50 | {mean_ad:.3f} | {'yes' if mean_ad >= 0.5 else 'NO'} |"
+        )
+        for k in CORPORA:
+            at = adapted[k]["risk_coverage"]["at"]
+            g50, g80 = at["50"] - at["100"], at["80"] - at["100"]
+            lines.append(
+                f"| with batch adaptation, {k}: 50 % / 80 % gains >= 12 / 5 points | "
+                f"{100 * g50:+.1f} / {100 * g80:+.1f} | "
+                f"{'yes' if g50 >= 0.12 and g80 >= 0.05 else 'NO'} |"
+            )
     if prev:
         mean_prev = float(np.mean([prev[k]["weighted_f1"] for k in unseen]))
         mean_new = float(np.mean([nested[k]["weighted_f1"] for k in unseen]))
@@ -716,6 +921,7 @@ def write_report(out: Path, diag, nested, rav, final, seconds, with_previous=Tru
         "",
         f"![risk-coverage]({plot_risk_coverage(nested, figure).name})",
         "",
+        *(adapted_lines(adapted, nested, final_adapted) if adapted is not None else []),
         "## RAVDESS speaker-independent, committed 5 folds, 8 classes",
         "",
         f"tiny.en all states, C chosen on each fold's validation actors: weighted F1 "
@@ -735,7 +941,17 @@ def write_report(out: Path, diag, nested, rav, final, seconds, with_previous=Tru
     ]
     out.write_text("\n".join(lines) + "\n")
     (out.with_suffix(".json")).write_text(
-        json.dumps({"diagnosis": diag, "nested": nested, "ravdess": rav, "final": final}, indent=1)
+        json.dumps(
+            {
+                "diagnosis": diag,
+                "nested": nested,
+                "ravdess": rav,
+                "final": final,
+                "adapted": adapted,
+                "final_adapted": final_adapted,
+            },
+            indent=1,
+        )
         + "\n"
     )
 
@@ -752,8 +968,11 @@ def extraction_for(streams: list[tuple[str, int, int]]) -> dict:
             "format": "esva-extraction/1", "fps": None, "sample_rate": 16000}  # fmt: skip
 
 
-def build_model(xs: dict, data: Data, final: dict, keep: np.ndarray, out: Path) -> Path:
-    """The shipped recipe fitted on the clips ``keep`` selects, written as a model folder."""
+def build_model(
+    xs: dict, data: Data, final: dict, keep: np.ndarray, out: Path, adapted: dict | None = None
+) -> Path:
+    """The shipped recipe fitted on the clips ``keep`` selects, written as a model folder
+    (with ``adapted``: the batch-adapted head too, its temperature and threshold)."""
     from esva.extract.provenance import write_extraction
 
     spec = final["spec"]
@@ -764,6 +983,13 @@ def build_model(xs: dict, data: Data, final: dict, keep: np.ndarray, out: Path) 
         streams,
         temperature=round(final["temperature"], 4),
         clip_norm="inorm" in spec,
+        adaptation=None
+        if adapted is None
+        else {
+            "min_clips": ADAPT_MIN_CLIPS,
+            "temperature": round(adapted["temperature"], 4),
+            "threshold": round(adapted["threshold"], 4),
+        },
         training={
             "recipe": "benchmarks/generalise.py --install",
             "corpora": sorted(set(data.corpus[keep].tolist())),
@@ -784,13 +1010,17 @@ def build_model(xs: dict, data: Data, final: dict, keep: np.ndarray, out: Path) 
         },
     )
     mode = "none" if ":nobal" in spec else "corpus-class"
-    model = fit_pooled_head(x_tr, y_tr, config, final["c"], balanced_weights(groups, mode))
+    weights = balanced_weights(groups, mode)
+    model = fit_pooled_head(x_tr, y_tr, config, final["c"], weights)
+    if adapted is not None:
+        sources = adapted_sources(data, keep, spec)
+        model = fit_adapted_head(model, x_tr, y_tr, sources, final["c"], weights)
     model.save_pretrained(out)
     write_extraction(out, extraction_for(streams))
     return out
 
 
-def install(xs: dict, data: Data, final: dict) -> None:
+def install(xs: dict, data: Data, final: dict, adapted: dict | None = None) -> None:
     """Write the voice model for the default (all five corpora) into src/esva/assets/
     default_model, and the same recipe without RAVDESS Actor_01 into runs/fusion_dev/
     voice_no01/model (benchmarks/fusion_dev.py chooses the fusion on Actor_01 with it)."""
@@ -800,13 +1030,15 @@ def install(xs: dict, data: Data, final: dict) -> None:
     from esva.assets import default_model_dir
 
     target = default_model_dir(verify=False)
-    staged = build_model(xs, data, final, np.arange(len(data.y)), gf.WORK / "voice_all")
+    staged = build_model(xs, data, final, np.arange(len(data.y)), gf.WORK / "voice_all", adapted)
     for name in ("config.json", "model.safetensors", "extraction.json"):
         shutil.copyfile(staged / name, target / name)
         digest = hashlib.sha256((target / name).read_bytes()).hexdigest()
         print(f"    {name!r}: {digest!r},")
     no01 = np.flatnonzero(data.speaker != "ravdess:Actor_01")
-    out = build_model(xs, data, final, no01, ROOT / "runs" / "fusion_dev" / "voice_no01" / "model")
+    out = build_model(
+        xs, data, final, no01, ROOT / "runs" / "fusion_dev" / "voice_no01" / "model", adapted
+    )
     print(f"wrote {target} and {out} (record the hashes above in esva.assets)")
 
 

@@ -25,7 +25,7 @@ from media_factory import write_media
 # The shipped default is fused (voice model + face expert): ser7 classes, one label per expert.
 CLASSES = ["neutral", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
 HEADER = ["name", "discrete", *CLASSES, "modalities", "offset_ms", "confident", "error",
-          "voice_label", "face_label"]  # fmt: skip
+          "voice_label", "face_label", "adapted"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -243,3 +243,27 @@ def test_predict_on_audio_imports_only_what_it_needs(clips):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout.splitlines()[-1]) == []
+
+
+def test_a_batch_of_ten_voices_is_adapted_and_no_adapt_reads_each_alone(tmp_path, shipped, capsys):
+    """The shipped voice has a batch-adapted head (esva.apps.adapt): from ten clips with a
+    voice on, every row is read against the batch and says so; --no-adapt gives each clip's
+    own answer, as ``esva predict`` gives it on that file alone."""
+    if not shipped.model.adaptable:
+        pytest.skip("the shipped voice model has no batch-adapted head")
+    folder = tmp_path / "ten"
+    folder.mkdir()
+    for i in range(10):
+        _voice(folder / f"v{i}.wav", 1.0, 140.0 + 25 * i)
+    adapted_csv, alone_csv = tmp_path / "adapted.csv", tmp_path / "alone.csv"
+    assert main(["predict", str(folder), "--out", str(adapted_csv), "--quiet"]) == 0
+    assert "adapted: each voice read against this batch of 10 clips" in capsys.readouterr().out
+    assert main(["predict", str(folder), "--out", str(alone_csv), "--quiet", "--no-adapt"]) == 0
+    adapted, alone = _read(adapted_csv), _read(alone_csv)
+    assert {r["adapted"] for r in adapted} == {"yes"} and {r["adapted"] for r in alone} == {"no"}
+    first = shipped.predict(folder / "v0.wav")
+    assert float(alone[0]["happy"]) == pytest.approx(first.probabilities["happy"], abs=1e-6)
+    p_adapted = np.array([[float(r[c]) for c in CLASSES] for r in adapted])
+    p_alone = np.array([[float(r[c]) for c in CLASSES] for r in alone])
+    assert np.allclose(p_adapted.sum(1), 1, atol=1e-4) and np.isfinite(p_adapted).all()
+    assert np.abs(p_adapted - p_alone).max() > 1e-3, "the batch changed the answers"

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from esva.apps.adapt import Adaptation, adapt_rows, adaptation_inputs, voice_model_of
 from esva.data.sources import MEDIA_SUFFIXES
 from esva.errors import EsvaError
 from esva.io import atomic_write
@@ -124,6 +125,9 @@ def prediction_row(pred: Any, classes: list[str]) -> dict[str, Any]:
         "error": "",
         # a fused model's per-expert labels (the CSV's <expert>_label columns)
         "experts": {name: m["label"] for name, m in per_modality.items()},
+        "adapted": False,
+        # what batch adaptation reads (esva.apps.adapt); not in the CSV
+        **adaptation_inputs(pred),
     }
 
 
@@ -238,7 +242,8 @@ def csv_header(classes: list[str], experts: Sequence[str] = ()) -> list[str]:
     model's calibrated rule, empty on an error row); a fused model (its experts given) adds
     each expert's own label (``voice_label``, ``face_label``) at the end."""
     tail = [f"{e}_label" for e in experts]
-    return ["name", "discrete", *classes, "modalities", "offset_ms", "confident", "error", *tail]
+    return ["name", "discrete", *classes, "modalities", "offset_ms", "confident", "error", *tail,
+            "adapted"]  # fmt: skip
 
 
 def write_csv(
@@ -265,6 +270,7 @@ def write_csv(
                 {True: "yes", False: "no"}.get(row.get("confident"), ""),
                 row["error"],
                 *((row.get("experts") or {}).get(e, "") for e in experts),
+                "" if row["error"] else {True: "yes"}.get(row.get("adapted"), "no"),
             ]
         )
     with atomic_write(out) as handle:
@@ -287,6 +293,7 @@ class BatchSummary:
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # resolved path -> row
     classes: list[str] = field(default_factory=list)
     written: Path | None = None  # the CSV, when this process wrote it (rank 0)
+    adaptation: Adaptation | None = None  # what batch adaptation did (None: not asked)
 
 
 def _classes_of(recognizer: Any) -> list[str]:
@@ -334,11 +341,14 @@ def run_batch(
     on_result: Callable[[str, dict], None] | None = None,
     progress: bool = True,
     recognizer: Any = None,
+    adapt: bool = True,
 ) -> BatchSummary:
     """Predict every file in ``paths``; write ``out`` (if given) on rank 0; see the module doc.
 
     ``recognizer``: an already loaded :class:`~esva.apps.inference.Recognizer` to use in this
     process (``workers`` must then be 1); its name and classes identify the rows.
+    ``adapt``: adapt the voice to the batch when it is large enough (:mod:`esva.apps.adapt`;
+    with several ranks, over the merged rows when the CSV is written).
     """
     if not paths:
         raise EsvaError("no files to predict")
@@ -402,10 +412,14 @@ def run_batch(
         if missing:
             raise EsvaError(f"{len(missing)} file(s) have no row after the run (e.g. {missing[0]})")
         summary.rows = rows
+        if adapt:
+            summary.adaptation = _adapt(rows, model_dir, recognizer)
         write_csv(out, paths, rows, classes, experts)
         summary.written = out
         for f in _side_files(out):
             f.unlink(missing_ok=True)
+    if adapt and out is None and world == 1:
+        summary.adaptation = _adapt(summary.rows, model_dir, recognizer)
     order = paths if rank == 0 and out is not None else shard
     summary.total = len(order)  # a rank without the merged CSV reports its own shard
     summary.failed = [
@@ -414,6 +428,12 @@ def run_batch(
         if row_key(p) in summary.rows and summary.rows[row_key(p)]["error"]
     ]
     return summary
+
+
+def _adapt(rows: dict[str, dict], model_dir: str | Path | None, recognizer: Any) -> Adaptation:
+    if recognizer is not None:
+        return adapt_rows(rows, recognizer.model, recognizer.fusion)
+    return adapt_rows(rows, *voice_model_of(model_dir))
 
 
 def _results(

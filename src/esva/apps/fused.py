@@ -166,6 +166,16 @@ class Fused:
     peak_face_time_s: float | None
 
 
+def pool_experts(
+    spec: FusionSpec, mapped: dict[str, np.ndarray], presence: dict[str, float]
+) -> tuple[np.ndarray, dict[str, float], dict[str, float]]:
+    """The clip rule: each expert's distribution over the output classes, weighted by its
+    presence and confidence, pooled log-linearly. Returns (fused, weights, confidences)."""
+    conf = {name: entropy_confidence(p) for name, p in mapped.items()}
+    weights = reliability_weights(presence, conf, spec.base, spec.confidence_power)
+    return log_linear_pool(mapped, weights), weights, conf
+
+
 def fuse(spec: FusionSpec, experts: dict[str, ExpertOutput], windows) -> Fused:
     """Map, weigh and pool the experts' clip and window distributions (module doc)."""
     classes = list(spec.classes)
@@ -177,10 +187,8 @@ def fuse(spec: FusionSpec, experts: dict[str, ExpertOutput], windows) -> Fused:
         t = spec.experts[name].temperature
         raw[name] = tempered(e.probs, t)
         mapped[name] = to_target(raw[name], e.classes, table, classes)
-        conf[name] = entropy_confidence(mapped[name])
     presence = {n: e.presence for n, e in experts.items()}
-    weights = reliability_weights(presence, conf, spec.base, spec.confidence_power)
-    fused = log_linear_pool(mapped, weights)
+    fused, weights, conf = pool_experts(spec, mapped, presence)
     flags: list[str] = []
     if not any(w > 0 for w in weights.values()):
         flags.append(NOTHING_RELIABLE)

@@ -23,7 +23,7 @@ a face was tracked, so a 10 s soundtrack over 2 s of video reports 0.2, not 1.0.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -268,9 +268,14 @@ class Prediction:
     # plain ESVA model.
     per_modality: dict[str, dict[str, Any]] | None = None
     peak_face_time_s: float | None = None  # the face expert's most expressive frame
+    # The voice model's pooled statistics of the whole clip (a pooled voice model only): what
+    # ``esva predict`` on many files adapts to the batch with. Not part of the answer's JSON.
+    voice_statistics: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(replace(self, voice_statistics=None))
+        del out["voice_statistics"]
+        return out
 
 
 def model_streams(model: ESVAModel) -> dict[str, str]:
@@ -422,6 +427,7 @@ class Recognizer:
         with torch.no_grad():
             out = model({k: v for k, v in collate([item], cfg.modalities).items() if k != "name"})
             probs = out.probabilities[0].numpy()
+            statistics = getattr(out, "statistics", None)
             timeline = []
             if windows:
                 batch = collate(windows, cfg.modalities)
@@ -456,6 +462,7 @@ class Recognizer:
             face_coverage=None if coverage is None else round(coverage, 4),
             extraction=extraction_summary(self.extractor),
             alignment=analysis.alignment,
+            voice_statistics=None if statistics is None else statistics[0].numpy(),
         )
         return prediction, analysis
 
@@ -498,11 +505,13 @@ class Recognizer:
         grid = window_grid(analysis.duration_s, window_s, hop_s)
         experts: dict[str, ExpertOutput] = {}
         voice_streams: list[str] = []
+        voice_statistics = None
         if "voice" in spec.experts:
             item, windows, _ = _items(model, analysis.features.streams, window_s, hop_s, grid)
             voice_streams = [m for m in cfg.modalities if m in item]
             if voice_streams:
-                probs = _run_model(model, [item])  # alone: padding never touches the clip
+                # alone: padding never touches the clip
+                probs, voice_statistics = _run_clip(model, item)
                 wprobs = _run_model(model, windows) if windows else probs[:0]
                 share, q, q_windows = voice_presence(analysis.audio, span, grid, spec.speech_full)
                 by_start = {w["start_s"]: p for w, p in zip(windows, wprobs, strict=True)}
@@ -582,8 +591,22 @@ class Recognizer:
             alignment=analysis.alignment,
             per_modality=fused.per_modality,
             peak_face_time_s=fused.peak_face_time_s,
+            voice_statistics=voice_statistics,
         )
         return prediction, analysis
+
+
+def _run_clip(model: ESVAModel, item: dict) -> tuple[np.ndarray, np.ndarray | None]:
+    """One whole clip: probabilities ``(1, C)`` and, from a pooled voice model, its pooled
+    statistics ``(F,)`` (None from an ESVA model)."""
+    with torch.no_grad():
+        batch = collate([item], model.config.modalities)
+        out = model({k: v for k, v in batch.items() if k != "name"})
+    statistics = getattr(out, "statistics", None)
+    return (
+        out.probabilities.numpy().astype(np.float64),
+        None if statistics is None else statistics[0].numpy(),
+    )
 
 
 def _run_model(model: ESVAModel, items: list[dict]) -> np.ndarray:

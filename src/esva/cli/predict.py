@@ -26,7 +26,7 @@ def predict(
         Path | None,
         typer.Option(
             "--model",
-            help="Model folder from `esva train` (default: the shipped RAVDESS speech model "
+            help="Model folder from `esva train` (default: the shipped five-corpus voice model "
             "fused with the face expert; non-commercial, see "
             "esva/assets/default_model/MODEL_CARD.md).",
         ),
@@ -52,6 +52,15 @@ def predict(
         int, typer.Option("--workers", help="Processes for many files (each loads the model).")
     ] = 1,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    adapt: Annotated[
+        bool,
+        typer.Option(
+            "--adapt/--no-adapt",
+            help="Many files: read each voice against the batch (its mean is the recording "
+            "set-up's offset) when it has enough clips with a voice; assumes one source and no "
+            "dominant emotion. Rows say 'adapted'.",
+        ),
+    ] = True,
     window: Annotated[float, typer.Option(help="Timeline window (s).")] = 2.0,
     hop: Annotated[float, typer.Option(help="Timeline hop (s).")] = 0.5,
     assume_default_extraction: Annotated[
@@ -70,7 +79,7 @@ def predict(
     if not single:
         if as_json or plot is not None or audio is not None:
             raise EsvaError("--json, --plot and --audio take one file; for many files use --out")
-        _predict_many(files, model, out, workers, assume_default_extraction, quiet)
+        _predict_many(files, model, out, workers, assume_default_extraction, quiet, adapt)
         return
     file = Path(files[0])
     from esva.apps.inference import Recognizer
@@ -234,6 +243,7 @@ def _predict_many(
     workers: int,
     assume_default_extraction: bool,
     quiet: bool,
+    adapt: bool = True,
 ) -> None:
     """Many files: one Recognizer per process, a progress bar, a CSV; exit 1 if some failed."""
     from rich.console import Console
@@ -253,6 +263,7 @@ def _predict_many(
         workers=workers,
         assume_default_extraction=assume_default_extraction,
         progress=not quiet,
+        adapt=adapt,
     )
     if out is None:  # no CSV asked for: one line per file, in input order
         from esva.apps.batch import row_key
@@ -267,9 +278,19 @@ def _predict_many(
                 off = row["offset_ms"]
                 console.print(
                     f"{p}: [bold]{row['discrete']}[/]"
-                    + ("" if off is None else f" (audio lag {off:+.1f} ms)"),
+                    + ("" if off is None else f" (audio lag {off:+.1f} ms)")
+                    + ("" if row.get("confident", True) else " [yellow](uncertain)[/]"),
                     highlight=False,
                 )
+    adaptation = summary.adaptation
+    if adaptation is not None and adaptation.clips:
+        console.print(
+            f"adapted: each voice read against this batch of {adaptation.clips} clips "
+            "(assumes one source, no dominant emotion; --no-adapt: each clip alone)",
+            highlight=False,
+        )
+    elif adaptation is not None and adaptation.skipped and len(summary.rows) > 1:
+        console.print(f"not adapted: {adaptation.skipped}", highlight=False)
     ok = summary.total - len(summary.failed)
     console.print(
         f"predicted {ok}/{summary.total} file(s)"

@@ -17,6 +17,19 @@ side, ``(T, n_states * D)``; several encoders' streams are concatenated, ``"a+b"
 
 ``fit_pooled_head`` (in :mod:`esva.recipes.pooled_voice`) fits W, b by L2-regularised
 multinomial logistic regression; T is fitted on out-of-corpus predictions.
+
+**Batch adaptation** (optional second head, ``config.adaptation``). Most of what separates
+one corpus from another in these statistics is the recording set-up, language and speakers,
+not the emotion; a single clip cannot tell them apart, but a batch of clips from one source
+can. The adapted head was trained on statistics centred per source (each training corpus by
+its own mean) and reads a batch centred by the batch's own mean:
+
+    z_i = (s_i - mean_j s_j) / sigma_w                   (batch centring, sigma_w: the
+    p_i = softmax((W_a z_i + b_a) / T_a)                  within-corpus std of training)
+
+It is transductive (a clip's answer depends on the others in the batch) and assumes the batch
+comes from one source with no one class dominating it: ``esva predict`` on many files uses it
+only for a batch of at least ``adaptation["min_clips"]`` voice clips, and says so in every row.
 """
 
 from __future__ import annotations
@@ -49,6 +62,8 @@ class PooledVoiceConfig:
     # per clip, each hidden state's [mean | std] vector standardised over its own dimensions
     # (removes a clip's overall level and spread: all one user file can normalise by)
     clip_norm: bool = False
+    # the batch-adapted head (module doc): {"min_clips", "temperature", "threshold"}, or None
+    adaptation: dict[str, Any] | None = None
     training: dict[str, Any] = field(default_factory=dict)  # provenance, as written
     model_type: str = MODEL_TYPE
 
@@ -89,12 +104,25 @@ class PooledVoiceConfig:
             raise EsvaError(f"bad {MODEL_TYPE} config ({exc})", where) from None
         if not streams or len(classes) < 2 or not t > 0:
             raise EsvaError(f"bad {MODEL_TYPE} config (streams, classes or temperature)", where)
+        adaptation = obj.get("adaptation")
+        if adaptation is not None:
+            try:
+                adaptation = {
+                    "min_clips": int(adaptation["min_clips"]),
+                    "temperature": float(adaptation["temperature"]),
+                    "threshold": float(adaptation["threshold"]),
+                }
+            except (KeyError, TypeError, ValueError) as exc:
+                raise EsvaError(f"bad {MODEL_TYPE} config: adaptation ({exc})", where) from None
+            if adaptation["min_clips"] < 2 or not adaptation["temperature"] > 0:
+                raise EsvaError(f"bad {MODEL_TYPE} config: adaptation out of range", where)
         return cls(
             classes=classes,
             streams=streams,
             audio_fps=float(obj.get("audio_fps", 50.0)),
             temperature=t,
             clip_norm=bool(obj.get("clip_norm", False)),
+            adaptation=adaptation,
             training=dict(obj.get("training", {})),
         )
 
@@ -108,6 +136,8 @@ class PooledOutput:
     tau_frames: None = None
     offset_confidence: None = None
     valence: None = None
+    # (B, F) the pooled statistics before standardisation (what batch adaptation reads)
+    statistics: torch.Tensor | None = None
 
     @property
     def probabilities(self) -> torch.Tensor:
@@ -154,6 +184,11 @@ def interleave(stats: torch.Tensor, streams: list[tuple[str, int, int]]) -> torc
     return torch.cat(parts, dim=-1)
 
 
+def batch_centre(statistics: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``(s_i - mean_j s_j) / sigma_w`` over the batch's rows (module doc, batch adaptation)."""
+    return (statistics - statistics.mean(0, keepdim=True)) / scale
+
+
 class PooledVoiceModel(nn.Module):
     """Standardised statistics of every hidden state -> linear -> tempered softmax."""
 
@@ -164,13 +199,33 @@ class PooledVoiceModel(nn.Module):
         self.register_buffer("mean", torch.zeros(f))
         self.register_buffer("scale", torch.ones(f))
         self.linear = nn.Linear(f, len(config.classes))
+        if config.adaptation is not None:
+            self.register_buffer("adapt_scale", torch.ones(f))
+            self.adapt_linear = nn.Linear(f, len(config.classes))
 
-    def features(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The standardised pooled statistics ``z`` of a padded batch (module doc)."""
+    def statistics(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The pooled statistics ``s`` of a padded batch, before standardisation."""
         stats = interleave(pooled_statistics(x.float(), mask.bool()), self.config.streams)
         if self.config.clip_norm:
             stats = clip_normalise(stats, self.config.streams)
-        return (stats - self.mean) / self.scale
+        return stats
+
+    def features(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The standardised pooled statistics ``z`` of a padded batch (module doc)."""
+        return (self.statistics(x, mask) - self.mean) / self.scale
+
+    @property
+    def adaptable(self) -> bool:
+        return self.config.adaptation is not None
+
+    def adapted_probabilities(self, statistics: torch.Tensor) -> torch.Tensor:
+        """(N, C) probabilities of N clips of one batch by the batch-adapted head (module doc):
+        the statistics centred by the batch's own mean."""
+        if self.config.adaptation is None:
+            raise EsvaError("this voice model has no batch-adapted head")
+        z = batch_centre(statistics.float(), self.adapt_scale)
+        logits = self.adapt_linear(z) / self.config.adaptation["temperature"]
+        return torch.softmax(logits, dim=-1)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> PooledOutput:
         x = batch.get("audio")
@@ -179,8 +234,9 @@ class PooledVoiceModel(nn.Module):
         mask = batch.get("audio_mask")
         if mask is None:
             mask = torch.ones(x.shape[:2], dtype=torch.bool)
-        logits = self.linear(self.features(x, mask)) / self.config.temperature
-        return PooledOutput(logits, {"audio": mask.bool().any(1)})
+        stats = self.statistics(x, mask)
+        logits = self.linear((stats - self.mean) / self.scale) / self.config.temperature
+        return PooledOutput(logits, {"audio": mask.bool().any(1)}, statistics=stats)
 
     # --- persistence: config.json + model.safetensors, like ESVAModel --------------------------
     def save_pretrained(self, directory: str | Path) -> Path:
@@ -228,6 +284,7 @@ __all__ = [
     "PooledOutput",
     "PooledVoiceConfig",
     "PooledVoiceModel",
+    "batch_centre",
     "clip_normalise",
     "interleave",
     "load_model",

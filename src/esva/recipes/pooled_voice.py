@@ -102,6 +102,47 @@ def fit_pooled_head(
     return model.eval()
 
 
+def source_centred(pooled: np.ndarray, sources: Sequence) -> np.ndarray:
+    """Each source's rows minus that source's own mean (the training side of batch adaptation:
+    :func:`esva.model.pooled_voice.batch_centre` does the same to a user's batch)."""
+    sources = np.asarray(sources)
+    out = np.empty_like(pooled, dtype=np.float64)
+    for key in np.unique(sources):
+        rows = sources == key
+        out[rows] = pooled[rows] - pooled[rows].mean(0)
+    return out
+
+
+def fit_adapted_head(
+    model: PooledVoiceModel,
+    pooled: np.ndarray,
+    y: np.ndarray,
+    sources: Sequence,
+    c: float = 0.1,
+    weights: np.ndarray | None = None,
+) -> PooledVoiceModel:
+    """Fit ``model``'s batch-adapted head (its config must carry ``adaptation``) on clip
+    statistics centred per source (a corpus, or an augmented copy of one: a channel of its
+    own); ``sigma_w`` is the within-source std."""
+    if model.config.adaptation is None:
+        raise ValueError("the model's config has no adaptation settings")
+    centred = source_centred(clip_stats(pooled, model.config), sources)
+    _, scale = standardiser(centred)
+    W, b = fit_linear(centred / scale, y, len(model.config.classes), c, weights)
+    with torch.no_grad():
+        model.adapt_scale.copy_(torch.from_numpy(scale.astype(np.float32)))
+        model.adapt_linear.weight.copy_(torch.from_numpy(W))
+        model.adapt_linear.bias.copy_(torch.from_numpy(b))
+    return model.eval()
+
+
+def predict_adapted(model: PooledVoiceModel, pooled: np.ndarray) -> np.ndarray:
+    """Probabilities (N, C) of one batch of already pooled statistics by the adapted head."""
+    with torch.no_grad():
+        t = torch.from_numpy(np.ascontiguousarray(clip_stats(pooled, model.config), np.float32))
+        return model.adapted_probabilities(t).numpy().astype(np.float64)
+
+
 def clip_stats(pooled: np.ndarray, config: PooledVoiceConfig) -> np.ndarray:
     """The clip normalisation of the model's forward, on already pooled statistics."""
     if not config.clip_norm:
@@ -124,8 +165,11 @@ def predict_pooled(model: PooledVoiceModel, pooled: np.ndarray) -> np.ndarray:
 __all__ = [
     "balanced_weights",
     "clip_stats",
+    "fit_adapted_head",
     "fit_linear",
     "fit_pooled_head",
+    "predict_adapted",
     "predict_pooled",
+    "source_centred",
     "standardiser",
 ]
