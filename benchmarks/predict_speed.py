@@ -94,9 +94,16 @@ esva.model.ESVAModel.from_pretrained = timed(
 inf.extractor_for_model = timed(
     "audio encoder set-up (import, weights hash + read, build)", inf.extractor_for_model)
 FACE = "face track (MTCNN, every frame; video)"
-esva.sync.clip_media.track_sync_face = timed(FACE, esva.sync.clip_media.track_sync_face)
+try:  # the clip face track (esva.media.track); older code: esva.sync.clip_media's
+    import esva.media.track as track
+    track.track_clip_face = timed(FACE, track.track_clip_face)
+except ImportError:
+    esva.sync.clip_media.track_sync_face = timed(FACE, esva.sync.clip_media.track_sync_face)
 inf.measure_offset = timed("sync space + audio-video offset (video)", inf.measure_offset)
-inf.analyse_file = timed("analyse", inf.analyse_file)
+if hasattr(inf, "analyse_clip"):  # the clip analysis; older code: analyse_file
+    inf.analyse_clip = timed("analyse", inf.analyse_clip)
+else:
+    inf.analyse_file = timed("analyse", inf.analyse_file)
 try:
     from esva.cli import heap
     heap.process_entry = True

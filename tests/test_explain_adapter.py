@@ -195,7 +195,7 @@ class _Recognizer:
         frames = np.random.default_rng(1).standard_normal((50, 384)).astype(np.float32)
         streams = {"whisper-tiny": StreamFeatures(frames, fps=50.0)}
         clip = load_audio(path, missing_ok=True)
-        return p, SimpleNamespace(audio=clip, features=SimpleNamespace(streams=streams))
+        return p, SimpleNamespace(audio=clip, streams=streams)
 
 
 @pytest.fixture(scope="module")

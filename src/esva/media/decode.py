@@ -407,7 +407,11 @@ def _timed_frames(
 
 
 def iter_frames(
-    path: PathLike, fps: float | None = None, max_side: int | None = None
+    path: PathLike,
+    fps: float | None = None,
+    max_side: int | None = None,
+    *,
+    missing_ok: bool = False,
 ) -> Iterator[tuple[float, np.ndarray]]:
     """Stream ``(timestamp_s, rgb)`` pairs from the video stream of ``path``.
 
@@ -420,16 +424,21 @@ def iter_frames(
     upright per the container's display rotation; a repeated frame is the same array object, so
     do not modify them in place.
 
-    Raises :class:`EsvaError` when the file has no video stream or no decodable frame; damage
-    part-way ends the iteration early and is logged as a warning.
+    Raises :class:`EsvaError` when the file has no video stream (with ``missing_ok``: yields
+    nothing instead, so a caller needs no separate :func:`probe` to ask) or no decodable frame;
+    damage part-way ends the iteration early and is logged as a warning.
     """
     issues: list[str] = []
-    yield from _frames(path, fps, max_side, issues)
+    yield from _frames(path, fps, max_side, issues, missing_ok)
     _log_issues(display_name(path), issues)
 
 
 def _frames(
-    path: PathLike, fps: float | None, max_side: int | None, issues: list[str]
+    path: PathLike,
+    fps: float | None,
+    max_side: int | None,
+    issues: list[str],
+    missing_ok: bool = False,
 ) -> Iterator[tuple[float, np.ndarray]]:
     """:func:`iter_frames`, collecting decoding problems into ``issues``."""
     if fps is not None and not (fps > 0 and math.isfinite(fps)):
@@ -439,6 +448,8 @@ def _frames(
     with open_container(path) as container:
         stream = _best_stream(container, "video", name)
         if stream is None:
+            if missing_ok:
+                return
             raise EsvaError("no video stream", name)
         stream.thread_type = "AUTO"  # frame + slice threads: ~2x on two cores for H.264
         frames = _timed_frames(container, stream, issues)

@@ -2,11 +2,12 @@
 
 The audio track (or a separate ``audio`` file, for a silent video with its own wav) is decoded
 to 16 kHz mono on the container clock, and the main face is tracked through every decoded video
-frame at its real timestamp, with grey face and mouth crops. MTCNN is the default detector: the
-talking-head clips this is meant for are often in profile, where OpenCV's frontal Haar cascade
-loses the face (measured on the ``av_sync`` clips: on a profile PC-AVS clip Haar found the face
-in 65-68 % of the frames, MTCNN in 100 %; with the tracker's region-of-interest search MTCNN took
-0.5-1.3 s per 3-6 s clip on one core, and found the face in every frame of all 36 real clips).
+frame at its real timestamp, with grey face and mouth crops: the clip's one
+:class:`~esva.extract.clip.ClipAnalysis` without encoders (:func:`esva.extract.clip.analyse_clip`,
+the face track of :mod:`esva.media.track`), so ``esva align`` and ``esva predict``'s offset read
+the same media made the same way. MTCNN is the default detector (profile faces; see
+:mod:`esva.media.track`); with the tracker's region-of-interest search MTCNN took 0.5-1.3 s per
+3-6 s clip on one core, and found the face in every frame of all 36 real ``av_sync`` clips.
 
 Decoding and face tracking dominate the cost (0.1-0.3 s per second of video on one core), so
 :func:`load_clip_media` can cache its result in a directory (the benchmark and tests do; the CLI
@@ -22,36 +23,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from esva.data.sources import ClipSource
 from esva.errors import EsvaError
 from esva.hashing import text_sha256
 from esva.io import atomic_path
-from esva.media.decode import display_name, load_audio, probe
-from esva.media.faces import FaceTrackerConfig, track_faces
-from esva.media.types import AudioClip, FaceTrack, VideoFrames
+from esva.media.decode import display_name, probe
+from esva.media.track import FaceTrackSettings
+from esva.media.types import AudioClip, FaceTrack
 
 MEDIA_CACHE_VERSION = "1"  # bump when what load_clip_media returns changes
 
-
-@dataclass
-class ClipMediaConfig:
-    """How a clip is decoded and its face tracked (see :class:`FaceTrackerConfig`)."""
-
-    detector: str = "mtcnn"  # "mtcnn" (profile-robust) or "haar" (faster, frontal only)
-    min_face: float = 0.1  # smallest face side, as a fraction of the frame's shorter side
-    max_side: int = 640  # frames are downscaled so their longer side is at most this
-    face_size: int = 64  # grey face crops (the "face" visual features)
-    mouth_size: int = 32  # grey mouth crops (the default visual features)
-
-    def tracker(self) -> FaceTrackerConfig:
-        return FaceTrackerConfig(
-            detector=self.detector,
-            min_face=self.min_face,
-            size=self.face_size,
-            grey=True,
-            mouth_size=self.mouth_size,
-        )
+# How a clip is decoded and its face tracked: the clip face track's settings (esva.media.track).
+ClipMediaConfig = FaceTrackSettings
 
 
 @dataclass
@@ -114,29 +98,6 @@ def _load_media(path: Path, video: Path, audio: Path) -> ClipMedia:
     return ClipMedia(clip, track, video, audio)
 
 
-def track_sync_face(video: Path | VideoFrames, config: ClipMediaConfig | None = None) -> FaceTrack:
-    """The main face through every decoded frame of ``video`` (a file, or frames in memory:
-    :mod:`esva.media.arrays`), with the sync space's crops."""
-    from esva.media import decode  # looked up per call: a test counts the decodes through it
-
-    config = config or ClipMediaConfig()
-    # MTCNN's nets are tiny: torch's intra-op threads cost more in synchronisation than they
-    # gain (measured on a 3.3 s RAVDESS clip on 2 busy cores: 9 s with 1 thread, 31 s with 2),
-    # so tracking runs on one thread and the caller's setting is restored afterwards.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        if isinstance(video, VideoFrames):
-            from esva.media.arrays import iter_array_frames
-
-            frames = iter_array_frames(video, max_side=config.max_side)
-            return track_faces(frames, config.tracker(), video.source)
-        frames = decode.iter_frames(video, max_side=config.max_side)
-        return track_faces(frames, config.tracker(), video)
-    finally:
-        torch.set_num_threads(threads)
-
-
 def load_clip_media(
     video: str | os.PathLike,
     audio: str | os.PathLike | None = None,
@@ -163,10 +124,13 @@ def load_clip_media(
         cached = Path(cache_dir) / f"{video.stem}-{_cache_key(video, audio_path, config)}.npz"
         if cached.exists():
             return _load_media(cached, video, audio_path)
-    clip = load_audio(audio_path)
-    if clip is None or len(clip.samples) == 0:
+    from esva.extract.clip import analyse_clip
+
+    source = ClipSource(video.stem, video=video, audio=audio_path)
+    analysis = analyse_clip(None, video, source=source, face_track=config, strict=True)
+    clip, track = analysis.audio, analysis.track
+    if clip is None:
         raise EsvaError("audio stream has no samples", display_name(audio_path))
-    track = track_sync_face(video, config)
     if not track.mask.any():
         raise EsvaError(
             f"no face found in any of its {len(track.mask)} frames "

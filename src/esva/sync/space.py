@@ -57,6 +57,7 @@ from esva.align.offsets import (
 from esva.errors import EsvaError
 from esva.hashing import file_sha256
 from esva.io import atomic_path, write_json
+from esva.media.track import to_grid  # Eq. 3 by timestamps (media's: coverage uses it too)
 from esva.media.types import AudioClip, FaceTrack
 
 ASSET_DIR = Path(__file__).resolve().parents[1] / "assets" / "sync"
@@ -196,40 +197,6 @@ def pooled_pixels(crops: np.ndarray, pixels: int) -> np.ndarray:
         small = cv2.resize(grey, (pixels, pixels), interpolation=cv2.INTER_AREA)
         out[i] = small.reshape(-1) / 255.0
     return out
-
-
-def to_grid(
-    values: np.ndarray, times: np.ndarray, mask: np.ndarray, grid: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Eq. 3 by timestamps: linear interpolation of (N, D) frames at ``times`` onto ``grid``.
-
-    :func:`esva.align.resample_sequence` assumes a constant frame rate from frame 0; video
-    frames carry their own (possibly irregular) timestamps, so interpolation is done between the
-    two decoded frames that surround each grid instant. A grid frame is valid when both exist
-    and have a face (or the grid instant falls on a frame with a face).
-    """
-    n = len(times)
-    out = np.zeros((len(grid), values.shape[1]), np.float32)
-    valid = np.zeros(len(grid), bool)
-    if n == 0:
-        return out, valid
-    if n == 1:
-        hit = np.abs(grid - times[0]) < 1e-6
-        out[hit], valid[hit] = values[0], bool(mask[0])
-        return out, valid
-    hi = np.searchsorted(times, grid, side="left").clip(1, n - 1)
-    lo = hi - 1
-    span = np.maximum(times[hi] - times[lo], 1e-9)
-    w = ((grid - times[lo]) / span).astype(np.float32)
-    inside = (grid >= times[0] - 1e-6) & (grid <= times[-1] + 1e-6)
-    w = w.clip(0.0, 1.0)
-    # A neighbour without a face only matters if it has weight (a grid instant on a frame's
-    # own time needs only that frame).
-    valid = inside & (mask[lo] | (w > 1 - 1e-6)) & (mask[hi] | (w < 1e-6))
-    w = w[:, None]
-    out = (1 - w) * values[lo] + w * values[hi]
-    out[~valid] = 0.0
-    return out.astype(np.float32), valid
 
 
 def _stack_context(x: torch.Tensor, context: int, step: int) -> torch.Tensor:
