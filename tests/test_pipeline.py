@@ -295,3 +295,37 @@ def test_a_model_with_a_visual_stream_reads_frames_in_memory(tmp_path) -> None:
     )
     _assert_same_probabilities(from_arrays.probabilities, from_file.probabilities)
     assert from_arrays.flags == from_file.flags and from_arrays.missing == from_file.missing
+
+
+def test_adapt_reads_a_batch_of_results_like_esva_predict_on_many_files(emotion, tmp_path):
+    """``pipe.adapt(results)`` is the batch adaptation of ``esva predict`` on many files: the
+    same probabilities as the CSV's adapted rows, the flag, and too few clips change nothing."""
+    import csv
+
+    if not emotion.model.model.adaptable:
+        pytest.skip("the shipped voice model has no batch-adapted head")
+    folder = tmp_path / "ten"
+    folder.mkdir()
+    waves = []
+    for i in range(10):
+        x = _voice(1.0 + 0.1 * i) * (0.5 + 0.1 * i)
+        sf.write(folder / f"v{i}.wav", x, 16_000, subtype="FLOAT")
+        waves.append(x)
+    results = [emotion(w, sample_rate=16_000) for w in waves]
+    assert emotion.adapt(results[:3]) == results[:3], "fewer than min_clips: unchanged"
+    adapted = emotion.adapt(results)
+    assert all(any(f.startswith("adapted:") for f in r.flags) for r in adapted)
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(folder), "--out", str(out), "--quiet"]) == 0
+    with open(out, newline="") as f:
+        rows = {r["name"]: r for r in csv.DictReader(f)}
+    for i, r in enumerate(adapted):
+        row = rows[f"v{i}"]
+        assert row["adapted"] == "yes" and row["discrete"] == r.label
+        for c, p in r.probabilities.items():
+            assert float(row[c]) == pytest.approx(p, abs=1e-5)
+        assert r.confident == (row["confident"] == "yes")
+        voice = r.per_modality["voice"]
+        assert voice["label"] == row["voice_label"]
+        assert abs(sum(voice["probabilities"].values()) - 1) < 1e-6
+    assert any(a.probabilities != b.probabilities for a, b in zip(adapted, results, strict=True))

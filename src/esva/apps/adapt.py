@@ -124,7 +124,7 @@ def adapt_rows(rows: dict[str, dict[str, Any]], model: Any, fusion: Any = None) 
                 tempered(p, fusion.experts["voice"].temperature), voice_classes, None, classes
             )
             presence = {n: float(e["presence"]) for n, e in experts.items()}
-            probs, _, _ = pool_experts(fusion, mapped, presence)
+            probs, weights, confidence = pool_experts(fusion, mapped, presence)
             labels = {n: classes[int(np.argmax(m))] for n, m in mapped.items()}
         if len(probs) != len(row["probabilities"] or []):
             raise EsvaError("the adapted answer's classes differ from the batch's columns")
@@ -138,11 +138,77 @@ def adapt_rows(rows: dict[str, dict[str, Any]], model: Any, fusion: Any = None) 
         )
         if labels:
             row["experts"] = {**(row.get("experts") or {}), **labels}
+            row["voice_adapted"] = [float(v) for v in mapped["voice"]]
+            row["weights_adapted"] = {n: round(float(w), 4) for n, w in weights.items()}
+            row["confidence_adapted"] = {n: round(float(c), 4) for n, c in confidence.items()}
     return Adaptation(clips=len(keys))
 
 
+ADAPTED = "adapted: the voice was read against a batch of {n} clips (esva.apps.adapt)"
+UNCERTAIN_ADAPTED = (
+    "uncertain: top probability {top:.2f} is below the batch-adapted head's calibrated "
+    "threshold {threshold:.2f}"
+)
+
+
+def adapt_results(results: list[Any], model: Any, fusion: Any = None) -> list[Any]:
+    """:func:`adapt_rows` for typed results (``EmotionResult``): new results, each with the
+    ``adapted`` flag, the adapted voice in ``per_modality`` and the adapted head's threshold
+    deciding ``confident``; the same results when the batch was not adapted."""
+    from dataclasses import replace
+
+    rows = {
+        str(i): {
+            "probabilities": list(r.probabilities.values()),
+            "error": "",
+            "confident": r.confident,
+            "experts": {},
+            **adaptation_inputs(r),
+        }
+        for i, r in enumerate(results)
+    }
+    done = adapt_rows(rows, model, fusion)
+    if not done.clips:
+        return results
+    threshold = model.config.adaptation["threshold"]
+    out = []
+    for i, r in enumerate(results):
+        row = rows[str(i)]
+        if not row.get("adapted"):
+            out.append(r)
+            continue
+        classes = list(r.probabilities)
+        flags = [f for f in r.flags if not f.startswith("uncertain:")]
+        flags.append(ADAPTED.format(n=done.clips))
+        top = max(row["probabilities"])
+        if row["confident_before_threshold"] and not row["confident"]:
+            flags.append(UNCERTAIN_ADAPTED.format(top=top, threshold=threshold))
+        per_modality = r.per_modality
+        if per_modality and "voice_adapted" in row:
+            per_modality = {n: dict(m) for n, m in per_modality.items()}
+            for name, entry in per_modality.items():
+                entry["weight"] = row["weights_adapted"][name]
+                entry["confidence"] = row["confidence_adapted"][name]
+            voice = per_modality["voice"]
+            voice["probabilities"] = dict(zip(classes, row["voice_adapted"], strict=True))
+            voice["label"] = row["experts"]["voice"]
+        out.append(
+            replace(
+                r,
+                label=row["discrete"],
+                probabilities=dict(zip(classes, row["probabilities"], strict=True)),
+                confident=row["confident"],
+                flags=flags,
+                per_modality=per_modality,
+            )
+        )
+    return out
+
+
 __all__ = [
+    "ADAPTED",
     "Adaptation",
+    "adapt_results",
     "adapt_rows",
     "adaptation_inputs",
     "decode_statistics",

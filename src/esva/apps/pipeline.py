@@ -302,7 +302,17 @@ class EmotionPipeline(Pipeline):
         result = EmotionResult.from_prediction(raw)
         if clip.temporary is not None:
             result = EmotionResult.from_dict(self._clean(result.to_dict(), clip))
+            result.voice_statistics = raw.voice_statistics  # not in the JSON; adapt() reads it
         return result
+
+    def adapt(self, results: list[EmotionResult]) -> list[EmotionResult]:
+        """One batch's answers read against the batch (:mod:`esva.apps.adapt`, as ``esva
+        predict`` on many files does): from the voice model's ``min_clips`` clips with a voice,
+        each voice is read by the batch-adapted head and fused again; otherwise the results
+        come back unchanged. ``pipe.adapt([pipe(a), pipe(b), ...])``."""
+        from esva.apps.adapt import adapt_results
+
+        return adapt_results(list(results), self.model.model, self.model.fusion)
 
 
 class AlignPipeline(Pipeline):
