@@ -111,7 +111,9 @@ def _rows(model, x, fused: bool) -> dict[str, dict]:
     rows = {}
     for i, stats in enumerate(x):
         p = predict_pooled(model, stats[None])[0]
-        per_modality = {"voice": {"probabilities": dict(zip(CLASSES, p)), "presence": 1.0}}
+        per_modality = {
+            "voice": {"probabilities": dict(zip(CLASSES, p, strict=True)), "presence": 1.0}
+        }
         if fused:
             per_modality["face"] = {
                 "probabilities": {"neutral": 0.6, "happy": 0.3, "sad": 0.1},
@@ -132,7 +134,7 @@ def _rows(model, x, fused: bool) -> dict[str, dict]:
 def test_rows_are_adapted_only_from_enough_clips_and_errors_stay():
     rng = np.random.default_rng(2)
     model = _fitted(rng)
-    x, y, _ = _sources(rng, 1, 2, 4.0)  # 6 clips
+    x, _y, _ = _sources(rng, 1, 2, 4.0)  # 6 clips
     rows = _rows(model, x[:3], fused=False)
     before = copy.deepcopy(rows)
     result = adapt_rows(rows, model)
@@ -177,6 +179,26 @@ def test_a_fused_row_is_fused_again_by_the_clip_rule():
         assert rows[f"clip{i}"]["experts"]["voice"] == CLASSES[int(voice[i].argmax())]
 
 
+def test_a_damaged_row_is_left_alone_and_not_counted():
+    """A row read back from a side file written by another version: wrong shapes, a missing
+    expert, NaN; it keeps its own answer and the batch counts without it."""
+    rng = np.random.default_rng(4)
+    model = _fitted(rng)
+    x, _, _ = _sources(rng, 1, 3, 4.0)  # 9 clips
+    spec = FusionSpec.from_dict(
+        {"format": FUSION_FORMAT, "classes": CLASSES, "experts": {"voice": {"base_weight": 1.0}}}
+    )
+    rows = _rows(model, x, fused=False)
+    rows["clip0"]["experts_in"]["voice"]["probabilities"] = [0.5, 0.5]
+    rows["clip1"]["experts_in"] = {"face": {"probabilities": [1, 0, 0], "presence": 1.0}}
+    rows["clip2"]["experts_in"]["voice"]["presence"] = float("nan")
+    before = {k: copy.deepcopy(rows[k]) for k in ("clip0", "clip1", "clip2")}
+    result = adapt_rows(rows, model, spec)
+    assert result.clips == 6  # clips 3-8
+    for key, row in before.items():
+        assert rows[key] == row
+
+
 def test_a_model_without_the_head_is_not_adapted():
     plain = PooledVoiceModel(PooledVoiceConfig(CLASSES, STREAMS))
     rows = {"a": {"error": "", "voice_statistics": encode_statistics(np.zeros(F))}}
@@ -193,14 +215,14 @@ def test_the_csv_says_which_rows_were_adapted(tmp_path):
             "confident": True,
             "error": "",
             "adapted": True,
-        },  # fmt: skip
+        },
         str(tmp_path / "b.wav"): {
             "discrete": "",
             "probabilities": None,
             "modalities": "",
             "offset_ms": None,
             "error": "bad",
-        },  # fmt: skip
+        },
     }
     out = tmp_path / "p.csv"
     write_csv(out, [tmp_path / "a.wav", tmp_path / "b.wav"], rows, CLASSES)

@@ -27,8 +27,6 @@ from typing import Any
 
 import numpy as np
 
-from esva.errors import EsvaError
-
 
 def encode_statistics(statistics: np.ndarray) -> str:
     """A clip's statistics as text for a JSON row (float32, base64)."""
@@ -86,9 +84,24 @@ def voice_model_of(model_dir: str | Path | None) -> tuple[Any, Any]:
     return load_model(model_dir), load_fusion(model_dir)
 
 
+def _experts_in(row: dict[str, Any], n_classes: int) -> dict[str, tuple[np.ndarray, float]]:
+    """A row's experts (distribution over the output classes, presence); ValueError when the
+    row does not hold them in that shape (a row written by another version)."""
+    out = {}
+    for name, e in (row.get("experts_in") or {}).items():
+        p = np.asarray(e["probabilities"], np.float64)
+        q = float(e["presence"])
+        if p.shape != (n_classes,) or not np.isfinite(p).all() or not np.isfinite(q):
+            raise ValueError(f"bad expert {name!r}")
+        out[name] = (p, q)
+    return out
+
+
 def adapt_rows(rows: dict[str, dict[str, Any]], model: Any, fusion: Any = None) -> Adaptation:
     """Adapt the voice of ``rows`` (batch rows, changed in place) to the batch (module doc);
-    ``model``: the batch's voice model, ``fusion``: its fusion spec (None: not fused)."""
+    ``model``: the batch's voice model, ``fusion``: its fusion spec (None: not fused). A row
+    without readable inputs (an error row, an audio-less clip, a row from another version)
+    is left as it is and does not count towards the batch."""
     import torch
 
     from esva.apps.fused import pool_experts, tempered
@@ -97,12 +110,22 @@ def adapt_rows(rows: dict[str, dict[str, Any]], model: Any, fusion: Any = None) 
     if not getattr(model, "adaptable", False):
         return Adaptation(skipped="the voice model has no batch-adapted head")
     settings = model.config.adaptation
-    keys, stats = [], []
+    voice_classes = list(model.config.classes)
+    classes = voice_classes if fusion is None else list(fusion.classes)
+    keys, stats, inputs = [], [], []
     for key, row in rows.items():
         x = decode_statistics(row.get("voice_statistics") or "", model.config.n_features)
-        if not row.get("error") and x is not None:
-            keys.append(key)
-            stats.append(x)
+        if row.get("error") or x is None or len(row.get("probabilities") or []) != len(classes):
+            continue
+        try:
+            experts = _experts_in(row, len(classes)) if fusion is not None else {}
+        except (KeyError, TypeError, ValueError):
+            continue
+        if fusion is not None and "voice" not in experts:
+            continue
+        keys.append(key)
+        stats.append(x)
+        inputs.append(experts)
     if len(keys) < settings["min_clips"]:
         return Adaptation(
             skipped=f"{len(keys)} clip(s) with a voice, fewer than the {settings['min_clips']} "
@@ -110,24 +133,23 @@ def adapt_rows(rows: dict[str, dict[str, Any]], model: Any, fusion: Any = None) 
         )
     with torch.no_grad():
         voice = model.adapted_probabilities(torch.from_numpy(np.stack(stats))).numpy()
-    voice_classes = list(model.config.classes)
-    for key, p in zip(keys, voice.astype(np.float64), strict=True):
+    for key, p, experts in zip(keys, voice.astype(np.float64), inputs, strict=True):
         row = rows[key]
-        experts = {n: dict(e) for n, e in (row.get("experts_in") or {}).items()}
-        if fusion is None or "voice" not in experts:
-            classes, probs, labels = voice_classes, p, {}
+        labels: dict[str, str] = {}
+        if fusion is None:
+            probs = p
         else:
-            classes = list(fusion.classes)
-            mapped = {n: np.asarray(e["probabilities"], np.float64) for n, e in experts.items()}
+            mapped = {n: e[0] for n, e in experts.items()}
             # as fuse(): temper the voice by fusion.json, then map it to the output classes
             mapped["voice"] = to_target(
                 tempered(p, fusion.experts["voice"].temperature), voice_classes, None, classes
             )
-            presence = {n: float(e["presence"]) for n, e in experts.items()}
+            presence = {n: e[1] for n, e in experts.items()}
             probs, weights, confidence = pool_experts(fusion, mapped, presence)
             labels = {n: classes[int(np.argmax(m))] for n, m in mapped.items()}
-        if len(probs) != len(row["probabilities"] or []):
-            raise EsvaError("the adapted answer's classes differ from the batch's columns")
+            row["voice_adapted"] = [float(v) for v in mapped["voice"]]
+            row["weights_adapted"] = {n: round(float(w), 4) for n, w in weights.items()}
+            row["confidence_adapted"] = {n: round(float(c), 4) for n, c in confidence.items()}
         top = float(np.max(probs))
         row.update(
             discrete=classes[int(np.argmax(probs))],
@@ -138,9 +160,6 @@ def adapt_rows(rows: dict[str, dict[str, Any]], model: Any, fusion: Any = None) 
         )
         if labels:
             row["experts"] = {**(row.get("experts") or {}), **labels}
-            row["voice_adapted"] = [float(v) for v in mapped["voice"]]
-            row["weights_adapted"] = {n: round(float(w), 4) for n, w in weights.items()}
-            row["confidence_adapted"] = {n: round(float(c), 4) for n, c in confidence.items()}
     return Adaptation(clips=len(keys))
 
 
