@@ -97,6 +97,7 @@ class WhisperTranscriber(Encoder):
     """Whisper speech-to-text: tiny.en (English) or a multilingual model (any language)."""
 
     modality = "audio"
+    record_layer = "decoder-last-mean"
 
     def __init__(
         self,
@@ -127,12 +128,7 @@ class WhisperTranscriber(Encoder):
             known = ", ".join(sorted(k.strip("<|>") for k in generation_config.lang_to_id))
             raise EsvaError(f"{name}: unknown language {language!r} (known: {known})")
         self.dim = model.config.d_model
-        self._version = version
-        self._sha256 = weights_sha256
-
-    @property
-    def record(self) -> EncoderRecord:
-        return EncoderRecord(self.name, self._version, self._sha256, layer="decoder-last-mean")
+        self.version, self.weights_sha256 = version, weights_sha256
 
     def _windows(self, clip: AudioClip) -> list[np.ndarray]:
         samples = to_16k(clip)

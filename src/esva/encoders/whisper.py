@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from esva.encoders.base import EncodedFeatures, Encoder, EncoderRecord
+from esva.encoders.base import EncodedFeatures, Encoder
 from esva.encoders.registry import register_encoder
 from esva.encoders.whisper_net import (
     WhisperDims,
@@ -486,12 +486,11 @@ class WhisperAudioEncoder(Encoder):
             list(range(n_hidden)) if self.stack else parse_layer(self.config.layer, n_hidden)
         )
         self.dim = encoder.dims.d_model * (n_hidden if self.stack else 1)
-        self._version = version
-        self._sha256 = weights_sha256
+        self.version, self.weights_sha256 = version, weights_sha256
 
     @property
-    def record(self) -> EncoderRecord:
-        return EncoderRecord(self.name, self._version, self._sha256, layer=str(self.config.layer))
+    def record_layer(self) -> str:
+        return str(self.config.layer)
 
     @property
     def max_frames(self) -> int:
