@@ -193,7 +193,7 @@ def read_text(path: Path, what: str) -> str:
     except FileNotFoundError:
         raise EsvaError(f"{what} not found", path) from None
     except IsADirectoryError:
-        raise EsvaError(f"is a directory, not a {what}", path) from None
+        raise EsvaError(f"is a directory (folder), not a {what}", path) from None
     except OSError as exc:  # a symlink loop, no permission, an I/O error
         reason = exc.strerror or type(exc).__name__
         raise EsvaError(f"cannot read the {what} ({reason})", path) from None

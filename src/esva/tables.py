@@ -23,7 +23,7 @@ def read_rows(
 ) -> tuple[list[str], list[dict[str, str]]]:
     """(header, rows) of a CSV with a header line, every row a ``{column: text}`` dict (a short
     row's missing cells are ""), for tables keyed by something other than ``name``.
-    ``delimiter`` and ``quoting`` as :mod:`csv`'s (a TSV: ``"\t"``, ``csv.QUOTE_NONE``).
+    ``delimiter`` and ``quoting`` as :mod:`csv`'s (a TSV: a tab, ``csv.QUOTE_NONE``).
 
     The one reader for esva's CSV inputs: a UTF-8 BOM is tolerated, header names are stripped,
     and every problem is one :class:`EsvaError` line naming the file and ``what`` it should be

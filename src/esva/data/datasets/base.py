@@ -117,10 +117,11 @@ def scan_named_files(
             if item is None:
                 continue
             if key is not None:
-                if key(item) in seen:
-                    skipped.append(Skipped(path, f"duplicate of {seen[key(item)]}"))
+                known = key(item)
+                if known in seen:
+                    skipped.append(Skipped(path, f"duplicate of {seen[known]}"))
                     continue
-                seen[key(item)] = path
+                seen[known] = path
             found.append(item)
     return found, skipped
 
