@@ -93,19 +93,15 @@ def atomic_write(
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     _as_created(tmp)
-    binary = "b" in mode
-    try:
-        with os.fdopen(
-            fd, mode, encoding=None if binary else encoding, newline=None if binary else newline
-        ) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    if "b" in mode:
+        encoding = newline = None  # a binary file has no text layer
+    with (
+        _replace_on_success(tmp, path),
+        os.fdopen(fd, mode, encoding=encoding, newline=newline) as handle,
+    ):
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 @contextlib.contextmanager
@@ -118,8 +114,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     )
     os.close(fd)
     _as_created(tmp)
-    try:
+    with _replace_on_success(tmp, path):
         yield Path(tmp)
+
+
+@contextlib.contextmanager
+def _replace_on_success(tmp: str, path: Path) -> Iterator[None]:
+    """Rename the finished temporary file ``tmp`` onto ``path`` when the block ends normally;
+    remove it when the block fails (an exception, Ctrl-C), so no half-written file is left."""
+    try:
+        yield
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -174,15 +178,25 @@ def read_json(path: str | Path) -> Any:
 
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise EsvaError("file not found", path) from None
-    except IsADirectoryError:
-        raise EsvaError("is a folder, not a JSON file", path) from None
-    except OSError as exc:  # a symlink loop, no permission, an I/O error
-        raise EsvaError(f"cannot read ({exc.strerror or type(exc).__name__})", path) from None
+        return json.loads(read_text(path, "JSON file"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise EsvaError(f"not valid JSON ({exc})", path) from None
+
+
+def read_text(path: Path, what: str) -> str:
+    """The UTF-8 text of ``path`` (a ``UnicodeDecodeError`` is the caller's: it knows the
+    format); a missing or unreadable file is one :class:`EsvaError` line naming ``what``."""
+    from esva.errors import EsvaError
+
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise EsvaError(f"{what} not found", path) from None
+    except IsADirectoryError:
+        raise EsvaError(f"is a directory (folder), not a {what}", path) from None
+    except OSError as exc:  # a symlink loop, no permission, an I/O error
+        reason = exc.strerror or type(exc).__name__
+        raise EsvaError(f"cannot read the {what} ({reason})", path) from None
 
 
 def json_dumps(obj: Any, **kwargs: Any) -> str:

@@ -22,15 +22,7 @@ RAVDESS_CLASSES: tuple[str, ...] = (
 
 # esva's cross-corpus speech-emotion space (esva.data.label_mapping, target "ser7"): the
 # categories the acted speech corpora share, in RAVDESS's spelling and order minus calm.
-SER7_CLASSES: tuple[str, ...] = (
-    "neutral",
-    "happy",
-    "sad",
-    "angry",
-    "fearful",
-    "disgust",
-    "surprised",
-)
+SER7_CLASSES: tuple[str, ...] = tuple(c for c in RAVDESS_CLASSES if c != "calm")
 
 # Emotion-LLaMA's nine labels (first_face.py: the MER six, then fear, contempt, doubt).
 MERR_CLASSES: tuple[str, ...] = (*MER2023_CLASSES, "fear", "contempt", "doubt")

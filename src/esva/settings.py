@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from esva.errors import EsvaError
+from esva.io import read_text
 
 
 def refuse_unknown(
@@ -40,13 +41,7 @@ def refuse_unknown(
 def read_yaml(path: Path) -> Any:
     """The parsed YAML of a run config; a missing or malformed file is a one-line error."""
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise EsvaError("config file not found", path) from None
-    except IsADirectoryError:
-        raise EsvaError("config path is a directory, not a YAML file", path) from None
-    except OSError as exc:
-        raise EsvaError(f"cannot read config file ({exc.strerror})", path) from None
+        return yaml.safe_load(read_text(path, "config file"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise EsvaError(f"not valid YAML ({' '.join(str(exc).split())})", path) from None
 
@@ -147,6 +142,23 @@ def check_fields(kind: type, values: Mapping[str, Any], what: str, source: str |
             raise EsvaError(f"{what}: {key} must be {limit}, got {value!r}", source)
         if isinstance(limit, tuple) and value not in limit:
             raise EsvaError(f"{what}: {key} must be one of {list(limit)}, got {value!r}", source)
+
+
+def config_from_dict(kind: type, data: Any, what: str, source: str | Path | None) -> Any:
+    """Build dataclass ``kind`` from a saved or written config (a model's ``config.json``, a run
+    config's model section), refusing what is not a mapping, unknown keys, values of the wrong
+    type or range and the class's own complaints, each as one line naming ``what`` and the file.
+    """
+    if not isinstance(data, dict):
+        raise EsvaError(f"{what} must be a mapping", source)
+    refuse_unknown(data, (f.name for f in dataclasses.fields(kind)), source, f"{what} keys")
+    check_fields(kind, data, what, source)
+    try:
+        return kind(**data)
+    except EsvaError as exc:  # the class's own checks (__post_init__)
+        raise EsvaError(str(exc), source) from None
+    except TypeError as exc:
+        raise EsvaError(f"bad {what} ({exc})", source) from None
 
 
 def config_section(kind: type, values: Any, name: str, source: str | Path | None):

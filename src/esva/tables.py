@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,9 +18,12 @@ def read_rows(
     what: str = "CSV file",
     expected: str | None = None,
     allow_empty: bool = False,
+    delimiter: str = ",",
+    quoting: int = csv.QUOTE_MINIMAL,
 ) -> tuple[list[str], list[dict[str, str]]]:
     """(header, rows) of a CSV with a header line, every row a ``{column: text}`` dict (a short
     row's missing cells are ""), for tables keyed by something other than ``name``.
+    ``delimiter`` and ``quoting`` as :mod:`csv`'s (a TSV: a tab, ``csv.QUOTE_NONE``).
 
     The one reader for esva's CSV inputs: a UTF-8 BOM is tolerated, header names are stripped,
     and every problem is one :class:`EsvaError` line naming the file and ``what`` it should be
@@ -38,7 +42,9 @@ def read_rows(
     except OSError as exc:
         raise EsvaError(f"{what} cannot be read ({exc.strerror})", path) from None
     try:
-        reader = csv.DictReader(io.StringIO(text, newline=""), restval="")
+        reader = csv.DictReader(
+            io.StringIO(text, newline=""), restval="", delimiter=delimiter, quoting=quoting
+        )
         header = [column.strip() for column in reader.fieldnames or []]
         if any(column not in header for column in required):
             raise EsvaError(
@@ -81,13 +87,7 @@ def read_table(path: str | Path, required: Sequence[str]) -> dict[str, dict[str,
     try:
         reader = csv.reader(io.StringIO(text))
         header = [column.strip() for column in next(reader)]
-        missing = [column for column in required if column not in header]
-        if missing:
-            raise EsvaError(
-                f"wrong CSV columns: expected {','.join(required)}, found {','.join(header)} "
-                f"(missing {', '.join(missing)})",
-                path,
-            )
+        check_columns(header, required, path)
         for fields in reader:
             if not any(field.strip() for field in fields):
                 continue
@@ -109,3 +109,29 @@ def read_table(path: str | Path, required: Sequence[str]) -> dict[str, dict[str,
     if not rows:
         raise EsvaError("has a header but no rows", path)
     return rows
+
+
+def check_columns(
+    header: Sequence[str], required: Sequence[str], path: Path, kind: str = "CSV"
+) -> None:
+    """One EsvaError line, ``wrong <kind> columns: expected ..., found ... (missing ...)``, when
+    the header lacks a required column."""
+    missing = [column for column in required if column not in header]
+    if missing:
+        raise EsvaError(
+            f"wrong {kind} columns: expected {','.join(required)}, "
+            f"found {','.join(header) or 'none'} (missing {', '.join(missing)})",
+            path,
+        )
+
+
+def parse_number(text: str, what: str, path: str | Path) -> float:
+    """A cell as a finite float; one EsvaError line naming ``what`` (``"line 3: valence"``) and
+    the text otherwise (a NaN or an infinity would poison every mean computed from it)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise EsvaError(f"{what} {text!r} is not a number", path) from None
+    if not math.isfinite(value):
+        raise EsvaError(f"{what} {text!r} is not a finite number", path)
+    return value

@@ -450,11 +450,9 @@ def _results(
     workers = min(workers, len(todo))
     # One worker may use this process's threads; several share the cores, one thread each.
     threads = torch.get_num_threads() if workers == 1 else 1
-    pool = WorkerPool(functools.partial(BatchWorker, model, assume_default), workers, threads)
-    try:
+    factory = functools.partial(BatchWorker, model, assume_default)
+    with WorkerPool(factory, workers, threads) as pool:
         yield from _isolated_rows(pool, todo, workers)
-    finally:
-        pool.close()
 
 
 def _isolated_rows(pool: Any, todo: list[str], width: int) -> Iterator[tuple[str, dict]]:

@@ -8,6 +8,12 @@ OpenMP have started is unsafe). Each worker builds its object once, with the pic
 call on that object. When a worker dies the task's caller gets :class:`WorkerCrashed`, the pool
 is replaced by a fresh one (warmed in the background) and the next task runs as usual.
 
+When the caller dies instead (kill -9, the OOM killer, a SIGTERM that skips ``finally``), its
+workers end too: a worker holds both ends of the executor's task queue, so it never sees the
+queue close and would otherwise wait for work forever, an orphan holding its models in memory
+(and the resource tracker beside it). Each worker watches its parent's sentinel (a pipe that
+closes when the parent ends) and exits when it fires.
+
 Used by ``esva serve`` (every request) and batch ``esva predict`` (every file).
 """
 
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -32,11 +39,25 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init(factory: Callable[[], Any], threads: int | None) -> None:
+    _exit_with_parent()
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
     _WORKER["factory"] = factory
+
+
+def _exit_with_parent() -> None:
+    """End this worker as soon as the process that started it is gone (see the module doc)."""
+    parent = mp.parent_process()
+    if parent is None:  # not a spawned child (the initializer called in-process)
+        return
+
+    def watch() -> None:
+        parent.join()  # waits on the parent's sentinel: returns once the parent has ended
+        os._exit(1)  # no clean-up to run: the task, if any, has no one left to answer
+
+    threading.Thread(target=watch, name="esva-parent-watch", daemon=True).start()
 
 
 def _target() -> Any:
@@ -118,5 +139,12 @@ class WorkerPool:
             broken.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
+        """Stop the workers and wait for them to exit (queued tasks are cancelled)."""
         with self._lock:
             self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

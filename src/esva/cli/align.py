@@ -8,16 +8,13 @@ from typing import Annotated
 
 import typer
 
+from esva.cli.options import AudioOpt, JsonOpt
+
 
 def align(
     file: Annotated[Path, typer.Argument(help="Video with a face (and its audio track).")],
-    audio: Annotated[
-        Path | None,
-        typer.Option("--audio", help="Separate audio file for a silent video (wav, flac, ...)."),
-    ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object (offset, windows, curves).")
-    ] = False,
+    audio: AudioOpt = None,
+    as_json: JsonOpt = False,
     plot: Annotated[
         Path | None, typer.Option("--plot", help="Write a PNG of C(τ) and the local offsets.")
     ] = None,

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from esva.cli.options import JsonOpt
+
 MAX_FPS = 240.0  # faster than any camera esva meets; a larger rate is a typo
 MAX_WORKERS = 64
 
@@ -55,9 +57,7 @@ def extract(
         bool, typer.Option("--retry-failed", help="Try failed clips again.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the summary as one JSON object.")
-    ] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Decode clips, track faces, run the encoders; write one feature file per clip and encoder."""
     import math

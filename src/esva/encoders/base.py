@@ -56,13 +56,17 @@ class Encoder(torch.nn.Module, ABC):
     face_grey: ClassVar[bool] = False
     name: str
     dim: int
+    # What the record says: each encoder sets these from the weights it actually loaded.
+    version: str = ""  # weights/package version ("" for random weights)
+    weights_sha256: str = ""  # "" for random weights or a parameter-free encoder
+    record_layer: str = "last"  # which layer(s); a property where an option decides
 
     @abstractmethod
     def encode(self, inputs: Any) -> EncodedFeatures: ...
 
     @property
-    def record(self) -> EncoderRecord:  # subclasses override with their real weights hash
-        return EncoderRecord(name=self.name, version="", weights_sha256="")
+    def record(self) -> EncoderRecord:
+        return EncoderRecord(self.name, self.version, self.weights_sha256, self.record_layer)
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, modality={self.modality!r}, dim={self.dim}"

@@ -8,7 +8,8 @@ frame (embedding + logits), zeros and ``mask=False`` where the tracker found no 
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import ClassVar
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -56,6 +57,11 @@ class FaceCnnEncoder(Encoder):
     modality = "visual"
     face_size = 64  # the tracker's crop side; each net resizes to its own input
     face_grey = True
+
+    def __init__(self, name: str, config: Any, labels: Sequence[str]) -> None:
+        super().__init__()
+        self.name, self.config, self.labels = name, config, labels
+        self.dim = self.embed_dim + len(labels)  # one row: embedding, then one logit per label
 
     @abstractmethod
     def preprocess(self, crops: np.ndarray) -> np.ndarray:

@@ -115,15 +115,11 @@ class FaceEnsembleEncoder(FaceCnnEncoder):
     embed_dim = fe.EMBED_DIM + fc.EMBED_DIM  # the pooled logits follow
 
     def __init__(self, config: FaceEnsembleConfig | None = None, pretrained: bool = True) -> None:
-        super().__init__()
-        self.name = "face-ensemble"
-        self.config = config or FaceEnsembleConfig()
+        super().__init__("face-ensemble", config or FaceEnsembleConfig(), CLASSES)
         if not 0.0 <= self.config.expert_weight <= 1.0:
             raise EsvaError(f"expert_weight must be in [0, 1], got {self.config.expert_weight}")
         if not 0.0 <= self.config.prior_power <= 1.0:
             raise EsvaError(f"prior_power must be in [0, 1], got {self.config.prior_power}")
-        self.dim = self.embed_dim + len(CLASSES)
-        self.labels = CLASSES
         batch = self.config.batch_size
         self.expert = fe.FaceExpertEncoder(
             fe.FaceExpertConfig(crop=self.config.crop, batch_size=batch), pretrained=pretrained

@@ -34,7 +34,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from esva.encoders.base import EncoderRecord
 from esva.encoders.face_batches import FaceCnnEncoder, forward_in_batches
 from esva.encoders.registry import register_encoder
 from esva.errors import EsvaError
@@ -259,20 +258,16 @@ class FaceExpertEncoder(FaceCnnEncoder):
     """esva's FER+ face expert: 256-d embedding + 8 calibrated logits per face frame."""
 
     embed_dim = EMBED_DIM  # the logits follow (probabilities: in the label order)
+    version = "esva-face-expert-ferplus-v1"
 
     def __init__(self, config: FaceExpertConfig | None = None, pretrained: bool = True) -> None:
-        super().__init__()
-        self.name = "face-expert"
-        self.config = config or FaceExpertConfig()
+        super().__init__("face-expert", config or FaceExpertConfig(), CLASSES)
         if not 0.3 <= self.config.crop <= 1.0:
             raise EsvaError(f"face-expert crop must be in [0.3, 1], got {self.config.crop}")
-        self.dim = EMBED_DIM + len(CLASSES)
-        self.labels = CLASSES
         self.net = FaceExpertNet()
         self.temperature = 1.0
-        self._sha256 = ""
         if pretrained:
-            state, meta, self._sha256 = load_asset()
+            state, meta, self.weights_sha256 = load_asset()
             self.net.load_state_dict(state, strict=True)
             self.temperature = float(meta["temperature"])
         # Inference only: BatchNorm folded into the convs, channels-last (oneDNN's layout).
@@ -280,13 +275,8 @@ class FaceExpertEncoder(FaceCnnEncoder):
         self.eval()
 
     @property
-    def record(self) -> EncoderRecord:
-        return EncoderRecord(
-            name=self.name,
-            version="esva-face-expert-ferplus-v1",
-            weights_sha256=self._sha256,
-            layer=f"fc embedding (256) + logits/T (8), T={self.temperature:.4f}",
-        )
+    def record_layer(self) -> str:
+        return f"fc embedding (256) + logits/T (8), T={self.temperature:.4f}"
 
     def forward_faces(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Preprocessed ``(N, 1, 48, 48)`` -> ``(embedding (N, 256), calibrated logits (N, 8))``."""

@@ -51,7 +51,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from esva.encoders.base import EncoderRecord
 from esva.encoders.face_batches import FaceCnnEncoder, forward_in_batches
 from esva.encoders.registry import register_encoder
 from esva.errors import EsvaError
@@ -280,35 +279,23 @@ class FerCnnEncoder(FaceCnnEncoder):
     """mini-XCEPTION (FER-2013, ``fer`` package): 128-d face embedding + 7 logits per frame."""
 
     embed_dim = EMBED_DIM  # the logits follow (probabilities: in the label order)
+    record_layer = "add_4 global-avg (128) + logits (7)"
 
     def __init__(self, config: FerCnnConfig | None = None, pretrained: bool = True) -> None:
-        super().__init__()
-        self.name = "fer-cnn"
-        self.config = config or FerCnnConfig()
-        self.dim = EMBED_DIM + len(LABELS)
-        self.labels = LABELS
+        super().__init__("fer-cnn", config or FerCnnConfig(), LABELS)
         self.net = MiniXception()
-        self._version = ""
-        self._sha256 = ""
         if pretrained:
             from esva.weights import SOURCES, load_converted
 
-            state, self._sha256 = load_converted(WEIGHTS_SOURCE, CONVERSION_TAG, convert_keras_h5)
+            state, self.weights_sha256 = load_converted(
+                WEIGHTS_SOURCE, CONVERSION_TAG, convert_keras_h5
+            )
             self.net.load_state_dict(state, strict=True)
-            self._version = SOURCES[WEIGHTS_SOURCE].requirement
+            self.version = SOURCES[WEIGHTS_SOURCE].requirement
         # Inference only: fold the BatchNorms into the convs (~1.6x), and use channels-last, which
         # spares oneDNN a layout reorder around every conv (~2.5x; 90 faces: 700 -> 170 ms).
         self.net.fuse_batchnorm().to(memory_format=torch.channels_last)
         self.eval()
-
-    @property
-    def record(self) -> EncoderRecord:
-        return EncoderRecord(
-            name=self.name,
-            version=self._version,
-            weights_sha256=self._sha256,
-            layer="add_4 global-avg (128) + logits (7)",
-        )
 
     def forward_faces(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Preprocessed ``(N, 1, 64, 64)`` faces -> ``(embedding (N, 128), logits (N, 7))``."""

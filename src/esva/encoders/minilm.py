@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from esva.encoders.base import EncodedFeatures, Encoder, EncoderRecord
+from esva.encoders.base import EncodedFeatures, Encoder
 from esva.encoders.registry import register_encoder
 from esva.errors import EsvaError
 
@@ -118,8 +118,6 @@ class MiniLMEncoder(Encoder):
         self.name = "minilm"
         self.config = config or MiniLMConfig()
         self.dim = DIM
-        self._version = ""
-        self._sha256 = ""
         if pretrained:
             from esva.hashing import file_sha256
             from esva.weights import SOURCES, fetch
@@ -132,8 +130,8 @@ class MiniLMEncoder(Encoder):
             except (OSError, ValueError) as exc:
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise EsvaError(f"cannot load the MiniLM model ({first})", directory) from None
-            self._version = SOURCES[WEIGHTS_SOURCE].requirement
-            self._sha256 = file_sha256(directory / "model.safetensors")
+            self.version = SOURCES[WEIGHTS_SOURCE].requirement
+            self.weights_sha256 = file_sha256(directory / "model.safetensors")
         else:  # same architecture, random weights, a toy tokenizer: for tests, no download
             self.tokenizer = _random_tokenizer()
             shape = dict(num_hidden_layers=6, num_attention_heads=12, intermediate_size=4 * DIM)
@@ -146,13 +144,8 @@ class MiniLMEncoder(Encoder):
         self.eval()
 
     @property
-    def record(self) -> EncoderRecord:
-        return EncoderRecord(
-            name=self.name,
-            version=self._version,
-            weights_sha256=self._sha256,
-            layer="last, mean over tokens, L2-normalised" if self.normalize else "last, mean",
-        )
+    def record_layer(self) -> str:
+        return "last, mean over tokens, L2-normalised" if self.normalize else "last, mean"
 
     @torch.inference_mode()
     def embed(self, texts: Sequence[str]) -> np.ndarray:

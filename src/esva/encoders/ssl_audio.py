@@ -22,29 +22,25 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from transformers import (
     HubertModel,
-    PretrainedConfig,
     PreTrainedModel,
     Wav2Vec2FeatureExtractor,
     Wav2Vec2Model,
     WavLMModel,
 )
 
-from esva.encoders.base import EncodedFeatures, Encoder, EncoderRecord
-from esva.encoders.hf_checkpoint import Checkpoint, load_checkpoint
-from esva.encoders.layers import LayerSelector
-from esva.encoders.registry import register_encoder
+from esva.encoders.base import EncodedFeatures
+from esva.encoders.checkpoint_encoder import CheckpointEncoder, register_checkpoint_encoders
+from esva.encoders.hf_checkpoint import Checkpoint
 from esva.errors import EsvaError
 from esva.media.types import AudioClip
-from esva.settings import refuse_unknown
 
 # Hub ids used when no --path is given (they must already be in the user's HF cache). Base-size
 # models: they run on a CPU laptop; pass a large checkpoint's directory with --path for more.
@@ -66,22 +62,16 @@ class SSLAudioConfig:
     device: str = "cpu"
 
 
-class SSLAudioEncoder(Encoder):
+class SSLAudioEncoder(CheckpointEncoder):
     """Frame-level features (T, D) at the model's frame rate from a mono :class:`AudioClip`."""
 
     modality = "audio"
 
     def __init__(self, name: str, checkpoint: Checkpoint, cfg: SSLAudioConfig) -> None:
-        super().__init__()
-        self.name = name
+        model = checkpoint.model.to(cfg.device)
+        super().__init__(name, checkpoint, model, model.config, cfg.layer, cfg.device)
         self.cfg = cfg
-        self.checkpoint = checkpoint
-        self.model: PreTrainedModel = checkpoint.model.to(cfg.device)
-        config = self.model.config
-        self.dim = int(config.hidden_size)
-        num_states = int(config.num_hidden_layers) + 1  # embeddings + every block
-        self.layers = LayerSelector(cfg.layer, num_states).to(cfg.device)
-
+        config = model.config
         self.feature_extractor = Wav2Vec2FeatureExtractor.from_dict(checkpoint.preprocessor)
         if cfg.normalize is not None:
             self.feature_extractor.do_normalize = cfg.normalize
@@ -92,15 +82,6 @@ class SSLAudioEncoder(Encoder):
         self.receptive_field = _receptive_field(config.conv_kernel, config.conv_stride)
         self.fps = self.sample_rate / self.stride
 
-    @property
-    def record(self) -> EncoderRecord:
-        return EncoderRecord(
-            name=self.name,
-            version=self.checkpoint.version,
-            weights_sha256=self.checkpoint.weights_sha256,
-            layer=str(self.layers.spec),
-        )
-
     def num_frames(self, num_samples: int) -> int:
         """Frames the model yields for ``num_samples`` samples (the conv chain's output length)."""
         if num_samples < self.receptive_field:
@@ -109,9 +90,7 @@ class SSLAudioEncoder(Encoder):
 
     def forward(self, input_values: torch.Tensor) -> torch.Tensor:
         """(B, N) normalised samples -> (B, T, D) features of the chosen layer(s), with grad."""
-        spec = self.layers.spec
-        out = self.model(input_values, output_hidden_states=spec.needs_hidden_states)
-        return self.layers(out.hidden_states, out.last_hidden_state)
+        return self.hidden(input_values)
 
     @torch.inference_mode()
     def encode(self, inputs: AudioClip) -> EncodedFeatures:
@@ -236,58 +215,20 @@ def _resample(samples: np.ndarray, rate_in: int, rate_out: int, source: Any) -> 
     return soxr.resample(samples, rate_in, rate_out, quality="HQ").astype(np.float32)
 
 
-def _build(
-    name: str,
-    model_class: type[PreTrainedModel],
-    pretrained: bool,
-    path: str | os.PathLike | None,
-    model_id: str | None,
-    config: PretrainedConfig | dict[str, Any] | None,
-    options: dict[str, Any],
-) -> SSLAudioEncoder:
-    refuse_unknown(
-        options, (f.name for f in fields(SSLAudioConfig)), None, f"option(s) of encoder {name!r}"
-    )
-    checkpoint = load_checkpoint(
-        name, model_class, pretrained=pretrained, path=path, model_id=model_id, config=config
-    )
-    return SSLAudioEncoder(name, checkpoint, SSLAudioConfig(**options))
+_MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {
+    "hubert": HubertModel,
+    "wav2vec2": Wav2Vec2Model,
+    "wavlm": WavLMModel,
+}
+_DESCRIPTIONS = {
+    "hubert": "HuBERT speech features (transformers HubertModel), 50 Hz",
+    "wav2vec2": "wav2vec 2.0 speech features (transformers Wav2Vec2Model), 50 Hz",
+    "wavlm": "WavLM speech features (transformers WavLMModel), 50 Hz",
+}
 
 
-@register_encoder("hubert", "HuBERT speech features (transformers HubertModel), 50 Hz")
-def hubert(
-    pretrained: bool = True,
-    *,
-    path: str | os.PathLike | None = None,
-    model_id: str | None = DEFAULT_MODEL_IDS["hubert"],
-    config: PretrainedConfig | dict[str, Any] | None = None,
-    **options: Any,
-) -> SSLAudioEncoder:
-    """HuBERT speech features (transformers HubertModel), 50 Hz."""
-    return _build("hubert", HubertModel, pretrained, path, model_id, config, options)
-
-
-@register_encoder("wav2vec2", "wav2vec 2.0 speech features (transformers Wav2Vec2Model), 50 Hz")
-def wav2vec2(
-    pretrained: bool = True,
-    *,
-    path: str | os.PathLike | None = None,
-    model_id: str | None = DEFAULT_MODEL_IDS["wav2vec2"],
-    config: PretrainedConfig | dict[str, Any] | None = None,
-    **options: Any,
-) -> SSLAudioEncoder:
-    """wav2vec 2.0 speech features (transformers Wav2Vec2Model), 50 Hz."""
-    return _build("wav2vec2", Wav2Vec2Model, pretrained, path, model_id, config, options)
-
-
-@register_encoder("wavlm", "WavLM speech features (transformers WavLMModel), 50 Hz")
-def wavlm(
-    pretrained: bool = True,
-    *,
-    path: str | os.PathLike | None = None,
-    model_id: str | None = DEFAULT_MODEL_IDS["wavlm"],
-    config: PretrainedConfig | dict[str, Any] | None = None,
-    **options: Any,
-) -> SSLAudioEncoder:
-    """WavLM speech features (transformers WavLMModel), 50 Hz."""
-    return _build("wavlm", WavLMModel, pretrained, path, model_id, config, options)
+_FACTORIES = register_checkpoint_encoders(
+    _MODEL_CLASSES, DEFAULT_MODEL_IDS, _DESCRIPTIONS, SSLAudioConfig, SSLAudioEncoder
+)
+# hubert(pretrained=True, *, path=None, model_id=..., config=None, **SSLAudioConfig fields), ...
+hubert, wav2vec2, wavlm = (_FACTORIES[name] for name in ("hubert", "wav2vec2", "wavlm"))

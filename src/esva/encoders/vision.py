@@ -32,8 +32,7 @@ model, its ``vision_model`` tower is used.
 from __future__ import annotations
 
 import math
-import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -53,13 +52,11 @@ from transformers.image_utils import (
     OPENAI_CLIP_STD,
 )
 
-from esva.encoders.base import EncodedFeatures, Encoder, EncoderRecord
-from esva.encoders.hf_checkpoint import Checkpoint, load_checkpoint
-from esva.encoders.layers import LayerSelector
-from esva.encoders.registry import register_encoder
+from esva.encoders.base import EncodedFeatures
+from esva.encoders.checkpoint_encoder import CheckpointEncoder, register_checkpoint_encoders
+from esva.encoders.hf_checkpoint import Checkpoint
 from esva.errors import EsvaError
 from esva.media.types import FaceTrack
-from esva.settings import refuse_unknown
 
 # Hub ids used when no --path is given (they must already be in the user's HF cache). EVA has no
 # transformers-native checkpoint to default to: it always needs --path or model_id.
@@ -131,24 +128,19 @@ class _Pixels:
         return torch.from_numpy(out)
 
 
-class _VisionEncoder(Encoder):
-    """What the per-frame and the video encoder share: model, layer choice, pooling, record."""
+class _VisionEncoder(CheckpointEncoder):
+    """What the per-frame and the video encoder share: the image tower, pooling, record."""
 
     modality = "visual"
     prefix_tokens = 1  # class token(s) ahead of the patch tokens
 
     def __init__(self, name: str, checkpoint: Checkpoint, cfg: VisionConfig) -> None:
-        super().__init__()
-        self.name = name
-        self.cfg = cfg
-        self.checkpoint = checkpoint
         model = checkpoint.model.to(cfg.device)
         # A full image-text model (CLIP-style EVA exports): keep only the image tower.
-        self.model: torch.nn.Module = getattr(model, "vision_model", model)
+        tower = getattr(model, "vision_model", model)
         config = _vision_config(checkpoint.model.config)
-        self.dim = int(config.hidden_size)
-        num_states = int(config.num_hidden_layers) + 1  # embeddings + every block
-        self.layers = LayerSelector(cfg.layer, num_states).to(cfg.device)
+        super().__init__(name, checkpoint, tower, config, cfg.layer, cfg.device)
+        self.cfg = cfg
         self.pool = cfg.pool or _DEFAULT_POOL[name]
         if self.pool not in ("cls", "mean"):
             raise EsvaError(f"encoder {name!r}: pool must be 'cls' or 'mean', not {self.pool!r}")
@@ -157,21 +149,12 @@ class _VisionEncoder(Encoder):
         self.pixels = _Pixels(name, config, checkpoint.preprocessor)
 
     @property
-    def record(self) -> EncoderRecord:
-        return EncoderRecord(
-            name=self.name,
-            version=self.checkpoint.version,
-            weights_sha256=self.checkpoint.weights_sha256,
-            layer=f"{self.layers.spec}, {'cls token' if self.pool == 'cls' else 'token mean'}",
-        )
-
-    def run_model(self, pixel_values: torch.Tensor) -> Any:
-        return self.model(pixel_values, output_hidden_states=self.layers.spec.needs_hidden_states)
+    def record_layer(self) -> str:
+        return f"{self.layers.spec}, {'cls token' if self.pool == 'cls' else 'token mean'}"
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Normalised pixels -> (B, D) pooled features of the chosen layer(s); differentiable."""
-        out = self.run_model(pixel_values)
-        tokens = self.layers(out.hidden_states, out.last_hidden_state)
+        tokens = self.hidden(pixel_values)
         if self.pool == "cls":
             return tokens[:, 0]
         return tokens[:, self.prefix_tokens :].mean(dim=1)
@@ -327,81 +310,23 @@ _MODEL_CLASSES: dict[str, type] = {
     "mae": ViTMAEModel,
     "videomae": VideoMAEModel,
     "clip": CLIPVisionModel,
-    "eva": AutoModel,
+    "eva": AutoModel,  # any transformers-format EVA(-CLIP) checkpoint (see the module doc)
+}
+_DESCRIPTIONS = {
+    "mae": "ViT-MAE per-frame face features (transformers ViTMAEModel, all patches)",
+    "videomae": "VideoMAE face-clip features, one per 16-frame window",
+    "clip": "CLIP image-tower per-frame face features (transformers CLIPVisionModel)",
+    "eva": "EVA(-CLIP) per-frame face features from a transformers-format checkpoint",
 }
 
 
-def _build(
-    name: str,
-    pretrained: bool,
-    path: str | os.PathLike | None,
-    model_id: str | None,
-    config: PretrainedConfig | dict[str, Any] | None,
-    options: dict[str, Any],
-) -> _VisionEncoder:
-    known = {f.name for f in fields(VisionConfig)}
-    refuse_unknown(options, known, None, f"option(s) of encoder {name!r}")
-    cfg = VisionConfig(**options)
-    checkpoint = load_checkpoint(
-        name,
-        _MODEL_CLASSES[name],
-        pretrained=pretrained,
-        path=path,
-        model_id=model_id,
-        config=config,
-        trust_remote_code=cfg.trust_remote_code,
-    )
+def _make(name: str, checkpoint: Checkpoint, cfg: VisionConfig) -> _VisionEncoder:
     encoder_class = VideoMAEEncoder if name == "videomae" else FrameEncoder
     return encoder_class(name, checkpoint, cfg)
 
 
-@register_encoder("mae", "ViT-MAE per-frame face features (transformers ViTMAEModel, all patches)")
-def mae(
-    pretrained: bool = True,
-    *,
-    path: str | os.PathLike | None = None,
-    model_id: str | None = DEFAULT_MODEL_IDS["mae"],
-    config: PretrainedConfig | dict[str, Any] | None = None,
-    **options: Any,
-) -> _VisionEncoder:
-    """ViT-MAE per-frame face features (transformers ViTMAEModel, all patches)."""
-    return _build("mae", pretrained, path, model_id, config, options)
-
-
-@register_encoder("videomae", "VideoMAE face-clip features, one per 16-frame window")
-def videomae(
-    pretrained: bool = True,
-    *,
-    path: str | os.PathLike | None = None,
-    model_id: str | None = DEFAULT_MODEL_IDS["videomae"],
-    config: PretrainedConfig | dict[str, Any] | None = None,
-    **options: Any,
-) -> _VisionEncoder:
-    """VideoMAE face-clip features, one per 16-frame window."""
-    return _build("videomae", pretrained, path, model_id, config, options)
-
-
-@register_encoder("clip", "CLIP image-tower per-frame face features (transformers CLIPVisionModel)")
-def clip(
-    pretrained: bool = True,
-    *,
-    path: str | os.PathLike | None = None,
-    model_id: str | None = DEFAULT_MODEL_IDS["clip"],
-    config: PretrainedConfig | dict[str, Any] | None = None,
-    **options: Any,
-) -> _VisionEncoder:
-    """CLIP image-tower per-frame face features (transformers CLIPVisionModel)."""
-    return _build("clip", pretrained, path, model_id, config, options)
-
-
-@register_encoder("eva", "EVA(-CLIP) per-frame face features from a transformers-format checkpoint")
-def eva(
-    pretrained: bool = True,
-    *,
-    path: str | os.PathLike | None = None,
-    model_id: str | None = DEFAULT_MODEL_IDS["eva"],
-    config: PretrainedConfig | dict[str, Any] | None = None,
-    **options: Any,
-) -> _VisionEncoder:
-    """EVA(-CLIP) per-frame face features from a transformers-format checkpoint (AutoModel)."""
-    return _build("eva", pretrained, path, model_id, config, options)
+_FACTORIES = register_checkpoint_encoders(
+    _MODEL_CLASSES, DEFAULT_MODEL_IDS, _DESCRIPTIONS, VisionConfig, _make
+)
+# mae(pretrained=True, *, path=None, model_id=..., config=None, **VisionConfig fields), ...
+mae, videomae, clip, eva = (_FACTORIES[name] for name in ("mae", "videomae", "clip", "eva"))

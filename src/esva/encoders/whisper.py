@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from esva.encoders.base import EncodedFeatures, Encoder, EncoderRecord
+from esva.encoders.base import EncodedFeatures, Encoder
 from esva.encoders.registry import register_encoder
 from esva.encoders.whisper_net import (
     WhisperDims,
@@ -198,43 +198,44 @@ def ct2_to_hf_state_dict(model: Ct2Model) -> dict[str, torch.Tensor]:
             if proj != "k_proj":  # Whisper's key projection has no bias
                 sd[f"{hf}.{proj}.bias"] = torch.from_numpy(np.ascontiguousarray(b))
 
-    def n_layers(prefix: str) -> int:
-        return len({m[1] for k in v if (m := re.match(rf"{prefix}/layer_(\d+)/", k))})
+    def layers(part: str) -> list[tuple[str, str]]:
+        """(transformers prefix, CT2 prefix) of each layer of ``part`` (encoder / decoder)."""
+        count = len({m[1] for k in v if (m := re.match(rf"{part}/layer_(\d+)/", k))})
+        return [(f"model.{part}.layers.{i}", f"{part}/layer_{i}") for i in range(count)]
+
+    # The blocks both stacks have: pre-norm self-attention with fused q/k/v, pre-norm FFN.
+    def put_self_attention(hf: str, ct: str) -> None:
+        put_norm(f"{hf}.self_attn_layer_norm", f"{ct}/self_attention/layer_norm")
+        put_split(
+            f"{hf}.self_attn", f"{ct}/self_attention/linear_0", ("q_proj", "k_proj", "v_proj")
+        )
+        put_linear(f"{hf}.self_attn.out_proj", f"{ct}/self_attention/linear_1")
+
+    def put_ffn(hf: str, ct: str) -> None:
+        put_norm(f"{hf}.final_layer_norm", f"{ct}/ffn/layer_norm")
+        put_linear(f"{hf}.fc1", f"{ct}/ffn/linear_0")
+        put_linear(f"{hf}.fc2", f"{ct}/ffn/linear_1")
 
     # encoder
     put_linear("model.encoder.conv1", "encoder/conv1")
     put_linear("model.encoder.conv2", "encoder/conv2")
     put("model.encoder.embed_positions.weight", "encoder/position_encodings/encodings")
     put_norm("model.encoder.layer_norm", "encoder/layer_norm")
-    for i in range(n_layers("encoder")):
-        hf, ct = f"model.encoder.layers.{i}", f"encoder/layer_{i}"
-        put_norm(f"{hf}.self_attn_layer_norm", f"{ct}/self_attention/layer_norm")
-        put_split(
-            f"{hf}.self_attn", f"{ct}/self_attention/linear_0", ("q_proj", "k_proj", "v_proj")
-        )
-        put_linear(f"{hf}.self_attn.out_proj", f"{ct}/self_attention/linear_1")
-        put_norm(f"{hf}.final_layer_norm", f"{ct}/ffn/layer_norm")
-        put_linear(f"{hf}.fc1", f"{ct}/ffn/linear_0")
-        put_linear(f"{hf}.fc2", f"{ct}/ffn/linear_1")
+    for hf, ct in layers("encoder"):
+        put_self_attention(hf, ct)
+        put_ffn(hf, ct)
 
-    # decoder
+    # decoder: self-attention, then cross-attention on the encoder's output (q; [k; v]), then FFN
     put("model.decoder.embed_tokens.weight", "decoder/embeddings/weight")
     put("model.decoder.embed_positions.weight", "decoder/position_encodings/encodings")
     put_norm("model.decoder.layer_norm", "decoder/layer_norm")
-    for i in range(n_layers("decoder")):
-        hf, ct = f"model.decoder.layers.{i}", f"decoder/layer_{i}"
-        put_norm(f"{hf}.self_attn_layer_norm", f"{ct}/self_attention/layer_norm")
-        put_split(
-            f"{hf}.self_attn", f"{ct}/self_attention/linear_0", ("q_proj", "k_proj", "v_proj")
-        )
-        put_linear(f"{hf}.self_attn.out_proj", f"{ct}/self_attention/linear_1")
+    for hf, ct in layers("decoder"):
+        put_self_attention(hf, ct)
         put_norm(f"{hf}.encoder_attn_layer_norm", f"{ct}/attention/layer_norm")
         put_linear(f"{hf}.encoder_attn.q_proj", f"{ct}/attention/linear_0")
         put_split(f"{hf}.encoder_attn", f"{ct}/attention/linear_1", ("k_proj", "v_proj"))
         put_linear(f"{hf}.encoder_attn.out_proj", f"{ct}/attention/linear_2")
-        put_norm(f"{hf}.final_layer_norm", f"{ct}/ffn/layer_norm")
-        put_linear(f"{hf}.fc1", f"{ct}/ffn/linear_0")
-        put_linear(f"{hf}.fc2", f"{ct}/ffn/linear_1")
+        put_ffn(hf, ct)
 
     for part in ("encoder", "decoder"):
         sd[f"esva.{part}_attention_heads"] = torch.tensor(_scalar(v, f"{part}/num_heads"))
@@ -486,12 +487,11 @@ class WhisperAudioEncoder(Encoder):
             list(range(n_hidden)) if self.stack else parse_layer(self.config.layer, n_hidden)
         )
         self.dim = encoder.dims.d_model * (n_hidden if self.stack else 1)
-        self._version = version
-        self._sha256 = weights_sha256
+        self.version, self.weights_sha256 = version, weights_sha256
 
     @property
-    def record(self) -> EncoderRecord:
-        return EncoderRecord(self.name, self._version, self._sha256, layer=str(self.config.layer))
+    def record_layer(self) -> str:
+        return str(self.config.layer)
 
     @property
     def max_frames(self) -> int:

@@ -27,14 +27,13 @@ The two official variants are reproduced here because the scores depend on them:
 from __future__ import annotations
 
 import ast
-import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from esva.errors import EsvaError
 from esva.labelsets import CLASS_SETS, MER2023_CLASSES
-from esva.tables import read_table
+from esva.tables import parse_number, read_table
 
 _QUOTES = re.compile("['\"]")
 _QUOTES_OR_COMMA = re.compile("['\",]")
@@ -83,14 +82,7 @@ def read_discrete(
     if "valence" in next(iter(rows.values())):
         valence = {}
         for name, row in rows.items():
-            text = row["valence"].strip()
-            try:
-                value = float(text)
-            except ValueError:
-                value = math.nan
-            if not math.isfinite(value):
-                raise EsvaError(f"valence {text!r} for {name} is not a finite number", path)
-            valence[name] = value
+            valence[name] = parse_number(row["valence"].strip(), f"{name}: valence", path)
     return labels, valence
 
 

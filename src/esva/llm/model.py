@@ -44,7 +44,7 @@ from esva.llm.backbone import (
 from esva.llm.lora import LoraSettings, apply_lora, check_lora_only, quiet_peft
 from esva.llm.projector import FeatureProjector, ProjectorConfig, Stream
 from esva.llm.prompt import IGNORE_INDEX, Assembly, assemble, build_prompts, chat_wrap
-from esva.settings import refuse_unknown
+from esva.settings import config_from_dict
 
 CONFIG_NAME = "esva_llm.json"
 PROJECTOR_NAME = "projector.safetensors"
@@ -82,15 +82,7 @@ class EmotionLLMConfig:
 
     @classmethod
     def from_dict(cls, data: Any, source: str | Path | None = None) -> EmotionLLMConfig:
-        if not isinstance(data, dict):
-            raise EsvaError("LLM config must be a mapping", source)
-        refuse_unknown(data, (f.name for f in dataclasses.fields(cls)), source, "LLM config keys")
-        try:
-            return cls(**data)
-        except EsvaError as exc:
-            raise EsvaError(str(exc), source) from None
-        except TypeError as exc:
-            raise EsvaError(f"bad LLM config ({exc})", source) from None
+        return config_from_dict(cls, data, "LLM config", source)
 
 
 @dataclass

@@ -34,6 +34,23 @@ def _as_numpy(value: Any, what: str) -> np.ndarray:
         raise EsvaError(f"{what} is not an array ({exc})") from None
 
 
+def _rate(value: Any, name: str, needed: str, whole: bool = False, unit: str = "") -> float:
+    """A rate argument (``sample_rate``, ``fps``) as a finite positive number (``whole``: a
+    whole number, at least 1); one EsvaError line otherwise (``needed`` when it is missing:
+    a bool is not a rate, although Python counts True as 1)."""
+    if value is None or isinstance(value, bool):
+        raise EsvaError(needed)
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        raise EsvaError(f"{name} must be a number{unit}, got {value!r}") from None
+    fits = math.isfinite(rate) and (rate >= 1 and rate.is_integer() if whole else rate > 0)
+    if not fits:
+        kind = "whole number" if whole else "number"
+        raise EsvaError(f"{name} must be a positive {kind}{unit}, got {value!r}")
+    return rate
+
+
 def audio_from_array(
     waveform: Any, sample_rate: int | float, target_rate: int = TARGET_SAMPLE_RATE
 ) -> AudioClip:
@@ -42,15 +59,8 @@ def audio_from_array(
     import soxr
 
     x = _as_numpy(waveform, "the waveform")
-    if sample_rate is None or isinstance(sample_rate, bool):
-        raise EsvaError("a waveform needs its sample_rate (e.g. sample_rate=16000)")
-    try:
-        rate_f = float(sample_rate)
-    except (TypeError, ValueError):
-        raise EsvaError(f"sample_rate must be a number of Hz, got {sample_rate!r}") from None
-    if not (math.isfinite(rate_f) and rate_f >= 1 and rate_f == int(rate_f)):
-        raise EsvaError(f"sample_rate must be a positive whole number of Hz, got {sample_rate!r}")
-    rate = int(rate_f)
+    needed = "a waveform needs its sample_rate (e.g. sample_rate=16000)"
+    rate = int(_rate(sample_rate, "sample_rate", needed, whole=True, unit=" of Hz"))
     if x.dtype.kind not in "fiu" or x.dtype == np.bool_:
         raise EsvaError(f"the waveform must hold numbers, not {x.dtype}")
     if x.dtype.kind in "iu":
@@ -94,14 +104,7 @@ def frames_from_array(frames: Any, fps: int | float, start_s: float = 0.0) -> Vi
             raise EsvaError(f"the frames differ in shape ({', '.join(map(str, sorted(shapes)))})")
         frames = np.stack([_as_numpy(f, "a frame") for f in frames])
     x = _as_numpy(frames, "the frames")
-    if fps is None or isinstance(fps, bool):
-        raise EsvaError("frames need their fps (e.g. fps=25)")
-    try:
-        rate = float(fps)
-    except (TypeError, ValueError):
-        raise EsvaError(f"fps must be a number, got {fps!r}") from None
-    if not (math.isfinite(rate) and rate > 0):
-        raise EsvaError(f"fps must be a positive number, got {fps!r}")
+    rate = _rate(fps, "fps", "frames need their fps (e.g. fps=25)")
     if x.ndim != 4 or x.shape[-1] != 3:
         raise EsvaError(f"frames must be (n, height, width, 3) RGB, got shape {x.shape}")
     if x.dtype != np.uint8:

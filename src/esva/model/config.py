@@ -15,7 +15,7 @@ from typing import Any
 
 from esva.errors import EsvaError
 from esva.labelsets import MER2023_CLASSES
-from esva.settings import check_fields, refuse_unknown
+from esva.settings import config_from_dict
 
 # Fields that change the shapes or meaning of the weights: a checkpoint only loads into a
 # config that agrees on all of them.
@@ -138,16 +138,7 @@ class ESVAConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str | Path | None = None) -> ESVAConfig:
-        if not isinstance(data, dict):
-            raise EsvaError("model config must be a mapping", source)
-        refuse_unknown(data, (f.name for f in dataclasses.fields(cls)), source, "model config keys")
-        check_fields(cls, data, "model config", source)
-        try:
-            return cls(**data)
-        except EsvaError as exc:
-            raise EsvaError(str(exc), source) from None
-        except TypeError as exc:
-            raise EsvaError(f"bad model config ({exc})", source) from None
+        return config_from_dict(cls, data, "model config", source)
 
     def save(self, path: str | Path) -> None:
         from esva.io import write_json

@@ -16,20 +16,15 @@ import importlib
 from esva.data.datasets.base import Adapter, ClipList, PathLike, Skipped
 from esva.errors import EsvaError
 
-# name -> (module, attribute holding its Adapter)
+# name -> (module in this package, attribute holding its Adapter). A corpus's module has its
+# name and holds its ADAPTER (mer.py holds two): corpora labelled in their file names, then
+# corpora read from a label table.
+_NAMED = ("ravdess", "emodb", "cremad", "tess", "emovo", "ased", "nemo")
+_TABLES = ("merr", "meld", "generic")
 _ADAPTERS: dict[str, tuple[str, str]] = {
-    "ravdess": ("esva.data.datasets.ravdess", "ADAPTER"),
-    "mer2023": ("esva.data.datasets.mer", "MER2023"),
-    "mer2024": ("esva.data.datasets.mer", "MER2024"),
-    "merr": ("esva.data.datasets.merr", "ADAPTER"),
-    "emodb": ("esva.data.datasets.emodb", "ADAPTER"),
-    "cremad": ("esva.data.datasets.cremad", "ADAPTER"),
-    "tess": ("esva.data.datasets.tess", "ADAPTER"),
-    "emovo": ("esva.data.datasets.emovo", "ADAPTER"),
-    "ased": ("esva.data.datasets.ased", "ADAPTER"),
-    "nemo": ("esva.data.datasets.nemo", "ADAPTER"),
-    "meld": ("esva.data.datasets.meld", "ADAPTER"),
-    "generic": ("esva.data.datasets.generic", "ADAPTER"),
+    **{name: (name, "ADAPTER") for name in _NAMED + _TABLES},
+    "mer2023": ("mer", "MER2023"),
+    "mer2024": ("mer", "MER2024"),
 }
 _ALIASES = {"crema-d": "cremad", "crema_d": "cremad", "csv": "generic", "berlin": "emodb"}
 
@@ -51,7 +46,7 @@ def get_adapter(name: str) -> Adapter:
     if key not in _ADAPTERS:
         raise EsvaError(f"unknown dataset {name!r} (known: {', '.join(list_adapters())})")
     module, attribute = _ADAPTERS[key]
-    return getattr(importlib.import_module(module), attribute)
+    return getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
 
 
 def load_dataset(name: str, root: PathLike | list[PathLike], **kwargs) -> ClipList:

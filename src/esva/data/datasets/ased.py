@@ -16,14 +16,14 @@ emotion letter in lower case, speakers ``ased:01`` to ``ased:65``.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from pathlib import Path
 
-from esva.data.datasets.base import Adapter, ClipList, PathLike, corpus_clip, load_named_files
+from esva.data.datasets.base import corpus_clip, name_fields, named_files_adapter
 from esva.data.sources import ClipSource
 
 CORPUS = "ased"
 LANGUAGE = "am"
+DESCRIPTION = "ASED (Amharic, 65 speakers): emotion folders, names like f2-06-02-02-63"
 # folder -> (emotion-code prefix of its files, label)
 FOLDERS = {
     "01Neutral": ("n1", "neutral"),
@@ -44,10 +44,9 @@ def parse_name(stem: str) -> tuple[str, str, str, str, str]:
 
     Returns (label, sentence, repetition, sex, speaker); ``ValueError`` naming the bad field.
     """
-    match = _NAME.match(stem)
-    if match is None:
-        raise ValueError("not an ASED file name (expected xn-yy-aa-gg-bb, e.g. f2-06-02-02-63)")
-    code, sentence, repetition, gender, speaker = match.groups()
+    code, sentence, repetition, gender, speaker = name_fields(
+        _NAME, stem, "not an ASED file name (expected xn-yy-aa-gg-bb, e.g. f2-06-02-02-63)"
+    )
     code = code.lower()
     if code not in EMOTIONS:
         raise ValueError(f"ASED file name with an unknown emotion code {code!r}")
@@ -68,15 +67,6 @@ def _check_folder(path: Path, stem: str) -> None:
         raise ValueError(f"ASED file name's emotion {stem[:2]!r} does not match folder {folder!r}")
 
 
-def load(root: PathLike | Sequence[PathLike], *, strict: bool = False) -> ClipList:
-    """ASED clips from the five emotion folders under ``root``.
-
-    A file whose name does not parse or disagrees with its folder is skipped with the reason;
-    ``strict=True`` raises a one-line :class:`EsvaError` naming it instead.
-    """
-    return load_named_files(CORPUS, root, _clip, strict=strict)
-
-
 def _clip(path: Path) -> ClipSource:
     label, sentence, repetition, sex, speaker = parse_name(path.stem)
     _check_folder(path, path.stem)
@@ -85,11 +75,9 @@ def _clip(path: Path) -> ClipSource:
     return corpus_clip(CORPUS, LANGUAGE, path, name, label, speaker, extra)
 
 
-ADAPTER = Adapter(
-    name=CORPUS,
-    load=load,
-    classes=CLASSES,
-    description="ASED (Amharic, 65 speakers): emotion folders, names like f2-06-02-02-63",
-)
+# ASED clips from the five emotion folders under the root(s) (a file that disagrees with its
+# folder is skipped): load(root, *, strict=False)
+ADAPTER = named_files_adapter(CORPUS, _clip, CLASSES, DESCRIPTION)
+load = ADAPTER.load
 
 __all__ = ["ADAPTER", "CLASSES", "load", "parse_name"]

@@ -6,16 +6,23 @@ that does not belong (a name that does not parse, a duplicate, a missing video) 
 silently: it goes into :attr:`ClipList.skipped` with the reason, and the adapter logs one warning
 with the counts. Problems with the corpus as a whole (a root that does not exist, a CSV with the
 wrong columns, an unknown label) raise a one-line :class:`~esva.errors.EsvaError` instead.
+
+Corpora labelled in their file names share one scan, :func:`scan_named_files` (parse each file,
+skip what does not parse with the reason, skip duplicates); those with one clip per file need
+only a ``make_clip`` (:func:`named_files_adapter`). Corpora read from a label table share the
+video look-up (:func:`video_folder`, :func:`attach_videos`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from esva.data.sources import (  # re-exported: the adapters import them from here
     AUDIO_SUFFIXES,
@@ -29,6 +36,7 @@ log = logging.getLogger(__name__)
 
 
 PathLike = str | os.PathLike
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,46 @@ def finish(corpus: str, clips: list[ClipSource], skipped: list[Skipped]) -> Clip
     return result
 
 
+def scan_named_files(
+    root: PathLike | Sequence[PathLike],
+    parse: Callable[[Path], T | None],
+    *,
+    key: Callable[[T], Hashable] | None = None,
+    strict: bool = False,
+    suffixes: set[str] = AUDIO_SUFFIXES,
+) -> tuple[list[T], list[Skipped]]:
+    """The scan of a corpus whose labels are in its file and folder names: (found, skipped).
+
+    Every media file under the roots goes to ``parse``, which returns what the file is (None:
+    left out by the caller's options, not a problem with the file) or raises ``ValueError``
+    with the reason; such a file is skipped with that reason (``strict=True`` raises a
+    one-line :class:`EsvaError` naming it instead). With ``key``, a file whose key an earlier
+    file already has is skipped as a duplicate of that file.
+    """
+    found: list[T] = []
+    skipped: list[Skipped] = []
+    seen: dict[Hashable, Path] = {}
+    for base in as_roots(root):
+        for path in scan_media(base, suffixes):
+            try:
+                item = parse(path)
+            except ValueError as exc:
+                if strict:
+                    raise EsvaError(str(exc), path) from None
+                skipped.append(Skipped(path, str(exc)))
+                continue
+            if item is None:
+                continue
+            if key is not None:
+                known = key(item)
+                if known in seen:
+                    skipped.append(Skipped(path, f"duplicate of {seen[known]}"))
+                    continue
+                seen[known] = path
+            found.append(item)
+    return found, skipped
+
+
 def load_named_files(
     corpus: str,
     root: PathLike | Sequence[PathLike],
@@ -86,31 +134,42 @@ def load_named_files(
     strict: bool = False,
     suffixes: set[str] = AUDIO_SUFFIXES,
 ) -> ClipList:
-    """The loop of a corpus whose labels are in its file and folder names.
-
-    Every media file under the roots goes to ``make_clip``, which returns its clip or raises
-    ``ValueError`` with the reason; such a file is skipped with that reason (``strict=True``
-    raises a one-line :class:`EsvaError` naming it instead). A second file that makes the same
-    clip name is skipped as a duplicate of the first.
-    """
-    clips: list[ClipSource] = []
-    skipped: list[Skipped] = []
-    seen: dict[str, Path] = {}
-    for base in as_roots(root):
-        for path in scan_media(base, suffixes):
-            try:
-                clip = make_clip(path)
-            except ValueError as exc:
-                if strict:
-                    raise EsvaError(str(exc), path) from None
-                skipped.append(Skipped(path, str(exc)))
-                continue
-            if clip.name in seen:
-                skipped.append(Skipped(path, f"duplicate of {seen[clip.name]}"))
-                continue
-            seen[clip.name] = path
-            clips.append(clip)
+    """A corpus of one clip per file (:func:`scan_named_files`; ``make_clip`` is the parse):
+    a second file that makes the same clip name is skipped as a duplicate of the first."""
+    clips, skipped = scan_named_files(
+        root, make_clip, key=lambda clip: clip.name, strict=strict, suffixes=suffixes
+    )
     return finish(corpus, clips, skipped)
+
+
+def named_files_adapter(
+    corpus: str, make_clip: Callable[[Path], ClipSource], classes: tuple[str, ...], description: str
+) -> Adapter:
+    """The adapter of a one-clip-per-file corpus: ``load(root, *, strict=False)`` is
+    :func:`load_named_files` with ``make_clip`` (a file whose name does not parse is skipped with
+    the reason, one warning; ``strict=True`` raises a one-line :class:`EsvaError` instead)."""
+
+    def load(root: PathLike | Sequence[PathLike], *, strict: bool = False) -> ClipList:
+        return load_named_files(corpus, root, make_clip, strict=strict)
+
+    return Adapter(name=corpus, load=load, classes=classes, description=description)
+
+
+def name_fields(pattern: re.Pattern[str], stem: str, expected: str) -> tuple[str, ...]:
+    """The fields ``pattern`` reads from a file name; ``ValueError(expected)`` when it does not
+    match (the message says what a name of the corpus looks like)."""
+    match = pattern.match(stem)
+    if match is None:
+        raise ValueError(expected)
+    return match.groups()
+
+
+def check_codes(corpus: str, codes: Iterable[tuple[str, Container[str], str]]) -> None:
+    """``ValueError("<corpus> file name with an unknown <what>")`` for the first field of a file
+    name that is not among the corpus's codes; ``codes``: (field, known codes, what) in order."""
+    for code, known, what in codes:
+        if code not in known:
+            raise ValueError(f"{corpus} file name with an unknown {what}")
 
 
 def corpus_clip(
@@ -194,3 +253,32 @@ def index_videos(video_root: Path) -> dict[str, Path]:
         if path.suffix.lower() in VIDEO_SUFFIXES and not entry.name.startswith("."):
             index.setdefault(path.stem, path)
     return index
+
+
+def video_folder(folder: Path, video_root: PathLike | None, names: Sequence[str]) -> Path:
+    """Where a label file's videos are: ``video_root`` when given (it must exist), else the
+    first ``folder/<name>`` that is a directory, else ``folder`` itself."""
+    if video_root is not None:
+        return check_dir(video_root)
+    return next((folder / name for name in names if (folder / name).is_dir()), folder)
+
+
+def attach_videos(
+    corpus: str,
+    clips: Iterable[ClipSource],
+    video_dir: Path,
+    stem: Callable[[ClipSource], str] = lambda clip: clip.name,
+) -> tuple[list[ClipSource], list[Skipped]]:
+    """The clips whose video ``video_dir/<stem>.<ext>`` exists, each given it (one listing of
+    the folder, :func:`index_videos`); a clip without one is skipped ("<corpus> video not
+    found") and reported, never kept without its media."""
+    videos = index_videos(video_dir)
+    kept: list[ClipSource] = []
+    skipped: list[Skipped] = []
+    for clip in clips:
+        clip.video = videos.get(stem(clip))
+        if clip.video is None:
+            skipped.append(Skipped(video_dir / f"{stem(clip)}.mp4", f"{corpus} video not found"))
+        else:
+            kept.append(clip)
+    return kept, skipped

@@ -21,13 +21,15 @@ from pathlib import Path
 
 from esva.data.datasets.base import (
     AUDIO_SUFFIXES,
+    MEDIA_SUFFIXES,
     Adapter,
     ClipList,
     PathLike,
-    Skipped,
     as_roots,
+    check_codes,
     finish,
-    scan_media,
+    name_fields,
+    scan_named_files,
 )
 from esva.data.sources import ClipSource
 from esva.errors import EsvaError
@@ -65,18 +67,19 @@ _AUDIO_RANK = {".wav": 0, ".flac": 1}
 
 def parse_name(stem: str) -> tuple[str, str, str, str]:
     """``1001_DFA_ANG_XX`` -> ``("1001", "DFA", "anger", "unspecified")``."""
-    match = _NAME.match(stem)
-    if match is None:
-        raise ValueError("not a CREMA-D file name (expected e.g. 1001_DFA_ANG_XX)")
-    actor, sentence, emotion, level = match.groups()
+    actor, sentence, emotion, level = name_fields(
+        _NAME, stem, "not a CREMA-D file name (expected e.g. 1001_DFA_ANG_XX)"
+    )
     if not 1001 <= int(actor) <= 1091:
         raise ValueError("CREMA-D file name with an actor outside 1001-1091")
-    if sentence not in SENTENCES:
-        raise ValueError("CREMA-D file name with an unknown sentence code")
-    if emotion not in EMOTIONS:
-        raise ValueError("CREMA-D file name with an unknown emotion code")
-    if level not in LEVELS:
-        raise ValueError("CREMA-D file name with an unknown level code")
+    check_codes(
+        "CREMA-D",
+        (
+            (sentence, SENTENCES, "sentence code"),
+            (emotion, EMOTIONS, "emotion code"),
+            (level, LEVELS, "level code"),
+        ),
+    )
     return actor, sentence, EMOTIONS[emotion], LEVELS[level]
 
 
@@ -101,19 +104,15 @@ def load(
     unknown = sorted(set(modalities) - {"video", "audio"})
     if unknown or not modalities:
         raise EsvaError(f"CREMA-D modalities must be among video, audio; got {unknown}")
-    skipped: list[Skipped] = []
     sexes: dict[str, str] = {}
-    files: dict[str, list[Path]] = {}
     for base in as_roots(root):
         for demographics in sorted(base.rglob(DEMOGRAPHICS)):
             sexes.update(read_demographics(demographics))
-        for path in scan_media(base):
-            try:
-                parse_name(path.stem)
-            except ValueError as exc:
-                skipped.append(Skipped(path, str(exc)))
-                continue
-            files.setdefault(path.stem, []).append(path)
+    # Every file of a clip (its video, its audio formats) under one name; no duplicates here.
+    paths, skipped = scan_named_files(root, _named, suffixes=MEDIA_SUFFIXES)
+    files: dict[str, list[Path]] = {}
+    for path in paths:
+        files.setdefault(path.stem, []).append(path)
 
     clips = []
     for stem in sorted(files):
@@ -142,6 +141,11 @@ def load(
             )
         )
     return finish("cremad", clips, skipped)
+
+
+def _named(path: Path) -> Path:
+    parse_name(path.stem)  # ValueError: not a CREMA-D name
+    return path
 
 
 ADAPTER = Adapter(

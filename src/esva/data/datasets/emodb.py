@@ -10,20 +10,12 @@ only (16 kHz wav in ``wav/``). The speaker and text tables below are the corpus'
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from pathlib import Path
 
-from esva.data.datasets.base import (
-    AUDIO_SUFFIXES,
-    Adapter,
-    ClipList,
-    PathLike,
-    Skipped,
-    as_roots,
-    finish,
-    scan_media,
-)
+from esva.data.datasets.base import check_codes, name_fields, named_files_adapter
 from esva.data.sources import ClipSource
 
+DESCRIPTION = "EmoDB (Berlin): speaker, text and emotion letter from names like 03a01Wa.wav"
 EMOTIONS = {
     "W": "anger",
     "L": "boredom",
@@ -64,51 +56,34 @@ _NAME = re.compile(r"^(\d\d)([ab]\d\d)([A-Z])([a-z])$")
 
 def parse_name(stem: str) -> tuple[str, str, str, str]:
     """``03a01Wa`` -> ``("03", "a01", "anger", "a")``; ``ValueError`` naming the bad field."""
-    match = _NAME.match(stem)
-    if match is None:
-        raise ValueError("not an EmoDB file name (expected e.g. 03a01Wa)")
-    speaker, text, letter, version = match.groups()
-    if speaker not in SPEAKERS:
-        raise ValueError("EmoDB file name with an unknown speaker code")
-    if text not in TEXTS:
-        raise ValueError("EmoDB file name with an unknown text code")
-    if letter not in EMOTIONS:
-        raise ValueError("EmoDB file name with an unknown emotion letter")
+    speaker, text, letter, version = name_fields(
+        _NAME, stem, "not an EmoDB file name (expected e.g. 03a01Wa)"
+    )
+    check_codes(
+        "EmoDB",
+        (
+            (speaker, SPEAKERS, "speaker code"),
+            (text, TEXTS, "text code"),
+            (letter, EMOTIONS, "emotion letter"),
+        ),
+    )
     return speaker, text, EMOTIONS[letter], version
 
 
-def load(root: PathLike | Sequence[PathLike]) -> ClipList:
-    """EmoDB clips from the audio files under ``root`` (e.g. the corpus's ``wav/`` folder)."""
-    clips: list[ClipSource] = []
-    skipped: list[Skipped] = []
-    seen: dict[str, ClipSource] = {}
-    for base in as_roots(root):
-        for path in scan_media(base, AUDIO_SUFFIXES):
-            try:
-                speaker, text, label, version = parse_name(path.stem)
-            except ValueError as exc:
-                skipped.append(Skipped(path, str(exc)))
-                continue
-            if path.stem in seen:
-                skipped.append(Skipped(path, f"duplicate of {seen[path.stem].audio}"))
-                continue
-            sex, age = SPEAKERS[speaker]
-            clip = ClipSource(
-                name=path.stem,
-                audio=path,
-                label=label,
-                speaker=speaker,
-                text=TEXTS[text],
-                extra={"text_code": text, "version": version, "sex": sex, "age": str(age)},
-            )
-            seen[path.stem] = clip
-            clips.append(clip)
-    return finish("emodb", clips, skipped)
+def _clip(path: Path) -> ClipSource:
+    speaker, text, label, version = parse_name(path.stem)
+    sex, age = SPEAKERS[speaker]
+    return ClipSource(
+        name=path.stem,
+        audio=path,
+        label=label,
+        speaker=speaker,
+        text=TEXTS[text],
+        extra={"text_code": text, "version": version, "sex": sex, "age": str(age)},
+    )
 
 
-ADAPTER = Adapter(
-    name="emodb",
-    load=load,
-    classes=CLASSES,
-    description="EmoDB (Berlin): speaker, text and emotion letter from names like 03a01Wa.wav",
-)
+# EmoDB clips from the audio files under the root(s), e.g. the corpus's wav/ folder:
+# load(root, *, strict=False)
+ADAPTER = named_files_adapter("emodb", _clip, CLASSES, DESCRIPTION)
+load = ADAPTER.load

@@ -13,14 +13,14 @@ must name that actor. Clip names are ``emovo_<stem>``, speakers ``emovo:f1`` etc
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from pathlib import Path
 
-from esva.data.datasets.base import Adapter, ClipList, PathLike, corpus_clip, load_named_files
+from esva.data.datasets.base import corpus_clip, name_fields, named_files_adapter
 from esva.data.sources import ClipSource
 
 CORPUS = "emovo"
 LANGUAGE = "it"
+DESCRIPTION = "EMOVO (Italian, 6 actors): emotion, actor, sentence from names like dis-f1-b1"
 EMOTIONS = {
     "dis": "disgust",
     "gio": "joy",
@@ -40,10 +40,9 @@ _NAME = re.compile(r"^([a-z]{3})-([a-z]\d)-([a-z]\d)$")
 
 def parse_name(stem: str) -> tuple[str, str, str]:
     """``dis-f1-b1`` -> ``("disgust", "f1", "b1")``; ``ValueError`` naming the bad field."""
-    match = _NAME.match(stem)
-    if match is None:
-        raise ValueError("not an EMOVO file name (expected <emotion>-<actor>-<sentence>)")
-    code, speaker, sentence = match.groups()
+    code, speaker, sentence = name_fields(
+        _NAME, stem, "not an EMOVO file name (expected <emotion>-<actor>-<sentence>)"
+    )
     if code not in EMOTIONS:
         raise ValueError(f"EMOVO file name with an unknown emotion code {code!r}")
     if speaker not in SPEAKERS:
@@ -51,15 +50,6 @@ def parse_name(stem: str) -> tuple[str, str, str]:
     if sentence not in SENTENCES:
         raise ValueError(f"EMOVO file name with an unknown sentence {sentence!r}")
     return EMOTIONS[code], speaker, sentence
-
-
-def load(root: PathLike | Sequence[PathLike], *, strict: bool = False) -> ClipList:
-    """EMOVO clips from the audio files under ``root`` (one folder per actor, or flat).
-
-    A file whose name does not parse (or that sits in another actor's folder) is skipped with
-    the reason; ``strict=True`` raises a one-line :class:`EsvaError` naming it instead.
-    """
-    return load_named_files(CORPUS, root, _clip, strict=strict)
 
 
 def _clip(path: Path) -> ClipSource:
@@ -76,11 +66,9 @@ def _clip(path: Path) -> ClipSource:
     return corpus_clip(CORPUS, LANGUAGE, path, path.stem, label, speaker, extra)
 
 
-ADAPTER = Adapter(
-    name=CORPUS,
-    load=load,
-    classes=CLASSES,
-    description="EMOVO (Italian, 6 actors): emotion, actor, sentence from names like dis-f1-b1",
-)
+# EMOVO clips from the audio files under the root(s), one folder per actor or flat (a file in
+# another actor's folder is skipped): load(root, *, strict=False)
+ADAPTER = named_files_adapter(CORPUS, _clip, CLASSES, DESCRIPTION)
+load = ADAPTER.load
 
 __all__ = ["ADAPTER", "CLASSES", "load", "parse_name"]

@@ -26,13 +26,13 @@ from esva.data.datasets.base import (
     ClipList,
     PathLike,
     Skipped,
+    attach_videos,
     check_dir,
     finish,
-    index_videos,
 )
 from esva.data.sources import ClipSource
 from esva.errors import EsvaError
-from esva.tables import read_rows
+from esva.tables import check_columns, read_rows
 
 CLASSES: tuple[str, ...] = ("neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear")
 SPLITS = ("train", "dev", "test")
@@ -52,13 +52,7 @@ OPTIONAL = ("Sentiment", "Season", "Episode", "StartTime", "EndTime")
 def read_split(path: Path, split: str) -> list[ClipSource]:
     """The rows of one MELD CSV as text-only clips; any bad row is a one-line EsvaError."""
     columns, rows = read_rows(path, what="MELD CSV", allow_empty=True)  # header names stripped
-    missing = [c for c in REQUIRED if c not in columns]
-    if missing:
-        raise EsvaError(
-            f"wrong MELD columns: missing {', '.join(missing)} "
-            f"(found {','.join(columns) or 'none'})",
-            path,
-        )
+    check_columns(columns, REQUIRED, path, "MELD")
     if not rows:
         raise EsvaError("MELD CSV has a header but no rows", path)
 
@@ -129,16 +123,9 @@ def load(
             raise EsvaError(
                 f"no {split} video folder (looked for {', '.join(MEDIA_DIRS[split])})", media
             )
-        videos = index_videos(folder)
-        for clip in rows:
-            video = videos.get(clip.extra["media_stem"])
-            if video is None:
-                skipped.append(
-                    Skipped(folder / f"{clip.extra['media_stem']}.mp4", "MELD video not found")
-                )
-                continue
-            clip.video = video
-            clips.append(clip)
+        found, missing = attach_videos("MELD", rows, folder, lambda clip: clip.extra["media_stem"])
+        clips.extend(found)
+        skipped.extend(missing)
     return finish("meld", clips, skipped)
 
 

@@ -13,23 +13,21 @@ itself, and the transcripts in ``label-transcription.csv``. Each can be given ex
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from esva.data.datasets.base import (
     Adapter,
     ClipList,
     PathLike,
-    Skipped,
-    check_dir,
+    attach_videos,
     check_file,
     finish,
-    index_videos,
+    video_folder,
 )
 from esva.data.sources import ClipSource
 from esva.errors import EsvaError
 from esva.labelsets import MER2023_CLASSES
-from esva.tables import read_table
+from esva.tables import parse_number, read_table
 
 CLASSES = MER2023_CLASSES
 LABEL_CSV = "label-disdim.csv"
@@ -46,15 +44,8 @@ def read_labels(path: Path) -> dict[str, tuple[str | None, float | None]]:
         label = row["discrete"].strip().lower() or None
         if label is not None and label not in CLASSES:
             unknown.add(label)
-        valence = None
         text = (row.get("valence") or "").strip()
-        if text:
-            try:
-                valence = float(text)
-            except ValueError:
-                valence = math.nan
-            if not math.isfinite(valence):
-                raise EsvaError(f"valence {text!r} of {name} is not a finite number", path)
+        valence = parse_number(text, f"{name}: valence", path) if text else None
         out[name.strip()] = (label, valence)
     if unknown:
         raise EsvaError(
@@ -100,31 +91,15 @@ def load(
     if transcripts is not None:
         texts = read_transcripts(check_file(transcripts, "transcript CSV"), language)
 
-    videos: dict[str, Path] = {}
-    video_dir = None
-    if media:
-        if video_root is not None:
-            video_dir = check_dir(video_root)
-        else:
-            video_dir = next((folder / d for d in VIDEO_DIRS if (folder / d).is_dir()), folder)
-        videos = index_videos(video_dir)
-
-    clips, skipped = [], []
-    for name, (label, valence) in labels.items():
-        video = videos.get(name)
-        if media and video is None:
-            skipped.append(Skipped(video_dir / f"{name}.mp4", "MER video not found"))
-            continue
-        clips.append(
-            ClipSource(
-                name=name,
-                video=video,
-                label=label,
-                valence=valence,
-                split=split,
-                text=texts.get(name) or None,
-            )
+    clips = [
+        ClipSource(
+            name=name, label=label, valence=valence, split=split, text=texts.get(name) or None
         )
+        for name, (label, valence) in labels.items()
+    ]
+    if not media:
+        return finish(corpus, clips, [])
+    clips, skipped = attach_videos("MER", clips, video_folder(folder, video_root, VIDEO_DIRS))
     return finish(corpus, clips, skipped)
 
 

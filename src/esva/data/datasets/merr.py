@@ -31,11 +31,11 @@ from esva.data.datasets.base import (
     Adapter,
     ClipList,
     PathLike,
-    Skipped,
+    attach_videos,
     check_dir,
     check_file,
     finish,
-    index_videos,
+    video_folder,
 )
 from esva.data.sources import ClipSource
 from esva.errors import EsvaError
@@ -185,34 +185,22 @@ def load(
     else:  # coarse names first, then fine-only names, each in file order
         names = list(dict.fromkeys([*captions["caption"], *captions["smp_reason_caption"]]))
 
-    videos: dict[str, Path] = {}
-    video_dir = None
-    if media:
-        if video_root is not None:
-            video_dir = check_dir(video_root)
-        else:
-            video_dir = folder / "video" if (folder / "video").is_dir() else folder
-        videos = index_videos(video_dir)
-
-    clips, skipped = [], []
-    for name in names:
-        if media and name not in videos:
-            skipped.append(Skipped(video_dir / f"{name}.mp4", "MERR video not found"))
-            continue
-        extra = {
-            field: entries[name][field]
-            for field, entries in captions.items()
-            if field in entries.get(name, {})
-        }
-        clips.append(
-            ClipSource(
-                name=name,
-                video=videos.get(name),
-                label=label_of.get(name),
-                text=texts.get(name) or None,
-                extra=extra,
-            )
+    clips = [
+        ClipSource(
+            name=name,
+            label=label_of.get(name),
+            text=texts.get(name) or None,
+            extra={
+                field: entries[name][field]
+                for field, entries in captions.items()
+                if field in entries.get(name, {})
+            },
         )
+        for name in names
+    ]
+    if not media:
+        return finish("merr", clips, [])
+    clips, skipped = attach_videos("MERR", clips, video_folder(folder, video_root, ("video",)))
     return finish("merr", clips, skipped)
 
 

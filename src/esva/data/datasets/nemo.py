@@ -23,8 +23,10 @@ from esva.data.datasets.base import (
     as_roots,
     corpus_clip,
     load_named_files,
+    name_fields,
 )
 from esva.data.sources import ClipSource
+from esva.tables import read_rows
 
 CORPUS = "nemo"
 LANGUAGE = "pl"
@@ -34,10 +36,9 @@ _NAME = re.compile(r"^([A-Z]{2}\d)_([a-z]+)_(\d+)$")
 
 def parse_name(stem: str) -> tuple[str, str]:
     """``EB0_anger_13`` -> ``("anger", "EB0")``; ``ValueError`` naming the bad field."""
-    match = _NAME.match(stem)
-    if match is None:
-        raise ValueError("not an nEMO file name (expected <speaker>_<emotion>_<n>)")
-    speaker, label, _ = match.groups()
+    speaker, label, _ = name_fields(
+        _NAME, stem, "not an nEMO file name (expected <speaker>_<emotion>_<n>)"
+    )
     if label not in CLASSES:
         raise ValueError(f"nEMO file name with an unknown emotion {label!r}")
     return label, speaker
@@ -48,9 +49,15 @@ def read_metadata(root: Path) -> dict[str, dict[str, str]]:
     for folder in (root, root.parent):
         path = folder / "data.tsv"
         if path.is_file():
-            with open(path, newline="", encoding="utf-8") as handle:
-                rows = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-                return {Path(r["file_id"]).stem: r for r in rows if r.get("file_id")}
+            _, rows = read_rows(
+                path,
+                ("file_id",),
+                what="nEMO data.tsv",
+                allow_empty=True,
+                delimiter="\t",
+                quoting=csv.QUOTE_NONE,  # transcripts hold quote marks of their own
+            )
+            return {Path(r["file_id"]).stem: r for r in rows if r["file_id"]}
     return {}
 
 

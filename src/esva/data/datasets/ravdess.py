@@ -48,13 +48,15 @@ from pathlib import Path
 
 from esva.data.datasets.base import (
     AUDIO_SUFFIXES,
+    MEDIA_SUFFIXES,
     Adapter,
     ClipList,
     PathLike,
     Skipped,
-    as_roots,
+    check_codes,
     finish,
-    scan_media,
+    name_fields,
+    scan_named_files,
 )
 from esva.data.sources import ClipSource
 from esva.errors import EsvaError
@@ -68,6 +70,7 @@ INTENSITIES = {"01": "normal", "02": "strong"}
 STATEMENTS = {"01": "Kids are talking by the door", "02": "Dogs are sitting by the door"}
 SONG_EMOTIONS = {"01", "02", "03", "04", "05", "06"}  # the song recordings have no 07 / 08
 N_ACTORS = 24
+ACTORS = {f"{i:02d}" for i in range(1, N_ACTORS + 1)}
 # 03- audio starts this much later in the recording than the 01- AAC track (see module doc).
 EXPORT_OFFSET_S = 1600 / 48_000
 
@@ -117,22 +120,21 @@ class RavdessName:
 
 def parse_name(stem: str) -> RavdessName:
     """Decode ``MM-VV-EE-II-SS-RR-AA``; raise ``ValueError`` saying which field is wrong."""
-    match = _NAME.match(stem)
-    if match is None:
-        raise ValueError("not a RAVDESS file name (expected MM-VV-EE-II-SS-RR-AA)")
-    name = RavdessName(*match.groups())
-    checks = (
-        (name.modality in MODALITIES, "modality"),
-        (name.channel in CHANNELS, "vocal channel"),
-        (name.emotion in EMOTIONS, "emotion"),
-        (name.intensity in INTENSITIES, "intensity"),
-        (name.statement in STATEMENTS, "statement"),
-        (name.repetition in ("01", "02"), "repetition"),
-        (1 <= int(name.actor) <= N_ACTORS, "actor"),
+    name = RavdessName(
+        *name_fields(_NAME, stem, "not a RAVDESS file name (expected MM-VV-EE-II-SS-RR-AA)")
     )
-    for ok, field in checks:
-        if not ok:
-            raise ValueError(f"RAVDESS file name with an unknown {field} code")
+    check_codes(
+        "RAVDESS",
+        (
+            (name.modality, MODALITIES, "modality code"),
+            (name.channel, CHANNELS, "vocal channel code"),
+            (name.emotion, EMOTIONS, "emotion code"),
+            (name.intensity, INTENSITIES, "intensity code"),
+            (name.statement, STATEMENTS, "statement code"),
+            (name.repetition, ("01", "02"), "repetition code"),
+            (name.actor, ACTORS, "actor code"),
+        ),
+    )
     if name.emotion == "01" and name.intensity == "02":
         raise ValueError("RAVDESS file name with strong neutral (neutral has only normal)")
     if name.channel == "02" and name.emotion not in SONG_EMOTIONS:
@@ -162,33 +164,27 @@ def load(
     if unknown or not channels:
         raise EsvaError(f"RAVDESS channels must be among speech, song; got {unknown}")
 
-    skipped: list[Skipped] = []
-    # take -> modality code -> (parsed name, path); the first file found for a slot wins.
+    def parse(path: Path) -> tuple[RavdessName, Path] | None:
+        parsed = parse_name(path.stem)
+        is_audio = path.suffix.lower() in AUDIO_SUFFIXES
+        if (parsed.modality == "03") != is_audio:
+            expected = "an audio" if parsed.modality == "03" else "a video"
+            raise ValueError(f"RAVDESS {parsed.modality}- file is not {expected} file")
+        if (
+            MODALITIES[parsed.modality] not in modalities
+            or CHANNELS[parsed.channel] not in channels
+        ):
+            return None  # excluded by the caller's options, not a problem with the file
+        return parsed, path
+
+    # One file per take and modality: the first found wins, a second is a duplicate.
+    files, skipped = scan_named_files(
+        root, parse, key=lambda file: (file[0].take, file[0].modality), suffixes=MEDIA_SUFFIXES
+    )
+    # take -> modality code -> (parsed name, path)
     takes: dict[str, dict[str, tuple[RavdessName, Path]]] = {}
-    for base in as_roots(root):
-        for path in scan_media(base):
-            try:
-                parsed = parse_name(path.stem)
-            except ValueError as exc:
-                skipped.append(Skipped(path, str(exc)))
-                continue
-            is_audio = path.suffix.lower() in AUDIO_SUFFIXES
-            if (parsed.modality == "03") != is_audio:
-                expected = "an audio" if parsed.modality == "03" else "a video"
-                skipped.append(
-                    Skipped(path, f"RAVDESS {parsed.modality}- file is not {expected} file")
-                )
-                continue
-            if (
-                MODALITIES[parsed.modality] not in modalities
-                or CHANNELS[parsed.channel] not in channels
-            ):
-                continue  # excluded by the caller's options, not a problem with the file
-            slot = takes.setdefault(parsed.take, {})
-            if parsed.modality in slot:
-                skipped.append(Skipped(path, f"duplicate of {slot[parsed.modality][1]}"))
-                continue
-            slot[parsed.modality] = (parsed, path)
+    for parsed, path in files:
+        takes.setdefault(parsed.take, {})[parsed.modality] = (parsed, path)
 
     clips: list[ClipSource] = []
     for take in sorted(takes):

@@ -17,14 +17,14 @@ across corpora, and the same whatever the tag's spelling), speakers are ``tess:O
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from pathlib import Path
 
-from esva.data.datasets.base import Adapter, ClipList, PathLike, corpus_clip, load_named_files
+from esva.data.datasets.base import corpus_clip, name_fields, named_files_adapter
 from esva.data.sources import ClipSource
 
 CORPUS = "tess"
 LANGUAGE = "en"
+DESCRIPTION = "TESS (English, 2 speakers): <speaker>_<emotion>/<speaker>_<word>_<emotion>"
 CLASSES: tuple[str, ...] = (
     "angry",
     "disgust",
@@ -51,24 +51,14 @@ def parse_path(path: Path) -> tuple[str, str, str]:
             f"{', '.join(CLASSES)})"
         )
     speaker, emotion = folder.groups()
-    name = _FILE.match(path.stem)
-    if name is None:
-        raise ValueError("not a TESS file name (expected <speaker>_<word>_<emotion>)")
-    tag_speaker, word, tag = name.groups()
+    tag_speaker, word, tag = name_fields(
+        _FILE, path.stem, "not a TESS file name (expected <speaker>_<word>_<emotion>)"
+    )
     if SPEAKER_TYPOS.get(tag_speaker, tag_speaker) != speaker:
         raise ValueError(f"TESS file name says speaker {tag_speaker!r}, its folder {speaker!r}")
     if tag != TAGS[emotion]:
         raise ValueError(f"TESS file name says emotion {tag!r}, its folder {emotion!r}")
     return speaker, word, emotion
-
-
-def load(root: PathLike | Sequence[PathLike], *, strict: bool = False) -> ClipList:
-    """TESS clips from the ``<speaker>_<emotion>/`` folders under ``root``.
-
-    A file whose name does not parse is skipped with the reason (``ClipList.skipped``, one
-    warning); ``strict=True`` raises a one-line :class:`EsvaError` naming it instead.
-    """
-    return load_named_files(CORPUS, root, _clip, strict=strict)
 
 
 def _clip(path: Path) -> ClipSource:
@@ -80,11 +70,8 @@ def _clip(path: Path) -> ClipSource:
     return corpus_clip(CORPUS, LANGUAGE, path, name, emotion, speaker, extra, text)
 
 
-ADAPTER = Adapter(
-    name=CORPUS,
-    load=load,
-    classes=CLASSES,
-    description="TESS (English, 2 speakers): <speaker>_<emotion>/<speaker>_<word>_<emotion>",
-)
+# TESS clips from the <speaker>_<emotion>/ folders under the root(s): load(root, *, strict=False)
+ADAPTER = named_files_adapter(CORPUS, _clip, CLASSES, DESCRIPTION)
+load = ADAPTER.load
 
 __all__ = ["ADAPTER", "CLASSES", "load", "parse_path"]
