@@ -43,7 +43,7 @@ class Explainer:
     def from_pretrained(
         cls, directory: str | Path, *, asr: bool = True, assume_default_extraction: bool = False
     ) -> Explainer:
-        from esva.recipes.train_llm import load_trained
+        from esva.llm.trained import load_trained
 
         model, meta = load_trained(directory)
         extractor = extractor_for_model(
@@ -72,8 +72,8 @@ class Explainer:
     ) -> dict[str, Any]:
         """``source``: a clip with in-memory media (the Python API), ``path`` naming it."""
         from esva.llm.data import lm_features
+        from esva.llm.measure import face_cues, voice_cues
         from esva.llm.parse import label_last_word, label_strict
-        from esva.recipes.captions import face_cues, voice_cues
 
         meta, model = self.meta, self.model
         # The decoded audio is kept for the subtitle; no clip face track (no offset here).
@@ -174,7 +174,7 @@ def load_voice_reference() -> dict[str, dict[str, float]]:
 def relate_voice(v, registers: dict[str, dict[str, float]]):
     """(voice cues against the register nearer the clip's pitch, the reference's name).
 
-    ``v`` is :class:`esva.recipes.captions.VoiceCues`; the register is the one whose median F0
+    ``v`` is :class:`esva.llm.measure.VoiceCues`; the register is the one whose median F0
     is nearer in semitones (a clip has no speaker baseline; the register is named in the
     result so a reader sees what "higher" is relative to).
     """
@@ -359,7 +359,7 @@ def measure_clip(
     script call this, so that training and use measure alike). ``source``: a clip with
     in-memory media (the Python API), ``path`` naming it."""
     from esva.llm.cues import ClipCueSet
-    from esva.recipes.captions import voice_cues
+    from esva.llm.measure import voice_cues
 
     if source is None:
         prediction, analysis = recognizer.predict_with_analysis(path, audio=audio)
