@@ -2,7 +2,7 @@
 with: the median neutral RAVDESS clip of each voice register (male / female actors).
 
 A single clip has no speaker baseline, so "higher pitch" needs a stated reference. This script
-measures :func:`esva.recipes.captions.voice_cues` (Praat prosody) on every neutral clip of
+measures :func:`esva.llm.measure.voice_cues` (Praat prosody) on every neutral clip of
 ``ravdess_speech`` (4 per actor, actors 01-20; odd = male, even = female) and writes the
 per-register medians to ``src/esva/assets/voice_reference.json``::
 
@@ -28,8 +28,8 @@ def main() -> None:
 
     from esva.encoders import create_encoder
     from esva.io import atomic_write
+    from esva.llm.measure import voice_cues
     from esva.media.decode import load_audio
-    from esva.recipes.captions import voice_cues
 
     torch.set_num_threads(1)
     encoder = create_encoder("prosody")

@@ -5,6 +5,7 @@ real offline LM on real clips (skipped when absent)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -102,11 +103,12 @@ def test_other_class_names_are_banned_while_reasoning(tiny) -> None:
 
 
 class FakeRecognizer:
-    """Stands in for the default recogniser: main's Prediction, or one with the fused
-    default's per_modality face track (read defensively)."""
+    """Stands in for the default recogniser: a plain Prediction, or one with the fused
+    default's per_modality face track (``esva.apps.fused.fuse``'s entry), and the audio-video
+    offset it measured (``offset``: (ms, confidence))."""
 
-    def __init__(self, label: str = "happy", face: bool = False):
-        self.label, self.face = label, face
+    def __init__(self, label: str = "happy", face: bool = False, offset=(None, None)):
+        self.label, self.face, self.offset = label, face, offset
 
     def predict_with_analysis(self, path, audio=None):
         """(prediction, analysis): the analysis carries the decoded audio, no encoder stream."""
@@ -120,8 +122,8 @@ class FakeRecognizer:
             file=str(path),
             label=self.label,
             probabilities=_probs(self.label),
-            offset_ms=None,
-            offset_confidence=None,
+            offset_ms=self.offset[0],
+            offset_confidence=self.offset[1],
             modalities=["audio"],
             missing=[],
             flags=[],
@@ -135,9 +137,9 @@ class FakeRecognizer:
             {"start_s": t0, "end_s": t0 + 2, "per_modality": {"face": {"probabilities": _probs(e)}}}
             for t0, e in ((0.0, "neutral"), (0.5, "happy"))
         ]
-        return SimpleNamespace(
-            **{**vars(p), "per_modality": {"face": face}, "peak_face_time_s": 0.8,
-               "timeline": timeline, "modalities": ["audio", "face"]}
+        return replace(
+            p, per_modality={"face": face}, peak_face_time_s=0.8, timeline=timeline,
+            modalities=["audio", "face"],
         )  # fmt: skip
 
 
@@ -339,6 +341,10 @@ def test_explain_agrees_with_predict_on_real_talking_faces(shared_data, take) ->
     assert r["label"] == predicted.label
     assert r["probabilities"] == pytest.approx(predicted.probabilities)
     assert r["confident"] == predicted.confident
+    # the offset the recogniser measured on the talking face, kept in the answer
+    assert predicted.offset_ms is not None
+    assert r["offset_ms"] == pytest.approx(predicted.offset_ms)
+    assert r["offset_confidence"] == pytest.approx(predicted.offset_confidence)
     second = r["second_opinion"]
     assert second["applied"] is False and any("video" in w for w in second["not_applied_because"])
     assert r["explanation"].endswith(f"Therefore, the emotion is {r['label']}.")
@@ -356,8 +362,6 @@ def _real_explainer() -> CueExplainer:
 
 def test_a_long_clip_is_explained_per_segment(tiny, wav) -> None:
     """Past LONG_CLIP_S the explanation starts with the per-window summary and lists segments."""
-    from dataclasses import replace
-
     from esva.apps.explain import LONG_CLIP_S
 
     class LongRecognizer(FakeRecognizer):
@@ -376,3 +380,49 @@ def test_a_long_clip_is_explained_per_segment(tiny, wav) -> None:
     assert [s["label"] for s in r["segments"]] == ["happy", "sad", "happy"]
     short = _explainer(tiny).explain(wav)
     assert "segments" not in short and not short["explanation"].startswith("A ")
+
+
+def test_explain_keeps_the_recognisers_offset(tiny, wav, monkeypatch, capsys) -> None:
+    """The audio-video offset the recogniser measured is in the answer: the explainer's JSON,
+    ``esva explain --json`` (the typed ExplainResult, round trip included) and /api/explain."""
+    from esva.apps.results import ExplainResult, explain_result
+    from esva.apps.serve import DefaultExplainer, create_app
+    from serve_client import ThreadServer, post_files
+
+    model, tokenizer = tiny
+    recognizer = FakeRecognizer(offset=(42.5, 0.81))
+    explainer = CueExplainer(recognizer, model, tokenizer, TINY_BACKBONE, asr=False)
+    r = explainer.explain(wav)
+    assert (r["offset_ms"], r["offset_confidence"]) == (42.5, 0.81)
+    typed = explain_result(r)
+    assert isinstance(typed, ExplainResult) and typed.offset_ms == 42.5
+    assert "offset_ms" not in typed.extra  # a named field of the typed result
+    assert ExplainResult.from_dict(typed.to_dict()) == typed
+    # without a face the offset is undefined, and said so (None), never left out
+    plain = _explainer(tiny).explain(wav)
+    assert plain["offset_ms"] is None and plain["offset_confidence"] is None
+
+    monkeypatch.setattr(CueExplainer, "from_pretrained", classmethod(lambda c, **k: explainer))
+    assert main(["explain", str(wav), "--json", "--no-asr"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    assert (cli["offset_ms"], cli["offset_confidence"]) == (42.5, 0.81)
+    assert set(cli) >= FIELDS | {"second_opinion", "llm", "model", "flags"}
+    assert main(["explain", str(wav), "--no-asr"]) == 0
+    assert "audio-video offset: +42.5 ms" in capsys.readouterr().out
+
+    class Service:
+        name, classes = "fake", ("neutral", "happy")
+
+        def __init__(self) -> None:
+            self.recognizer = recognizer
+
+        def predict(self, path, audio=None) -> dict:
+            return self.recognizer.predict(path).to_dict()
+
+    monkeypatch.setattr(DefaultExplainer, "_load", lambda self: explainer)
+    monkeypatch.setattr("esva.apps.serve.lm_unavailable", lambda: None)
+    app = create_app(service=Service(), default_explain=True, max_upload_mb=1)
+    with ThreadServer(app) as srv:
+        status, body = post_files(srv.url + "/api/explain", {"file": ("a.wav", wav.read_bytes())})
+    assert status == 200, body
+    assert (body["offset_ms"], body["offset_confidence"]) == (42.5, 0.81)

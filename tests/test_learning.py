@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from esva.apps.demo import model_config, offset_errors
 from esva.data.synthetic import SyntheticConfig, generate_corpus, read_offsets
 from esva.model import ESVAModel
 from esva.model.inputs import FeatureDataset
 from esva.recipes.config import DataConfig, RunConfig, TrainConfig
+from esva.recipes.demo import model_config, offset_errors
 from esva.recipes.evaluate_model import evaluate_model
 from esva.recipes.train_esva import make_loader, predict_loader, train
 

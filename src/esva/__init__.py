@@ -16,10 +16,12 @@ extract   ``extract``: one clip analysed once (``ClipAnalysis``: decoded audio, 
           encoder streams, settings); media -> feature store (resumable, sharded), provenance
 models    ``align`` (Eq. 3-9) ``msfe`` (Eq. 1-2) ``fusion`` ``model`` (ESVAModel, ESVAConfig)
           ``llm`` (projectors, prompts, LoRA, EmotionLLM) ``sync`` (the learned sync space)
-recipes   ``recipes`` (one training engine; the ESVA and LLM recipes; evaluation runs)
-          ``evaluate`` (pure scorers: MER2023 / MER2024-OV / MER2025 wheel, EMER judge)
+recipes   ``recipes`` (one training engine; the ESVA and LLM recipes; evaluation runs; the
+          synthetic demo) ``evaluate`` (pure scorers: MER2023 / MER2024-OV / MER2025 wheel,
+          EMER judge)
 apps      ``apps``: inference (one path from a file to an answer), predict, batch, explain,
-          align, demo, serve; ``pipeline`` (the Python API) and ``results`` (typed results)
+          align, serve; ``pipeline`` (the Python API) and ``results`` (typed results). Apps
+          answer with trained models and never import ``recipes`` (also checked)
 cli       ``cli``: thin typer wrappers, one module per command
 
 The Python API is :func:`pipeline` (``esva.apps.pipeline``): ``esva.pipeline("emotion")(path)``.

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from esva.errors import EsvaError
 from esva.extract.clip import SHORT_CLIP_S, analyse_clip
 from esva.extract.provenance import extractor_for_model
 from esva.tasks import EXPLAIN_TASKS, TASK_MODALITIES, check_task
+
+if TYPE_CHECKING:  # the recogniser's answer, read as that object (no torch at import)
+    from esva.apps.inference import Prediction
 
 
 class Explainer:
@@ -43,7 +46,7 @@ class Explainer:
     def from_pretrained(
         cls, directory: str | Path, *, asr: bool = True, assume_default_extraction: bool = False
     ) -> Explainer:
-        from esva.recipes.train_llm import load_trained
+        from esva.llm.trained import load_trained
 
         model, meta = load_trained(directory)
         extractor = extractor_for_model(
@@ -72,8 +75,8 @@ class Explainer:
     ) -> dict[str, Any]:
         """``source``: a clip with in-memory media (the Python API), ``path`` naming it."""
         from esva.llm.data import lm_features
+        from esva.llm.measure import face_cues, voice_cues
         from esva.llm.parse import label_last_word, label_strict
-        from esva.recipes.captions import face_cues, voice_cues
 
         meta, model = self.meta, self.model
         # The decoded audio is kept for the subtitle; no clip face track (no offset here).
@@ -174,7 +177,7 @@ def load_voice_reference() -> dict[str, dict[str, float]]:
 def relate_voice(v, registers: dict[str, dict[str, float]]):
     """(voice cues against the register nearer the clip's pitch, the reference's name).
 
-    ``v`` is :class:`esva.recipes.captions.VoiceCues`; the register is the one whose median F0
+    ``v`` is :class:`esva.llm.measure.VoiceCues`; the register is the one whose median F0
     is nearer in semitones (a clip has no speaker baseline; the register is named in the
     result so a reader sees what "higher" is relative to).
     """
@@ -224,35 +227,37 @@ def relate_voice(v, registers: dict[str, dict[str, float]]):
     return cues, name
 
 
-def face_from_prediction(prediction):
+def face_expert(prediction: Prediction) -> dict[str, Any] | None:
+    """The face expert's entry of a fused prediction (``per_modality["face"]``, as
+    :func:`esva.apps.fused.fuse` writes it) when the expert saw a face; None otherwise (a plain
+    model's prediction has no ``per_modality``, an audio file no face expert)."""
+    if prediction.per_modality is None or "face" not in prediction.per_modality:
+        return None
+    face = prediction.per_modality["face"]
+    return face if float(face["presence"]) > 0 else None
+
+
+def face_from_prediction(prediction: Prediction):
     """The face expert's track from a :class:`Prediction` when it carries one (the fused
-    default's ``per_modality``); None otherwise. Read defensively: plain models have none."""
+    default's ``per_modality``); None otherwise."""
     from esva.llm.cues import FaceTrackCue
 
-    per = getattr(prediction, "per_modality", None) or {}
-    face = per.get("face") if isinstance(per, dict) else None
-    if not face or float(face.get("presence", 1.0)) <= 0:
+    face = face_expert(prediction)
+    if face is None:
         return None
     # The output classes, as the per-window distributions (``raw`` is the expert's own set).
-    probs = face.get("probabilities") or face.get("raw")
-    if not probs:
-        return None
-    windows = []
-    for w in getattr(prediction, "timeline", None) or []:
-        wf = (w.get("per_modality") or {}).get("face") or {}
-        if wf.get("probabilities"):
-            windows.append(
-                {"start_s": w.get("start_s"), "end_s": w.get("end_s"),
-                 "probabilities": wf["probabilities"]}
-            )  # fmt: skip
-    peak = getattr(prediction, "peak_face_time_s", None)
-    if peak is None:
-        peak = face.get("peak_time_s")
+    windows = [
+        {"start_s": w["start_s"], "end_s": w["end_s"],
+         "probabilities": w["per_modality"]["face"]["probabilities"]}
+        for w in prediction.timeline
+        if "face" in w["per_modality"]
+    ]  # fmt: skip
+    peak = prediction.peak_face_time_s
     return FaceTrackCue(
-        probabilities={k: float(v) for k, v in probs.items()},
+        probabilities={k: float(v) for k, v in face["probabilities"].items()},
         windows=windows,
         peak_time_s=None if peak is None else float(peak),
-        coverage=face.get("coverage"),
+        coverage=face["coverage"],
     )
 
 
@@ -301,12 +306,12 @@ def llm_name(backbone: str, adapter: Any = None) -> str:
     return Path(backbone).name if ("/" in backbone or "\\" in backbone) else backbone
 
 
-def recogniser_weights(prediction: Any) -> str | None:
+def recogniser_weights(prediction: Prediction) -> str | None:
     """sha256 of the shipped voice model's weights when ``prediction`` came from the shipped
     default (hash-checked at load); None for a model folder of the user's own."""
     from esva.assets import DEFAULT_MODEL_SHA256
 
-    if str(getattr(prediction, "model", "")).startswith("default"):
+    if prediction.model.startswith("default"):
         return DEFAULT_MODEL_SHA256["model.safetensors"]
     return None
 
@@ -334,7 +339,7 @@ class ClipMeasures:
     """What ``esva explain`` measures on one file, once: the recogniser's prediction, the voice
     and face cues (no transcript yet) and the adapter's input frames."""
 
-    prediction: Any  # esva.apps.inference.Prediction
+    prediction: Prediction  # the recogniser's answer, read as that object
     audio: Any  # the decoded AudioClip, or None (a silent video)
     cues: Any  # esva.llm.cues.ClipCueSet
     features: dict[str, np.ndarray]  # adapter stream -> (T, D) frames
@@ -342,11 +347,11 @@ class ClipMeasures:
     duration_s: float = 0.0  # the clip's span (audio and video together)
 
 
-def face_vector(prediction) -> np.ndarray | None:
-    """The face expert's own 8-class distribution (classes sorted by name) as one frame."""
-    per = getattr(prediction, "per_modality", None) or {}
-    face = per.get("face") if isinstance(per, dict) else None
-    if not face or not face.get("raw") or float(face.get("presence", 1.0)) <= 0:
+def face_vector(prediction: Prediction) -> np.ndarray | None:
+    """The face expert's own 8-class distribution (classes sorted by name) as one frame (the
+    entry's ``raw``, there when the expert's classes are not the output classes)."""
+    face = face_expert(prediction)
+    if face is None or not face.get("raw"):
         return None
     raw = face["raw"]
     return np.array([[float(raw[k]) for k in sorted(raw)]], dtype=np.float32)
@@ -359,7 +364,7 @@ def measure_clip(
     script call this, so that training and use measure alike). ``source``: a clip with
     in-memory media (the Python API), ``path`` naming it."""
     from esva.llm.cues import ClipCueSet
-    from esva.recipes.captions import voice_cues
+    from esva.llm.measure import voice_cues
 
     if source is None:
         prediction, analysis = recognizer.predict_with_analysis(path, audio=audio)
@@ -380,7 +385,7 @@ def measure_clip(
     if (face := face_vector(prediction)) is not None:
         features["face"] = face
     cues = ClipCueSet(voice=voice, voice_reference=reference, face=face_from_prediction(prediction))
-    duration = float(getattr(prediction, "duration_s", 0.0) or 0.0)
+    duration = float(prediction.duration_s)
     if not duration and clip is not None:
         duration = float(clip.duration_s)
     is_audio = bool(getattr(analysis, "is_audio", Path(path).suffix.lower() in AUDIO_SUFFIXES))
@@ -565,6 +570,10 @@ class CueExplainer:
             "confident": confident,
             "model": prediction.model,
             "llm": llm_name(self.backbone, self.adapter),
+            # The recogniser's audio-video offset of the clip (as in `esva predict`: positive =
+            # the audio lags the video; None without both a voice and a face).
+            "offset_ms": prediction.offset_ms,
+            "offset_confidence": prediction.offset_confidence,
         }
         if m.duration_s > LONG_CLIP_S and prediction.timeline:
             result["segments"], summary = segment_summary(prediction.timeline, m.duration_s)

@@ -105,7 +105,8 @@ class _WithExtra:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)  # type: ignore[call-overload]
-        return {**out, **out.pop("extra")}
+        extra = out.pop("extra")  # popped first: the JSON has the fields, never an "extra" key
+        return {**out, **extra}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
@@ -135,6 +136,10 @@ class ExplainResult(_WithExtra):
     confident: bool
     model: str
     llm: str
+    # The recogniser's audio-video offset (``EmotionResult.offset_ms``: positive = the audio
+    # lags the video) and its confidence; None without both a voice and a face.
+    offset_ms: float | None = None
+    offset_confidence: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # fields this class does not name yet
 
 

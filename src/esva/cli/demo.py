@@ -21,8 +21,8 @@ def demo(
     from rich.console import Console
     from rich.markdown import Markdown
 
-    from esva.apps.demo import DemoConfig, run_demo
     from esva.io import check_output_dir
+    from esva.recipes.demo import DemoConfig, run_demo
 
     check_output_dir(out, what="--out")
     if out.exists() and any(out.iterdir()):

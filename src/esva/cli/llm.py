@@ -137,5 +137,10 @@ def explain(
     console.print(escape(result["explanation"]))
     if result["transcript"]:
         console.print(escape(f'transcript: "{result["transcript"]}"'))
+    if result.get("offset_ms") is not None:  # the recogniser's, when it measured one
+        console.print(
+            f"audio-video offset: {result['offset_ms']:+.1f} ms (positive = audio lags the "
+            f"video), confidence {result['offset_confidence']:.2f}"
+        )
     if result["flags"]:
         console.print(f"[yellow]flags: {escape(', '.join(result['flags']))}[/]")

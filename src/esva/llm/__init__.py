@@ -9,7 +9,12 @@
 - :mod:`~esva.llm.lora`: peft LoRA, only adapters and projectors train;
 - :mod:`~esva.llm.model`: :class:`EmotionLLM` (loss, generate, save/load as one directory);
 - :mod:`~esva.llm.parse`: answers -> labels (Emotion-LLaMA's rule and a stricter parser) and
-  -> open-vocabulary emotion words.
+  -> open-vocabulary emotion words;
+- :mod:`~esva.llm.trained`: a trained model folder (``esva train-llm``'s ``best/``): save and
+  load the model with its data provenance (the recipe writes it, ``esva explain --model`` reads);
+- :mod:`~esva.llm.measure`: voice and face cues measured on the prosody and fer-cnn streams (what
+  ``esva explain`` reports and the training captions describe);
+- :mod:`~esva.llm.cues`: measured cues as text, and the checker that keeps sentences true.
 """
 
 from esva.llm.backbone import (

@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader
 from esva.data.clip_table import ClipLabel, read_clip_table
 from esva.errors import EsvaError
 from esva.extract.provenance import model_extraction, write_extraction
-from esva.io import atomic_dir, read_json, write_json
+from esva.io import atomic_dir
 from esva.llm.data import (
     InstructionDataset,
     LLMDataConfig,
@@ -52,6 +52,7 @@ from esva.llm.data import (
 )
 from esva.llm.model import EmotionLLM, EmotionLLMConfig
 from esva.llm.parse import label_last_word, label_strict
+from esva.llm.trained import DATA_META, load_trained, save_trained  # the folder is esva.llm's
 from esva.recipes.config import TRAIN_LIMITS, SectionedRunConfig
 from esva.recipes.engine import (
     BEST,
@@ -73,6 +74,7 @@ from esva.settings import (
 __all__ = [
     "BEST",
     "CHECKPOINT",
+    "DATA_META",
     "METRICS",
     "STEPS",
     "LLMData",
@@ -91,7 +93,6 @@ __all__ = [
     "train_llm",
     "validation_loss",
 ]
-DATA_META = "esva_llm_data.json"  # beside esva_llm.json in a trained model directory
 MERR_DIR = "merr"
 
 
@@ -320,37 +321,6 @@ def validation_loss(model: EmotionLLM, dataset: InstructionDataset, batch_size: 
         total += float(out.loss) * out.n_tokens
         tokens += out.n_tokens
     return total / max(1, tokens)
-
-
-# ----------------------------------------------------------------------------- saving
-
-
-def save_trained(model: EmotionLLM, directory: str | Path, meta: Mapping[str, Any]) -> Path:
-    """The model directory (adapters, projector, config) plus the data provenance, atomically."""
-    directory = Path(directory)
-    with atomic_dir(directory) as tmp:
-        model.save_pretrained(tmp)
-        write_json(tmp / DATA_META, dict(meta))
-    return directory
-
-
-def load_trained(
-    directory: str | Path, *, download: bool = True, dtype: str | None = None
-) -> tuple[EmotionLLM, dict[str, Any]]:
-    """A :func:`save_trained` directory -> (model in eval mode, data provenance)."""
-    from esva.llm.data import META_FORMAT
-
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise EsvaError("model folder not found", directory)
-    meta = read_json(directory / DATA_META) if (directory / DATA_META).exists() else None
-    if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
-        raise EsvaError(
-            f"not a model folder from `esva train-llm` (no {DATA_META} of format {META_FORMAT})",
-            directory,
-        )
-    model = EmotionLLM.from_pretrained(directory, download=download, dtype=dtype)
-    return model.eval(), meta
 
 
 # ----------------------------------------------------------------------------- the loop

@@ -10,6 +10,9 @@ on the held-out speakers, and writes a report folder:
 ``offsets.png``   recovered vs true audio-video offsets (trained vs untrained sync heads)
 ``curves.png``    validation weighted F1 per epoch for every variant
 ``msfe_weights.png`` the learned MSFE branch weights w_i (Eq. 1) by receptive field
+
+The demo trains, so it is a recipe (``esva.apps`` answers with trained models and never imports
+a recipe); ``esva demo`` (:mod:`esva.cli.demo`) calls :func:`run_demo`.
 """
 
 from __future__ import annotations
