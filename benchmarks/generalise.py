@@ -388,7 +388,7 @@ def nested_loco(xs: dict, data: Data, specs, log) -> dict:
 # batch sizes below (10 to 100 clips, balanced and skewed class mixes) says what it costs.
 ADAPT_MIN_CLIPS = 10
 BATCH_SIZES = (10, 25, 50, 100)
-BATCH_MIXES = ("balanced", "random", "neutral-heavy")
+BATCH_MIXES = ("balanced", "random", "neutral-heavy", "three-class", "two-class", "one-class")
 BATCHES_PER_CELL = 30
 
 
@@ -426,8 +426,13 @@ def adapted_oof(x, data: Data, corpora: list[str], spec: str, c: float) -> np.nd
 
 def sample_batch(y: np.ndarray, n: int, mix: str, rng) -> np.ndarray:
     """Row indices of one batch of ``n`` clips drawn from labels ``y`` with a class mix:
-    ``balanced``, ``random`` (Dirichlet(1) class shares) or ``neutral-heavy`` (half neutral)."""
+    ``balanced``, ``random`` (Dirichlet(1) class shares), ``neutral-heavy`` (half neutral), or
+    only one, two or three classes (drawn at random; e.g. a folder sorted by emotion)."""
     present = np.unique(y)
+    narrow = {"one-class": 1, "two-class": 2, "three-class": 3}.get(mix)
+    if narrow is not None:
+        pool = np.flatnonzero(np.isin(y, rng.choice(present, size=narrow, replace=False)))
+        return rng.choice(pool, size=min(n, len(pool)), replace=False)
     if mix == "balanced":
         share = np.full(len(present), 1.0 / len(present))
     elif mix == "random":
@@ -774,7 +779,10 @@ def adapted_lines(adapted: dict, nested: dict, final_adapted: dict) -> list[str]
         f"Sampled batches ({BATCHES_PER_CELL} per cell and corpus, seeded) from each held-out "
         "corpus: mean weighted F1 over the five corpora, shipped head / adapted head on the "
         "same clips. `random`: Dirichlet(1) class shares; `neutral-heavy`: half the batch "
-        "neutral.",
+        "neutral; `one-class` / `two-class` / `three-class`: only that many emotions in the "
+        "batch (e.g. a folder sorted by emotion). Centring assumes the batch spans the "
+        "emotions: with one or two it removes the emotion itself, which is why adaptation is "
+        "opt-in (`--adapt`).",
         "",
         "| clips in the batch | " + " | ".join(BATCH_MIXES) + " |",
         "|---" * (len(BATCH_MIXES) + 1) + "|",

@@ -245,10 +245,10 @@ def test_predict_on_audio_imports_only_what_it_needs(clips):
     assert json.loads(proc.stdout.splitlines()[-1]) == []
 
 
-def test_a_batch_of_ten_voices_is_adapted_and_no_adapt_reads_each_alone(tmp_path, shipped, capsys):
-    """The shipped voice has a batch-adapted head (esva.apps.adapt): from ten clips with a
-    voice on, every row is read against the batch and says so; --no-adapt gives each clip's
-    own answer, as ``esva predict`` gives it on that file alone."""
+def test_adapt_reads_ten_voices_against_the_batch_and_is_off_by_default(tmp_path, shipped, capsys):
+    """The shipped voice has a batch-adapted head (esva.apps.adapt): with --adapt and ten clips
+    with a voice, every row is read against the batch and says so; by default (it would hurt a
+    folder of one emotion) each clip keeps the answer ``esva predict`` gives it alone."""
     if not shipped.model.adaptable:
         pytest.skip("the shipped voice model has no batch-adapted head")
     folder = tmp_path / "ten"
@@ -256,9 +256,10 @@ def test_a_batch_of_ten_voices_is_adapted_and_no_adapt_reads_each_alone(tmp_path
     for i in range(10):
         _voice(folder / f"v{i}.wav", 1.0, 140.0 + 25 * i)
     adapted_csv, alone_csv = tmp_path / "adapted.csv", tmp_path / "alone.csv"
-    assert main(["predict", str(folder), "--out", str(adapted_csv), "--quiet"]) == 0
+    assert main(["predict", str(folder), "--out", str(adapted_csv), "--quiet", "--adapt"]) == 0
     assert "adapted: each voice read against this batch of 10 clips" in capsys.readouterr().out
-    assert main(["predict", str(folder), "--out", str(alone_csv), "--quiet", "--no-adapt"]) == 0
+    assert main(["predict", str(folder), "--out", str(alone_csv), "--quiet"]) == 0
+    assert "adapted" not in capsys.readouterr().out
     adapted, alone = _read(adapted_csv), _read(alone_csv)
     assert {r["adapted"] for r in adapted} == {"yes"} and {r["adapted"] for r in alone} == {"no"}
     first = shipped.predict(folder / "v0.wav")

@@ -298,7 +298,7 @@ def test_a_model_with_a_visual_stream_reads_frames_in_memory(tmp_path) -> None:
 
 
 def test_adapt_reads_a_batch_of_results_like_esva_predict_on_many_files(emotion, tmp_path):
-    """``pipe.adapt(results)`` is the batch adaptation of ``esva predict`` on many files: the
+    """``pipe.adapt(results)`` is the batch adaptation of ``esva predict --adapt``: the
     same probabilities as the CSV's adapted rows, the flag, and too few clips change nothing."""
     import csv
 
@@ -316,7 +316,7 @@ def test_adapt_reads_a_batch_of_results_like_esva_predict_on_many_files(emotion,
     adapted = emotion.adapt(results)
     assert all(any(f.startswith("adapted:") for f in r.flags) for r in adapted)
     out = tmp_path / "p.csv"
-    assert main(["predict", str(folder), "--out", str(out), "--quiet"]) == 0
+    assert main(["predict", str(folder), "--out", str(out), "--quiet", "--adapt"]) == 0
     with open(out, newline="") as f:
         rows = {r["name"]: r for r in csv.DictReader(f)}
     for i, r in enumerate(adapted):

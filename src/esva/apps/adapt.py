@@ -6,15 +6,18 @@ mean is that source's offset. The shipped voice model carries a second head trai
 (:mod:`esva.model.pooled_voice`, "Batch adaptation"): leave-one-corpus-out it raises the
 weighted F1 on corpora it never heard from 0.36 to about 0.44 (``results/generalise.md``).
 
-``esva predict`` on many files (:mod:`esva.apps.batch`) keeps each clip's pooled voice
+``esva predict --adapt`` on many files (:mod:`esva.apps.batch`) keeps each clip's pooled voice
 statistics in its row; when the batch holds at least the model's ``min_clips`` clips with a
 voice, :func:`adapt_rows` replaces every such clip's voice distribution by the adapted head's,
 fuses it again with the clip's other experts by the same rule (:func:`esva.apps.fused.pool`),
 and applies the adapted head's calibrated threshold. The rows say so (``adapted``).
 
 It is transductive: a clip's answer depends on the other clips of the batch. It assumes the
-batch comes from one source (one corpus, one recording set-up) and that no single emotion
-dominates it; ``--no-adapt`` turns it off. Only the whole-clip answer is adapted; the
+batch comes from one source (one corpus, one recording set-up) and spans the emotions: the
+batch mean must be the source's offset, not an emotion. A batch of one or two emotions (a
+folder sorted by label) breaks that and scores far below the clips read alone
+(``results/generalise.md``), and no statistic of the batch tells the two cases apart reliably:
+so it is opt-in (``--adapt``), never automatic. Only the whole-clip answer is adapted; the
 timeline windows stay as the clip alone gave them.
 """
 

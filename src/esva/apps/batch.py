@@ -341,7 +341,7 @@ def run_batch(
     on_result: Callable[[str, dict], None] | None = None,
     progress: bool = True,
     recognizer: Any = None,
-    adapt: bool = True,
+    adapt: bool = False,
 ) -> BatchSummary:
     """Predict every file in ``paths``; write ``out`` (if given) on rank 0; see the module doc.
 

@@ -143,7 +143,7 @@ class Prediction:
     per_modality: dict[str, dict[str, Any]] | None = None
     peak_face_time_s: float | None = None  # the face expert's most expressive frame
     # The voice model's pooled statistics of the whole clip (a pooled voice model only): what
-    # ``esva predict`` on many files adapts to the batch with. Not part of the answer's JSON.
+    # ``esva predict --adapt`` on many files adapts to the batch with. Not in the JSON.
     voice_statistics: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:

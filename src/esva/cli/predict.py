@@ -56,11 +56,12 @@ def predict(
         bool,
         typer.Option(
             "--adapt/--no-adapt",
-            help="Many files: read each voice against the batch (its mean is the recording "
-            "set-up's offset) when it has enough clips with a voice; assumes one source and no "
-            "dominant emotion. Rows say 'adapted'.",
+            help="Many files from ONE source that together span the emotions (a corpus, a "
+            "session): read each voice against the batch's mean (from 10 clips with a voice). "
+            "Not for a folder of one or two emotions: it would remove the emotion itself. "
+            "Rows say 'adapted'.",
         ),
-    ] = True,
+    ] = False,
     window: Annotated[float, typer.Option(help="Timeline window (s).")] = 2.0,
     hop: Annotated[float, typer.Option(help="Timeline hop (s).")] = 0.5,
     assume_default_extraction: Annotated[
@@ -243,7 +244,7 @@ def _predict_many(
     workers: int,
     assume_default_extraction: bool,
     quiet: bool,
-    adapt: bool = True,
+    adapt: bool = False,
 ) -> None:
     """Many files: one Recognizer per process, a progress bar, a CSV; exit 1 if some failed."""
     from rich.console import Console
@@ -286,7 +287,7 @@ def _predict_many(
     if adaptation is not None and adaptation.clips:
         console.print(
             f"adapted: each voice read against this batch of {adaptation.clips} clips "
-            "(assumes one source, no dominant emotion; --no-adapt: each clip alone)",
+            "(assumes one source whose clips span the emotions)",
             highlight=False,
         )
     elif adaptation is not None and adaptation.skipped and len(summary.rows) > 1:

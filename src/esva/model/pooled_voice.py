@@ -28,8 +28,8 @@ its own mean) and reads a batch centred by the batch's own mean:
     p_i = softmax((W_a z_i + b_a) / T_a)                  within-corpus std of training)
 
 It is transductive (a clip's answer depends on the others in the batch) and assumes the batch
-comes from one source with no one class dominating it: ``esva predict`` on many files uses it
-only for a batch of at least ``adaptation["min_clips"]`` voice clips, and says so in every row.
+comes from one source and spans the emotions: ``esva predict --adapt`` on many files uses it for
+a batch of at least ``adaptation["min_clips"]`` voice clips, and says so in every row.
 """
 
 from __future__ import annotations
