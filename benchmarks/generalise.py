@@ -751,7 +751,7 @@ def adapted_lines(adapted: dict, nested: dict, final_adapted: dict) -> list[str]
     mean_ad = float(np.mean([adapted[k]["weighted_f1"] for k in CORPORA]))
     mean_sh = float(np.mean([nested[k]["weighted_f1"] for k in CORPORA]))
     lines = [
-        f"## Batch adaptation (`esva predict` on many files: a batch of at least {ADAPT_MIN_CLIPS} "
+        f"## Batch adaptation (`esva predict --adapt`: a batch of at least {ADAPT_MIN_CLIPS} "
         "voice clips)",
         "",
         "The per-corpus normalisation of the diagnosis, in the form a user's batch can give: a "
@@ -941,7 +941,7 @@ def write_report(out: Path, diag, nested, rav, final, seconds, with_previous=Tru
     if adapted is not None:
         mean_ad = float(np.mean([adapted[k]["weighted_f1"] for k in CORPORA]))
         lines.append(
-            f"| with batch adaptation (`esva predict` on many files; the whole corpus as the "
+            f"| with batch adaptation (`esva predict --adapt`; the whole corpus as the "
             f"batch): LOCO mean >= 0.50 | {mean_ad:.3f} | {'yes' if mean_ad >= 0.5 else 'NO'} |"
         )
         for k in CORPORA:
