@@ -117,6 +117,44 @@ def test_esva_predict_reads_the_file_once_after_its_header_check(take, calls, ca
                      "collate": 0}  # fmt: skip
 
 
+def test_esva_predict_hands_the_encoders_own_stream_to_the_model(tmp_path, monkeypatch, capsys):
+    """One container from the encoder to the model: in one ``esva predict`` walk (the shipped
+    default, a short generated voice), the object the encoder's ``encode`` returned is the very
+    object in the clip analysis's streams and in the streams the model's inputs are read from."""
+    from esva.cli.main import main
+    from esva.data.streams import EncoderRecord
+    from esva.encoders.whisper import WhisperAudioEncoder
+
+    returned: list[tuple[str, StreamFeatures]] = []
+    analyses: list[ClipAnalysis] = []
+    to_model: list[dict[str, StreamFeatures]] = []
+    encode, analyse, frames = WhisperAudioEncoder.encode, inference.analyse_clip, clip_frames
+
+    def recorded_encode(self, inputs):
+        out = encode(self, inputs)
+        returned.append((self.name, out))
+        return out
+
+    def recorded_analyse(*args, **kwargs):
+        analyses.append(analyse(*args, **kwargs))
+        return analyses[-1]
+
+    def recorded_frames(config, streams):
+        to_model.append(dict(streams))
+        return frames(config, streams)
+
+    monkeypatch.setattr(WhisperAudioEncoder, "encode", recorded_encode)
+    monkeypatch.setattr(inference, "analyse_clip", recorded_analyse)
+    monkeypatch.setattr(inference, "clip_frames", recorded_frames)
+    assert main(["predict", str(write_voice(tmp_path / "v.wav", seconds=1.5)), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["label"]
+    assert [name for name, _ in returned] == ["whisper-tiny"]  # encoded once
+    (name, stream), (analysis,), (streams,) = returned[0], analyses, to_model
+    assert analysis.streams[name] is stream and streams[name] is stream
+    assert isinstance(stream, StreamFeatures) and isinstance(stream.record, EncoderRecord)
+    assert stream.record_dict() == analysis.settings["encoders"][name]["record"]
+
+
 def test_explain_measures_on_the_recognisers_analysis(shipped, take, calls):
     """esva explain's measurements (voice cues, adapter frames) read the recogniser's
     analysis: no second decode of the sound for the prosody."""

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from esva.data.clip_table import read_clip_table
-from esva.data.streams import StreamFeatures, clip_path, read_stream, to_rate, write_stream
+from esva.data.streams import (
+    EncoderRecord,
+    StreamFeatures,
+    clip_path,
+    read_stream,
+    to_rate,
+    write_stream,
+)
 from esva.data.synthetic import SyntheticConfig, generate_corpus, read_offsets
 from esva.errors import EsvaError
 from esva.model.config import ESVAConfig
@@ -41,6 +48,31 @@ def test_stream_round_trip(tmp_path):
     np.testing.assert_array_equal(s.mask, mask)
     assert (s.fps, s.start_s, s.record) == (25.0, 0.5, {"name": "enc"})
     assert not list(tmp_path.glob("*.tmp")), "no temporary file left behind"
+
+
+def test_an_encoders_record_is_stored_as_its_dict(tmp_path):
+    """A stream as an encoder returns it (its EncoderRecord) is written as the record's dict,
+    the same file as a stream whose record is that dict."""
+    x = np.ones((3, 2), np.float32)
+    record = EncoderRecord("enc", "1.0", "ab" * 32, "stack")
+    write_stream(tmp_path / "a.safetensors", StreamFeatures(x, 50.0, 0.1, None, record))
+    write_stream(tmp_path / "b.safetensors", StreamFeatures(x, 50.0, 0.1, None, record.to_dict()))
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
+    assert read_stream(tmp_path / "a.safetensors").record == record.to_dict()
+    assert StreamFeatures(x, 50.0).record_dict() == {}
+
+
+@pytest.mark.parametrize(
+    ("features", "mask", "message"),
+    [
+        (np.zeros((2, 3, 4)), None, r"features must be \(T, D\), got shape \(2, 3, 4\)"),
+        (np.zeros((4, 3)), np.ones(3, bool), r"mask shape \(3,\) != \(4,\)"),
+        (np.zeros((4, 3)), np.ones((4, 1), bool), r"mask shape \(4, 1\) != \(4,\)"),
+    ],
+)
+def test_a_stream_must_be_a_sequence_with_its_mask(features, mask, message):
+    with pytest.raises(ValueError, match=message):
+        StreamFeatures(features, 25.0, 0.0, mask)
 
 
 def test_dataset_items_and_missing_visual(tmp_path):

@@ -381,10 +381,10 @@ def test_face_expert_reads_the_detected_frames_of_the_sync_track():
 
         def encode(self, sub):
             Counting.seen = len(sub.mask)
-            from esva.encoders.base import EncodedFeatures, EncoderRecord
+            from esva.data.streams import EncoderRecord, StreamFeatures
 
             logits = np.zeros((len(sub.mask), 8), np.float32)
-            return EncodedFeatures(logits, 30.0, 0.0, sub.mask, EncoderRecord("x", "1", "", ""))
+            return StreamFeatures(logits, 30.0, 0.0, sub.mask, EncoderRecord("x", "1", "", ""))
 
         @staticmethod
         def probabilities(features):

@@ -32,6 +32,7 @@ from esva.tasks import EXPLAIN_TASKS, TASK_MODALITIES, check_task
 
 if TYPE_CHECKING:  # the recogniser's answer, read as that object (no torch at import)
     from esva.apps.inference import Prediction
+    from esva.data.streams import StreamFeatures
 
 
 class Explainer:
@@ -321,11 +322,11 @@ VOICE_LAYER = 2  # the Whisper tiny.en hidden state the adapter's voice token wa
 VOICE_DIM = 384
 
 
-def adapter_voice_frames(stream: Any) -> np.ndarray | None:
+def adapter_voice_frames(stream: StreamFeatures) -> np.ndarray | None:
     """The adapter's voice-token input from the recogniser's Whisper tiny.en stream: hidden
     state 2's frames, taken out of a ``layer="stack"`` stream (the pooled voice model reads
     every hidden state side by side); None for a stream of another layer."""
-    layer = str((stream.record or {}).get("layer", VOICE_LAYER))
+    layer = str(stream.record_dict().get("layer", VOICE_LAYER))
     x = stream.features[stream.mask]
     if layer == "stack" and x.shape[1] % VOICE_DIM == 0 and x.shape[1] > VOICE_DIM:
         return x[:, VOICE_LAYER * VOICE_DIM : (VOICE_LAYER + 1) * VOICE_DIM]

@@ -5,6 +5,8 @@
 ``label_mapping``  each corpus's labels onto a target space (``mer6``, ``ser7``)
 ``folds``          speaker-independent folds, committed for the benchmarks
 ``clip_table``     a feature store's ``labels.csv`` (name, discrete, valence, speaker, split)
-``streams``        one safetensors file per clip and stream, and bringing streams to one rate
+``streams``        a clip's feature stream (``StreamFeatures``: what every encoder returns and the
+                   model reads) with its ``EncoderRecord``, one safetensors file per clip and
+                   stream, and bringing streams to one rate
 ``synthetic``      the seeded audio-visual corpus of ``esva demo``
 """

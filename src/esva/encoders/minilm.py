@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from esva.encoders.base import EncodedFeatures, Encoder
+from esva.data.streams import StreamFeatures
+from esva.encoders.base import Encoder
 from esva.encoders.registry import register_encoder
 from esva.errors import EsvaError
 
@@ -167,13 +168,13 @@ class MiniLMEncoder(Encoder):
             out[start : start + len(batch)] = pooled.float().numpy()
         return out
 
-    def encode(self, inputs: str) -> EncodedFeatures:
+    def encode(self, inputs: str) -> StreamFeatures:
         """One utterance -> ``(1, 384)``, ``fps = 0``; blank text -> zeros with mask False."""
         if not isinstance(inputs, str):
             raise TypeError(f"minilm encodes one str, got {type(inputs).__name__}")
         has_text = bool(inputs.strip())
         features = self.embed([inputs]) if has_text else np.zeros((1, DIM), np.float32)
-        return EncodedFeatures(
+        return StreamFeatures(
             features=features,
             fps=0.0,
             start_s=0.0,

@@ -61,7 +61,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from esva.encoders.base import EncodedFeatures, Encoder, EncoderRecord
+from esva.data.streams import EncoderRecord, StreamFeatures
+from esva.encoders.base import Encoder
 from esva.encoders.registry import register_encoder
 from esva.errors import EsvaError
 from esva.media.types import AudioClip
@@ -138,7 +139,7 @@ class ProsodyEncoder(Encoder):
             layer=",".join(COLUMNS),
         )
 
-    def encode(self, inputs: AudioClip) -> EncodedFeatures:
+    def encode(self, inputs: AudioClip) -> StreamFeatures:
         x = np.asarray(inputs.samples, dtype=np.float64)
         sr = int(inputs.sample_rate)
         if x.ndim != 1:
@@ -159,7 +160,7 @@ class ProsodyEncoder(Encoder):
             features[a:b, [1, 2, 3, 4, 5, 9]] = self._voice(seg, sr, seg_times)
         if n_frames:
             self._clip_level(features)
-        return EncodedFeatures(
+        return StreamFeatures(
             features=features,
             fps=sr / hop,
             start_s=float(inputs.start_s),

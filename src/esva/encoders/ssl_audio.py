@@ -36,7 +36,7 @@ from transformers import (
     WavLMModel,
 )
 
-from esva.encoders.base import EncodedFeatures
+from esva.data.streams import StreamFeatures
 from esva.encoders.checkpoint_encoder import CheckpointEncoder, register_checkpoint_encoders
 from esva.encoders.hf_checkpoint import Checkpoint
 from esva.errors import EsvaError
@@ -93,7 +93,7 @@ class SSLAudioEncoder(CheckpointEncoder):
         return self.hidden(input_values)
 
     @torch.inference_mode()
-    def encode(self, inputs: AudioClip) -> EncodedFeatures:
+    def encode(self, inputs: AudioClip) -> StreamFeatures:
         samples = self._prepare(inputs)
         total = self.num_frames(len(samples))
         features = np.zeros((total, self.dim), np.float32)
@@ -110,7 +110,7 @@ class SSLAudioEncoder(CheckpointEncoder):
                 if chunk.shape[0] != hi - lo:  # the geometry above must match the model's own
                     raise RuntimeError(f"chunk gave {chunk.shape[0]} frames, expected {hi - lo}")
                 features[keep_lo:keep_hi] = chunk[keep_lo - lo : keep_hi - lo]
-        return EncodedFeatures(
+        return StreamFeatures(
             features=features,
             fps=self.fps,
             start_s=float(inputs.start_s),

@@ -52,7 +52,7 @@ from transformers.image_utils import (
     OPENAI_CLIP_STD,
 )
 
-from esva.encoders.base import EncodedFeatures
+from esva.data.streams import StreamFeatures
 from esva.encoders.checkpoint_encoder import CheckpointEncoder, register_checkpoint_encoders
 from esva.encoders.hf_checkpoint import Checkpoint
 from esva.errors import EsvaError
@@ -182,14 +182,14 @@ class FrameEncoder(_VisionEncoder):
         return super().run_model(pixel_values)
 
     @torch.inference_mode()
-    def encode(self, inputs: FaceTrack) -> EncodedFeatures:
+    def encode(self, inputs: FaceTrack) -> StreamFeatures:
         crops, mask, times = _check_track(inputs)
         features = np.zeros((len(crops), self.dim), np.float32)
         valid = np.flatnonzero(mask)
         for batch in _batches(valid, max(1, self.cfg.batch_size)):
             pixels = self.pixels(crops[batch]).to(self.cfg.device)
             features[batch] = self.forward(pixels).float().cpu().numpy()
-        return EncodedFeatures(
+        return StreamFeatures(
             features=features,
             fps=_mean_fps(times),
             start_s=float(times[0]) if len(times) else 0.0,
@@ -222,7 +222,7 @@ class VideoMAEEncoder(_VisionEncoder):
         return np.minimum(index, num_track_frames - 1)
 
     @torch.inference_mode()
-    def encode(self, inputs: FaceTrack) -> EncodedFeatures:
+    def encode(self, inputs: FaceTrack) -> StreamFeatures:
         crops, mask, times = _check_track(inputs)
         windows = self.windows(len(crops))
         features = np.zeros((len(windows), self.dim), np.float32)
@@ -244,7 +244,7 @@ class VideoMAEEncoder(_VisionEncoder):
         start_s = (
             float(times[0]) + (centre / track_fps if track_fps > 0 else 0.0) if len(times) else 0.0
         )
-        return EncodedFeatures(
+        return StreamFeatures(
             features=features,
             fps=track_fps / self.window_stride,
             start_s=start_s,

@@ -43,7 +43,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from esva.encoders.base import EncodedFeatures, Encoder
+from esva.data.streams import StreamFeatures
+from esva.encoders.base import Encoder
 from esva.encoders.registry import register_encoder
 from esva.encoders.whisper_net import (
     WhisperDims,
@@ -524,7 +525,7 @@ class WhisperAudioEncoder(Encoder):
         return chosen[:n_out].float().numpy()
 
     @torch.inference_mode()
-    def encode(self, inputs: AudioClip) -> EncodedFeatures:
+    def encode(self, inputs: AudioClip) -> StreamFeatures:
         clip = inputs
         samples = to_16k(clip)
         if len(samples) < 2 * HOP_LENGTH:
@@ -540,7 +541,7 @@ class WhisperAudioEncoder(Encoder):
             if len(samples[i : i + window]) >= 2 * HOP_LENGTH  # a sub-20 ms tail adds nothing
         ]
         features = np.concatenate(parts, axis=0)
-        return EncodedFeatures(
+        return StreamFeatures(
             features=features,
             fps=FPS,
             start_s=float(clip.start_s),

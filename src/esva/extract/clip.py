@@ -3,12 +3,12 @@
 :func:`analyse_clip` turns a media file (or in-memory audio + frames, :mod:`esva.media.arrays`)
 into a :class:`ClipAnalysis`: the audio decoded once (16 kHz mono, on the container clock), the
 video decoded once for ONE face track (:mod:`esva.media.track`), the extractor's encoder streams
-(:class:`esva.data.streams.StreamFeatures`, the container every model input is read from), and
-the settings that made them (``settings``: the model's ``extraction.json`` as used, and the face
-track's framing). Every app reads this one object: the recogniser and its fused face expert
-(:mod:`esva.apps.inference`), the audio-video offset and ``esva align`` (the sync heads read
-``audio`` and ``track``), ``esva explain`` (the voice cues and the adapter's frames) and the
-Python API (:mod:`esva.apps.pipeline`).
+(:class:`esva.data.streams.StreamFeatures`: the objects the encoders returned, the one container
+every model input is read from), and the settings that made them (``settings``: the model's
+``extraction.json`` as used, and the face track's framing). Every app reads this one object: the
+recogniser and its fused face expert (:mod:`esva.apps.inference`), the audio-video offset and
+``esva align`` (the sync heads read ``audio`` and ``track``), ``esva explain`` (the voice cues
+and the adapter's frames) and the Python API (:mod:`esva.apps.pipeline`).
 
 Which face track a clip gets:
 

@@ -109,7 +109,7 @@ class FeatureStore:
                 "fps": stream.fps,
                 "start_s": stream.start_s,
                 "coverage": float(stream.mask.mean()),
-                "record": stream.record or {},
+                "record": stream.record_dict(),
             }
         entry = self._base(source, encoders)
         entry.update(

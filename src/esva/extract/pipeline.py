@@ -20,7 +20,7 @@ import numpy as np
 from esva.data.sources import ClipSource
 from esva.data.streams import StreamFeatures
 from esva.encoders import create_encoder
-from esva.encoders.base import EncodedFeatures, Encoder
+from esva.encoders.base import Encoder
 from esva.errors import EsvaError
 from esva.media.track import FaceTrackSettings
 from esva.media.types import AudioClip, FaceTrack
@@ -51,7 +51,11 @@ class ExtractConfig:
 
 @dataclass
 class ClipFeatures:
-    """The output of one clip: streams by encoder name, plus what the manifest records."""
+    """The output of one clip: streams by encoder name, plus what the manifest records.
+
+    An audio or text stream is the very object its encoder's ``encode`` returned; a visual
+    stream is its encoder's face-track chunks joined on the sampling grid (one object per clip).
+    """
 
     streams: dict[str, StreamFeatures]
     info: dict = field(default_factory=dict)
@@ -61,10 +65,6 @@ class ClipFeatures:
     audio: AudioClip | None = None
     track: FaceTrack | None = None
     track_settings: dict | None = None  # how that track was framed (tracker_record)
-
-
-def _stream(enc: EncodedFeatures) -> StreamFeatures:
-    return StreamFeatures(enc.features, enc.fps, enc.start_s, enc.mask, enc.record.to_dict())
 
 
 class FeatureExtractor:
@@ -118,7 +118,7 @@ class FeatureExtractor:
         clip = self._audio(source, out) if (self.config.audio or self.config.text) else None
         if clip is not None:
             for name in self.config.audio:
-                out.streams[name] = _stream(self.encoders[name].encode(clip))
+                out.streams[name] = self.encoders[name].encode(clip)
             if keep_media:
                 out.audio = clip
         if self.config.visual:
@@ -171,7 +171,7 @@ class FeatureExtractor:
         if source.frames is None and source.video is None:
             out.flags.append("no-video")
             return
-        rows: dict[str, list[EncodedFeatures]] = {name: [] for name in self.config.visual}
+        rows: dict[str, list[StreamFeatures]] = {name: [] for name in self.config.visual}
         n_frames = n_faces = 0
         chunk: list = []
         keep = mouth_size is not None
@@ -244,9 +244,7 @@ class FeatureExtractor:
         for name, parts in rows.items():
             feats = np.concatenate([p.features for p in parts])
             mask = np.concatenate([p.mask for p in parts])
-            out.streams[name] = StreamFeatures(
-                feats, self.config.fps, start, mask, parts[0].record.to_dict()
-            )
+            out.streams[name] = StreamFeatures(feats, self.config.fps, start, mask, parts[0].record)
         out.info["video_start_s"] = start
         if coverage < 0.5:
             out.flags.append("few-faces")
@@ -261,7 +259,7 @@ class FeatureExtractor:
             out.flags.append("no-text")
             return
         for name in self.config.text:
-            out.streams[name] = _stream(self.encoders[name].encode(text))
+            out.streams[name] = self.encoders[name].encode(text)
 
 
 def _grey(crop: np.ndarray) -> np.ndarray:
