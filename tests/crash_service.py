@@ -51,7 +51,7 @@ class CrashBatchWorker:
     """Stands in for :class:`esva.apps.batch.BatchWorker`: decodes with the real decoder and
     aborts on a file whose last bytes are ``CRASH``."""
 
-    def __init__(self, model_dir: str | None, assume_default: bool) -> None:
+    def __init__(self, model_dir: str | None, assume_default: bool, adapt: bool = False) -> None:
         from esva.apps.batch import _model_identity
 
         self.classes = _model_identity(model_dir)[1]

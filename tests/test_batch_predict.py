@@ -268,3 +268,14 @@ def test_adapt_reads_ten_voices_against_the_batch_and_is_off_by_default(tmp_path
     p_alone = np.array([[float(r[c]) for c in CLASSES] for r in alone])
     assert np.allclose(p_adapted.sum(1), 1, atol=1e-4) and np.isfinite(p_adapted).all()
     assert np.abs(p_adapted - p_alone).max() > 1e-3, "the batch changed the answers"
+
+
+def test_rows_keep_the_voice_statistics_only_when_adapting(clips, shipped):
+    """Without --adapt a row (and its side-file line) carries no 15 KB of statistics."""
+    from esva.apps.batch import prediction_row
+
+    pred = shipped.predict(clips / "tone0.wav")
+    plain = prediction_row(pred, shipped.classes)
+    kept = prediction_row(pred, shipped.classes, adapt=True)
+    assert "voice_statistics" not in plain and "experts_in" not in plain
+    assert len(kept["voice_statistics"]) > 1000 and set(kept["experts_in"]) == {"voice"}

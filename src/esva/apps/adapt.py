@@ -9,7 +9,8 @@ weighted F1 on corpora it never heard from 0.36 to about 0.44 (``results/general
 ``esva predict --adapt`` on many files (:mod:`esva.apps.batch`) keeps each clip's pooled voice
 statistics in its row; when the batch holds at least the model's ``min_clips`` clips with a
 voice, :func:`adapt_rows` replaces every such clip's voice distribution by the adapted head's,
-fuses it again with the clip's other experts by the same rule (:func:`esva.apps.fused.pool`),
+fuses it again with the clip's other experts by the same rule
+(:func:`esva.apps.fused.pool_experts`),
 and applies the adapted head's calibrated threshold. The rows say so (``adapted``).
 
 It is transductive: a clip's answer depends on the other clips of the batch. It assumes the

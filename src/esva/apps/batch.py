@@ -109,8 +109,9 @@ def check_stems(paths: list[Path]) -> None:
 # ----------------------------------------------------------------------------- rows
 
 
-def prediction_row(pred: Any, classes: list[str]) -> dict[str, Any]:
-    """One CSV row (as a dict) from a :class:`~esva.apps.inference.Prediction`."""
+def prediction_row(pred: Any, classes: list[str], adapt: bool = False) -> dict[str, Any]:
+    """One CSV row (as a dict) from a :class:`~esva.apps.inference.Prediction`; with ``adapt``
+    also what batch adaptation reads (:func:`esva.apps.adapt.adaptation_inputs`)."""
     probs = [pred.probabilities.get(c) for c in classes]
     if any(p is None or not math.isfinite(p) for p in probs):
         raise EsvaError("the model returned a non-finite probability")
@@ -127,7 +128,7 @@ def prediction_row(pred: Any, classes: list[str]) -> dict[str, Any]:
         "experts": {name: m["label"] for name, m in per_modality.items()},
         "adapted": False,
         # what batch adaptation reads (esva.apps.adapt); not in the CSV
-        **adaptation_inputs(pred),
+        **(adaptation_inputs(pred) if adapt else {}),
     }
 
 
@@ -150,15 +151,16 @@ class BatchWorker:
     """What each worker process holds: the recogniser, loaded once (see :mod:`esva.apps.workers`:
     a file that crashes native code kills only its worker, and becomes one failed row)."""
 
-    def __init__(self, model_dir: str | None, assume_default: bool) -> None:
+    def __init__(self, model_dir: str | None, assume_default: bool, adapt: bool = False) -> None:
         from esva.apps.inference import Recognizer
 
         self.recognizer = Recognizer.from_pretrained(
             model_dir, assume_default_extraction=assume_default
         )
+        self.adapt = adapt
 
     def row(self, path: str) -> tuple[str, dict[str, Any]]:
-        return predict_row(self.recognizer, path)
+        return predict_row(self.recognizer, path, self.adapt)
 
 
 def crashed_row(path: str) -> dict[str, Any]:
@@ -168,11 +170,11 @@ def crashed_row(path: str) -> dict[str, Any]:
     )
 
 
-def predict_row(recognizer: Any, path: str) -> tuple[str, dict[str, Any]]:
+def predict_row(recognizer: Any, path: str, adapt: bool = False) -> tuple[str, dict[str, Any]]:
     """``(path, row)``: the file's CSV row, or an error row with its one-line reason."""
     try:
         pred = recognizer.predict(path)
-        row = prediction_row(pred, _classes_of(recognizer))
+        row = prediction_row(pred, _classes_of(recognizer), adapt)
     except Exception as exc:  # a bad file is reported in its row; the batch goes on
         row = error_row(_one_line(exc))
     return path, row
@@ -388,9 +390,9 @@ def run_batch(
     bar = ProgressBar(progress and rank == 0 and bool(todo), len(todo), title, stderr=True)
     try:
         if recognizer is not None:
-            results = (predict_row(recognizer, p) for p in todo)
+            results = (predict_row(recognizer, p, adapt) for p in todo)
         else:
-            results = _results(todo, model_dir, workers, assume_default_extraction)
+            results = _results(todo, model_dir, workers, assume_default_extraction, adapt)
         for path, row in results:
             if side is not None:
                 side.add(row_key(Path(path)), row)
@@ -437,7 +439,11 @@ def _adapt(rows: dict[str, dict], model_dir: str | Path | None, recognizer: Any)
 
 
 def _results(
-    todo: list[str], model_dir: str | Path | None, workers: int, assume_default: bool
+    todo: list[str],
+    model_dir: str | Path | None,
+    workers: int,
+    assume_default: bool,
+    adapt: bool = False,
 ) -> Iterator[tuple[str, dict]]:
     """Rows from spawned worker processes (even one: a crash must not end the run)."""
     if not todo:
@@ -450,7 +456,7 @@ def _results(
     workers = min(workers, len(todo))
     # One worker may use this process's threads; several share the cores, one thread each.
     threads = torch.get_num_threads() if workers == 1 else 1
-    factory = functools.partial(BatchWorker, model, assume_default)
+    factory = functools.partial(BatchWorker, model, assume_default, adapt)
     with WorkerPool(factory, workers, threads) as pool:
         yield from _isolated_rows(pool, todo, workers)
 
