@@ -4,7 +4,7 @@ A single clip cannot say which part of its voice statistics is the emotion and w
 microphone, the room, the language or the speaker; a batch of clips from one source can: its
 mean is that source's offset. The shipped voice model carries a second head trained for this
 (:mod:`esva.model.pooled_voice`, "Batch adaptation"): leave-one-corpus-out it raises the
-weighted F1 on corpora it never heard from 0.36 to about 0.44 (``results/generalise.md``).
+weighted F1 on corpora it never heard from 0.36 to about 0.47 (``results/generalise.md``).
 
 ``esva predict --adapt`` on many files (:mod:`esva.apps.batch`) keeps each clip's pooled voice
 statistics in its row; when the batch holds at least the model's ``min_clips`` clips with a

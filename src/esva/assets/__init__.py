@@ -25,9 +25,9 @@ DEFAULT_MODEL = "default_model"
 
 # sha256 of each shipped file, as printed by benchmarks/train_default_model.py.
 DEFAULT_MODEL_SHA256: dict[str, str] = {
-    "config.json": "3aae0c1003b67772dfbf0b8f2db1d19626ba166e50e1546ca4fe6d90b39cddae",
+    "config.json": "6a9946caea357d94448393bf784ea0b56edd03653fab33f1bb8fc6aacd4125ab",
     "extraction.json": "c90bf1933fb604424f54d56e4b5359ae13c5cfa888a67aa71d41f0b0256a58bc",
-    "model.safetensors": "5c643e8d2ecdc009e574a41c270b16338a87856c1e4e22f46fda9d8229fc63e8",
+    "model.safetensors": "3b05f8b1e84860cdeb47fa6924c6f69852063a58d547e811ca5b0fed96d955f4",
 }
 # sha256 of the fusion settings (fusion.json: the voice model + face expert late fusion,
 # chosen by benchmarks/fusion_dev.py, which prints it). Kept apart from the model's own files,

@@ -94,12 +94,20 @@ def fit_pooled_head(
     mean, scale = standardiser(pooled)
     W, b = fit_linear((pooled - mean) / scale, y, len(config.classes), c, weights)
     model = PooledVoiceModel(config)
-    with torch.no_grad():
-        model.mean.copy_(torch.from_numpy(mean.astype(np.float32)))
-        model.scale.copy_(torch.from_numpy(scale.astype(np.float32)))
-        model.linear.weight.copy_(torch.from_numpy(W))
-        model.linear.bias.copy_(torch.from_numpy(b))
+    _assign(model.mean, mean)
+    _assign(model.scale, scale)
+    _assign_linear(model.linear, W, b)
     return model.eval()
+
+
+def _assign(target: torch.Tensor, value: np.ndarray) -> None:
+    with torch.no_grad():
+        target.copy_(torch.from_numpy(np.asarray(value, np.float32)))
+
+
+def _assign_linear(linear: torch.nn.Linear, W: np.ndarray, b: np.ndarray) -> None:
+    _assign(linear.weight, W)
+    _assign(linear.bias, b)
 
 
 def source_centred(pooled: np.ndarray, sources: Sequence) -> np.ndarray:
@@ -129,10 +137,8 @@ def fit_adapted_head(
     centred = source_centred(clip_stats(pooled, model.config), sources)
     _, scale = standardiser(centred)
     W, b = fit_linear(centred / scale, y, len(model.config.classes), c, weights)
-    with torch.no_grad():
-        model.adapt_scale.copy_(torch.from_numpy(scale.astype(np.float32)))
-        model.adapt_linear.weight.copy_(torch.from_numpy(W))
-        model.adapt_linear.bias.copy_(torch.from_numpy(b))
+    _assign(model.adapt_scale, scale)
+    _assign_linear(model.adapt_linear, W, b)
     return model.eval()
 
 
