@@ -131,6 +131,10 @@ def test_train_then_evaluate(small_corpus, tmp_path, capsys):
             "model: {audio_dim: 32}\ndata: {root: /nonexistent/dir}\n",
             ["dataset directory not found"],
         ),
+        ("recipe: esvaa\nmodel: {audio_dim: 32}\n", ["unknown recipe 'esvaa'", "known: esva"]),
+        ("recipe: [esva]\nmodel: {audio_dim: 32}\n", ["unknown recipe"]),
+        # The recipe's own config class reads the sections: an LLM section under recipe: llm
+        ("recipe: llm\nmodel: {use_msfe: true}\n", ["unknown LLM config keys ['use_msfe']"]),
     ],
 )
 def test_train_bad_configs(small_corpus, tmp_path, capsys, config_text, fragments):

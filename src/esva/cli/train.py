@@ -24,15 +24,15 @@ def train(
     out: RunOutOpt = None,
     epochs: EpochsOpt = None,
 ) -> None:
-    """Train an ESVA model on a feature dataset (runs under accelerate: CPU, one GPU or many)."""
+    """Train the model a config names (its `recipe:` key, default `esva`: an ESVA model on a
+    feature store) on the one engine; runs under accelerate (CPU, one GPU or many)."""
     from esva.io import check_output_dir
-    from esva.recipes.config import RunConfig
-    from esva.recipes.train_esva import train as run_training
+    from esva.recipes.registry import load_run, train_recipe
 
-    run = RunConfig.load(config)
+    name, run = load_run(config)
     override_run(run, out, epochs)
     check_output_dir(run.train.out_dir, inputs=(run.data.root,), what="--out")
-    report_best(run, run_training(run, resume=resume))
+    report_best(run, train_recipe(name, run, resume=resume))
 
 
 def evaluate(
