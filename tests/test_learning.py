@@ -51,3 +51,18 @@ def test_esva_learns_emotions_and_offsets_on_held_out_speakers(corpus, tmp_path)
     untrained_ms = 1000 * np.abs(raw[:, 1] - raw[:, 0]).mean()
     print(f"offset MAE {trained_ms:.1f} ms trained, {untrained_ms:.1f} ms untrained")
     assert trained_ms < 60.0 and trained_ms < 0.5 * untrained_ms, (trained_ms, untrained_ms)
+
+
+def test_param_groups_give_a_prefix_its_own_learning_rate():
+    from esva.recipes.engine import param_groups
+
+    model = torch.nn.ModuleDict({"proj": torch.nn.Linear(3, 2), "body": torch.nn.Linear(2, 2)})
+    plain = param_groups(model, 0.01, 1e-4)
+    assert [(g["weight_decay"], g["lr"], len(g["params"])) for g in plain] == [
+        (0.01, 1e-4, 2),
+        (0.0, 1e-4, 2),
+    ]
+    groups = param_groups(model, 0.01, 1e-4, {"proj.": 1e-3})
+    rates = {(g["weight_decay"], g["lr"]): len(g["params"]) for g in groups}
+    assert rates == {(0.01, 1e-4): 1, (0.0, 1e-4): 1, (0.01, 1e-3): 1, (0.0, 1e-3): 1}
+    assert groups[0]["weight_decay"] == 0.01 and groups[-1]["weight_decay"] == 0.0

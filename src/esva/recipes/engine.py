@@ -98,15 +98,29 @@ class TrainResult:
     main_process: bool = True  # False on the other ranks of a distributed run
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on matrices only: biases, norms, MSFE's mixing logits and the learned
-    "missing modality" embeddings are not shrunk towards zero (for the mixing logits that
-    would pull every w_i back to uniform and hide which time scale matters)."""
-    decay, keep = [], []
-    for _, p in model.named_parameters():
+def param_groups(
+    model: torch.nn.Module, weight_decay: float, lr: float, prefix_lr: dict[str, float] | None = None
+) -> list[dict]:
+    """AdamW groups: weight decay on matrices only, and a learning rate per name prefix.
+
+    Biases, norms, MSFE's mixing logits and the learned "missing modality" embeddings are not
+    shrunk towards zero (for the mixing logits that would pull every w_i back to uniform and
+    hide which time scale matters). ``prefix_lr`` gives parameters whose name starts with a
+    prefix their own rate (a fresh projector next to a LoRA adapter learns faster); the
+    schedule scales every group alike.
+    """
+    prefix_lr = prefix_lr or {}
+    # The two groups every run has (decayed first): a checkpoint's optimizer state is by index.
+    groups: dict[tuple[bool, float], list] = {(True, lr): [], (False, lr): []}
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (decay if p.ndim >= 2 else keep).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": keep, "weight_decay": 0.0}]
+            rate = next((r for pre, r in prefix_lr.items() if name.startswith(pre)), lr)
+            groups.setdefault((p.ndim >= 2, rate), []).append(p)
+    return [
+        {"params": ps, "weight_decay": weight_decay if decay else 0.0, "lr": rate}
+        for (decay, rate), ps in sorted(groups.items(), key=lambda kv: not kv[0][0])
+        if ps or rate == lr
+    ]
 
 
 def make_scheduler(
@@ -260,6 +274,7 @@ class Engine:
         save_best: Callable[[torch.nn.Module, Path], None],
         loss_key: str,
         val_keys: tuple[str, ...] = (),
+        prefix_lr: dict[str, float] | None = None,
     ) -> TrainResult:
         """Train ``model``; returns the best epoch, its score and the per-epoch records.
 
@@ -267,12 +282,14 @@ class Engine:
         record of ``val_*`` entries and the score to maximise (None: the score is then the
         negative training loss ``loss_key``); ``save_best(unwrapped_model, directory)`` writes
         the best model. A validation loader to shard across ranks goes through
-        ``engine.accelerator.prepare`` before this.
+        ``engine.accelerator.prepare`` before this. ``prefix_lr``: see :func:`param_groups`.
         """
         loop, acc = self.loop, self.accelerator
         main = self.main
         trainable = _trainable_keys(model)
-        optimizer = torch.optim.AdamW(param_groups(model, loop.weight_decay), lr=loop.lr)
+        optimizer = torch.optim.AdamW(
+            param_groups(model, loop.weight_decay, loop.lr, prefix_lr), lr=loop.lr
+        )
         per_rank = math.ceil(len(loader) / acc.num_processes)
         steps_per_epoch = math.ceil(per_rank / loop.grad_accum)
         total = max(1, steps_per_epoch * loop.epochs)
