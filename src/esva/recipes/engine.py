@@ -99,7 +99,10 @@ class TrainResult:
 
 
 def param_groups(
-    model: torch.nn.Module, weight_decay: float, lr: float, prefix_lr: dict[str, float] | None = None
+    model: torch.nn.Module,
+    weight_decay: float,
+    lr: float,
+    prefix_lr: dict[str, float] | None = None,
 ) -> list[dict]:
     """AdamW groups: weight decay on matrices only, and a learning rate per name prefix.
 
