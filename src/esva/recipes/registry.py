@@ -37,6 +37,11 @@ RECIPES: dict[str, RecipeEntry] = {
         "esva.recipes.train_llm:train_llm",
         "projectors + LoRA on a language model (esva train-llm)",
     ),
+    "explain-adapter": RecipeEntry(
+        "esva.recipes.explain_adapter:ExplainRunConfig",
+        "esva.recipes.explain_adapter:train",
+        "the explanation adapter of esva explain on measured clips",
+    ),
 }
 
 

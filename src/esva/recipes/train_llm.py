@@ -83,6 +83,7 @@ __all__ = [
     "LLMTrainResult",
     "TrainResult",
     "generate_answers",
+    "lm_step",
     "load_data",
     "load_trained",
     "make_loader",
@@ -359,6 +360,13 @@ def save_best(
         write_extraction(tmp, extraction)
 
 
+def lm_step(model: torch.nn.Module, batch: Mapping[str, Any]) -> Step:
+    """The engine's loss of a batch of ``features``, ``prompts`` and ``targets``: the mean
+    cross-entropy of the answer tokens (this recipe's and the explanation adapter's)."""
+    out = model(batch["features"], batch["prompts"], batch["targets"])
+    return Step(out.loss, {"loss": float(out.loss.detach())}, {"tokens": out.n_tokens})
+
+
 def train_llm(run: LLMRunConfig, resume: bool = False) -> TrainResult:
     """Instruction-tune projectors + LoRA as configured; returns where the best model is."""
     from esva.recipes.sampler import EpochSampler
@@ -384,10 +392,6 @@ def train_llm(run: LLMRunConfig, resume: bool = False) -> TrainResult:
     model = EmotionLLM.build(run.model)
     sampler = EpochSampler(data.train.labels, tcfg.seed)
     loader = make_loader(data.train, tcfg.batch_size, sampler)
-
-    def loss_fn(model: torch.nn.Module, batch: dict) -> Step:
-        out = model(batch["features"], batch["prompts"], batch["targets"])
-        return Step(out.loss, {"loss": float(out.loss.detach())}, {"tokens": out.n_tokens})
 
     def validate(model: torch.nn.Module, accelerator) -> tuple[dict, float | None]:
         if data.val is None:
@@ -420,7 +424,7 @@ def train_llm(run: LLMRunConfig, resume: bool = False) -> TrainResult:
         model,
         loader,
         sampler,
-        loss_fn,
+        lm_step,
         validate,
         partial(save_best, run=run, meta=meta),
         loss_key="train_loss",
