@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from safetensors.torch import load_file
 
@@ -198,3 +199,59 @@ def test_shipped_config_loads() -> None:
     assert run.model.backbone == "smollm2-135m-instruct" and run.model.lora.r == 8
     assert run.model.streams == STREAM_DIMS and run.model.autocast == "bfloat16"
     assert run.train.lr == 3e-4 and run.train.projector_lr == 1e-3 and run.train.threads == 1
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_continues_exactly(measures, tmp_path, monkeypatch) -> None:
+    """Killed after the 2nd batch of epoch 2 and resumed: the same weights and metrics as an
+    uninterrupted run (the batch order depends only on (seed, epoch))."""
+    from esva.llm.model import EmotionLLM
+
+    def run_of(folder: Path):
+        path = write_config(tmp_path / folder, measures, epochs=2, checkpoint_every=1)
+        run = load_run(path)[1]
+        run.train.out_dir = str(tmp_path / folder / "run")
+        return run
+
+    recipe.train(run_of("a"))
+    run = run_of("b")
+    m = recipe.load_measures(run.data)
+    kinds = [s.kind for s in recipe.build_samples(m.records, m.splits["train"], m.classes, 0.5, 0)]
+    n_batches = len(recipe.KindBatches(kinds, 4, 0))
+    calls = {"n": 0}
+    forward = EmotionLLM.forward
+
+    def dies(self, *args, **kwargs):
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == n_batches + 3:
+                raise Interrupt
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(EmotionLLM, "forward", dies)
+    with pytest.raises(Interrupt):
+        recipe.train(run)
+    monkeypatch.setattr(EmotionLLM, "forward", forward)
+    state = json.loads((tmp_path / "b" / "run" / "checkpoint" / "trainer_state.json").read_text())
+    assert state["state"]["epoch"] == 1 and state["state"]["batch"] == 2  # mid-epoch
+    recipe.train(run_of("b"), resume=True)
+    a = load_file(tmp_path / "a" / "run" / "checkpoint" / "model.safetensors")
+    b = load_file(tmp_path / "b" / "run" / "checkpoint" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    metrics = [
+        [
+            {k: v for k, v in json.loads(line).items() if k != "seconds"}
+            for line in (tmp_path / x / "run" / "metrics.jsonl").open()
+        ]
+        for x in "ab"
+    ]
+    assert metrics[0] == metrics[1]
+    changed = run_of("b")
+    changed.train.projector_lr = 5e-3
+    with pytest.raises(EsvaError, match="different config"):
+        recipe.train(changed, resume=True)
