@@ -78,12 +78,12 @@ def voice_reference_path() -> Path:
 # esva.llm.adapter), as printed by benchmarks/train_explain_adapter.py.
 EXPLAIN_ADAPTER = "explain_adapter"
 EXPLAIN_ADAPTER_SHA256: dict[str, str] = {
-    "adapter.json": "bc252e153a6424f37259c1bfe0211d4ef40b02e2f116f949c5e39f6ee1da543a",
-    "adapter_config.json": "ee47f9192c327e6ef268fd54cd8a44c27f7f6e9d8095af094b71fc07c30b4f17",
-    "adapter_model.safetensors": "165d88e02b4b99dead793e462d4d0e6e9ccbbb89b7580b70a62e622080474f4f",
+    "adapter.json": "fbdcc948ecd3b85bae7f2c42ae06de754be5d3fbf77cefd10983400b5f7a98b8",
+    "adapter_config.json": "f5a5c588a463c356065e2800dcda3b627497a90cc32bbaf0e5d23761a725d5f0",
+    "adapter_model.safetensors": "6f06fef0ddf14d39c2eba7a5f4742c90d469be4a66b90cb00757b9bbc8aa12f9",
     "esva_llm.json": "f44740cd6e546676cf3af68c576d2b13a74eb336d76df9742ca2a02f175d6728",
-    "feature_stats.safetensors": "15b1f31ec98342782a746ed16394f1c9ebef83e223d98d9ffe531d790158443e",
-    "projector.safetensors": "327082823abff419eacae023f0d2b4a720b560c7897d2c9ad1f53b8af460578a",
+    "feature_stats.safetensors": "88624fb61a312f9ddb6010252f0179befc56f81651cdfb7900b5b8b032d56fc2",
+    "projector.safetensors": "e0a7a3478022c762711b42a54c8394db0d441e7275909439c1a91b03ad1b230a",
 }
 
 
