@@ -37,6 +37,11 @@ RECIPES: dict[str, RecipeEntry] = {
         "esva.recipes.train_llm:train_llm",
         "projectors + LoRA on a language model (esva train-llm)",
     ),
+    "sync-space": RecipeEntry(
+        "esva.recipes.sync_space:SyncRunConfig",
+        "esva.recipes.sync_space:train",
+        "the sync heads and uncertainty net behind esva align (esva/assets/sync)",
+    ),
 }
 
 
