@@ -409,6 +409,10 @@ def uncertainty_loop(run: SyncRunConfig) -> LoopConfig:
 def train(run: SyncRunConfig, resume: bool = False) -> TrainResult:
     """Both stages as configured; returns the heads' result (``best_dir``: the shipped files)."""
     engine = Engine(heads_loop(run), run.to_dict(), _fingerprint, resume)  # refusals first
+    if engine.accelerator.num_processes > 1:
+        # Two small linear heads: nothing to gain from several processes, and the second
+        # stage's windows are made once, on one process.
+        raise EsvaError("the sync-space recipe runs on one process (not under torchrun/accelerate)")
     if run.data.synthetic:
         names = [f"synthetic-{k}" for k in range(run.data.synthetic)]
         media = [talking_clip(run.train.seed * 1000 + k) for k in range(run.data.synthetic)]
@@ -435,8 +439,6 @@ def train_on_media(
         "torch": torch.__version__,
     }
     result = fit_heads(engine, run, feats, meta)
-    if not result.main_process:
-        return result
     space = SyncSpace.load(result.best_dir)
     x, err = uncertainty_windows(space, media, seed=run.train.seed)
     loop = uncertainty_loop(run)
