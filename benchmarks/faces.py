@@ -43,13 +43,15 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _common import markdown_table, require_shared  # noqa: E402
+from esva.data.ferplus import load_split as _load_split  # noqa: E402
+from esva.data.ferplus import majority  # noqa: E402
 from esva.encoders import face_ensemble as fens  # noqa: E402
 from esva.encoders import face_expert as fe  # noqa: E402
 from esva.encoders import fer_cnn as fc  # noqa: E402
 from esva.io import atomic_path, write_json  # noqa: E402
-from train_face_expert import load_split, majority  # noqa: E402
 
 CACHE = ROOT / "runs" / "faces_cache"
+FERPLUS_CACHE = ROOT / "runs" / "ferplus_cache"  # decoded FER+ splits (esva.data.ferplus)
 RESULTS = ROOT / "results"
 TRACK_MARGIN = 0.3  # cached tracks: Haar box grown 30 % a side (side = 1.6 x the Haar box)
 DEFAULT_MARGIN = 0.1  # esva's tracker default (side = 1.2 x the Haar box)
@@ -80,6 +82,11 @@ SHARED7 = [c for c in fe.CLASSES if c != "contempt"]
 # weights from the distance to neutral, softmax(1 - p(neutral) / tau) (rejected: see faces.md).
 RULES = ("mean", "conf^1", "conf^2", "conf^4", "neutral-dist tau 0.3", "neutral-dist tau 0.1")
 CHOSEN = f"conf^{fe.POOL_POWER:g}"
+
+
+def load_split(split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(images, votes, names)`` of a FER+ split of the shared data, cached under runs/."""
+    return _load_split(require_shared() / "face_images" / "ferplus", split, FERPLUS_CACHE)
 
 
 def pool_rule(rule: str, probs: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, float]:

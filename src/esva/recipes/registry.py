@@ -37,6 +37,11 @@ RECIPES: dict[str, RecipeEntry] = {
         "esva.recipes.train_llm:train_llm",
         "projectors + LoRA on a language model (esva train-llm)",
     ),
+    "face-expert": RecipeEntry(
+        "esva.recipes.face_expert:FaceRunConfig",
+        "esva.recipes.face_expert:train",
+        "the FER+ face-expression expert (esva.encoders.face_expert)",
+    ),
 }
 
 
