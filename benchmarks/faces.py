@@ -717,8 +717,9 @@ def report(res: dict, crop_default: float) -> None:
     )
     text = (
         "# Face experts: today's face-expert, fer-cnn and the transfer candidates\n\n"
-        f"Produced by `{command}` (one CPU thread). Retrained candidates come from "
-        "`benchmarks/train_face_expert.py` (their commands are in the notes).\n\n"
+        f"Produced by `{command}` (one CPU thread). Retrained candidates come from the "
+        "`face-expert` recipe (`esva train --config configs/face_expert.yaml`, or "
+        "`benchmarks/train_face_expert.py`; their commands are in the notes).\n\n"
         f"{candidate_table(res)}\n\n{goals}\n\n"
         "Notes:\n"
         '- **face-ensemble** = `create_encoder("face-ensemble")` (esva.encoders.face_ensemble): '
@@ -747,6 +748,11 @@ def report(res: dict, crop_default: float) -> None:
         "lower-face cut-outs, 8/21 and 9-10/21); weighting frames by temporal stability of their "
         "probabilities ties conf^2; flip test-time averaging adds 0.005 valid balanced accuracy "
         "and no clip at twice the cost.\n"
+        "- Issue 17's strong-augmentation retrains (strong-aug, strong-aug+KD: fine-tuned from "
+        "the v1 weights by the loop `benchmarks/train_face_expert.py` had before the face-expert "
+        "recipe; not shipped) were scored by an earlier run of this benchmark (results/faces.md "
+        "at commit 523f9cf): alone CK+48 0.521 / 0.544 (no contempt) and MEAD 13/21; pooled with "
+        "fer-cnn MEAD 15/21, but below today's expert's pool by the selection rule.\n"
         "- Framing and pooling (grid below, today's expert): esva's tracker crop already matches "
         "FER2013's framing; weighting frames by distance from neutral loses MEAD clips (talking "
         "mouths look surprised/happy); confidence weighting (conf^2) ties the mean.\n\n"

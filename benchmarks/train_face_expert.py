@@ -1,6 +1,6 @@
 """Train esva's face-expression expert (``face-expert``) with its recipe and install the files.
 
-    PYTHONPATH=src python benchmarks/train_face_expert.py --install     # ~35 min on one thread
+    PYTHONPATH=src python benchmarks/train_face_expert.py --install     # ~25 min on one thread
     PYTHONPATH=src python benchmarks/train_face_expert.py --epochs 1 --out runs/fe_smoke
 
 The training is the ``face-expert`` recipe (:mod:`esva.recipes.face_expert`) on the one engine
@@ -19,12 +19,15 @@ of the 8 emotions (ties go to the first class in that order); the training targe
 distribution over the 8 emotions (soft labels), the reported accuracy is against the majority
 label. The decoded images are cached under ``runs/ferplus_cache/`` (git-ignored).
 
-Timing (measured 2026-12-07 on this project's shared 2-core machine, one torch thread, other
-people's jobs running beside it): 10 epochs of 446 steps at ~180 s an epoch, ~31 min in all
-(``runs/face_expert_engine/metrics.jsonl`` has every epoch's seconds). The previous loop of
-this script (OneCycle, its own batch order) trained the v1 expert in ~50 min (its epochs are in
-the v1 config's history); the engine's warm-up + cosine schedule and loader order give other
-weights, so the retrain was re-measured with ``benchmarks/faces.py`` before it was installed.
+Timing and result (measured 2026-12-07 on this project's shared 2-core machine, one torch
+thread, other people's jobs beside it): ``esva train --config configs/face_expert.yaml --out
+runs/face_expert_engine``: 10 epochs of 443 steps, 66.5-283 s an epoch (the machine's load),
+24 min wall; best epoch 10, FER+ valid 0.811 (``runs/face_expert_engine/metrics.jsonl``). The
+old loop of this script (OneCycle, its own batch order and augmentation draws) trained the
+shipped v1 weights in 42.6 min; the engine's schedule gives other weights, so the retrain was
+measured beside v1 with ``benchmarks/faces.py --extra-expert engine-retrain=...``: alone it
+ties or edges v1, but in the face path (pooled with fer-cnn under the selection rule) CK+48
+drops from 0.793 to 0.782, so it was not installed (results/faces.md, the model card).
 """
 
 from __future__ import annotations
