@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -444,7 +445,10 @@ def train(run: FaceRunConfig, resume: bool = False) -> TrainResult:
         save_best(model, directory, run, valid, current["record"]["epoch"], history)
 
     was_deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(tcfg.deterministic)
+    if tcfg.deterministic and device.type == "cuda":  # cuBLAS refuses without a fixed workspace
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # On an accelerator some kernels have no deterministic version: warn there, do not stop.
+    torch.use_deterministic_algorithms(tcfg.deterministic, warn_only=device.type != "cpu")
     try:
         result = engine.fit(
             net,
