@@ -239,3 +239,13 @@ def test_the_real_ferplus_labels_have_the_format_the_reader_expects(shared_data:
     keep, _ = ferplus.majority(votes)
     # Most valid images have an emotion majority; a few hundred are unknown / not a face.
     assert 0.9 < keep.mean() < 1.0
+
+
+def test_a_folder_without_ferplus_labels_is_refused_in_one_line(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "run"
+    rc = main(["train", "--config", str(_config(tmp_path, tmp_path / "empty")), "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert "FER2013Train" in err and "no FER+ label.csv" in err, err
+    assert not (out / "checkpoint").exists()
