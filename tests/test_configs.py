@@ -20,11 +20,12 @@ def _is_llm(path: Path) -> bool:
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_example_configs_load(path):
-    if "recipe" in yaml.safe_load(path.read_text()):  # a named recipe (registry)
+    recipe = yaml.safe_load(path.read_text()).get("recipe")
+    if recipe is not None:  # a named recipe (esva.recipes.registry): its own config class
         from esva.recipes.registry import load_run
 
-        _, run = load_run(path)
-        assert run.train.epochs > 0
+        name, run = load_run(path)
+        assert name == recipe and run.train.epochs > 0
     elif _is_llm(path):
         run = LLMRunConfig.load(path)
         assert run.train.epochs > 0

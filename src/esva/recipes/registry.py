@@ -42,6 +42,11 @@ RECIPES: dict[str, RecipeEntry] = {
         "esva.recipes.sync_space:train",
         "the sync heads and uncertainty net behind esva align (esva/assets/sync)",
     ),
+    "face-expert": RecipeEntry(
+        "esva.recipes.face_expert:FaceRunConfig",
+        "esva.recipes.face_expert:train",
+        "the FER+ face-expression expert (esva.encoders.face_expert)",
+    ),
 }
 
 
