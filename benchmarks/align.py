@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/align.py             # everything; writes results/align.md
     .venv/bin/python benchmarks/align.py --quick     # 6 clips, fewer offsets (a smoke run)
 
-**Offsets.** On every real audio-video clip (see ``train_sync_space.discover_clips``), known
+**Offsets.** On every real audio-video clip (``esva.sync.clip_media.discover_av_clips``), known
 offsets are injected by delaying the audio *waveform* against the untouched video, before any
 feature is computed: −400..+400 ms in 40 ms steps, ten fractional-frame offsets (±13, ±57,
 ±117, ±213, ±347 ms) and a linear drift (−100 → +100 ms over the clip). Sync in these files is as
@@ -19,10 +19,11 @@ pooled mouth + face pixels, with the same ±500 ms search:
   (classic, unconstrained; ``DTW band``: within a Sakoe-Chiba band of the search range);
 * ``energy-mouth`` the classic audio energy envelope vs mouth opening.
 
-Every clip is measured with heads trained **without it** (4 folds by speaker, same recipe as
-the shipped heads, which saw all clips). Runtime is the estimate alone (the log-mel and pixel
-features are shared by all methods and reported separately; the projection into the learned
-space is included for esva and DTW); "speed vs DTW" is against unconstrained DTW.
+Every clip is measured with heads trained **without it** (4 folds by speaker: the shipped
+heads' run, ``configs/sync_space.yaml`` through the ``sync-space`` recipe, with
+``data.hold_out_fold``; the shipped heads saw all clips). Runtime is the estimate alone (the
+log-mel and pixel features are shared by all methods and reported separately; the projection
+into the learned space is included for esva and DTW); "speed vs DTW" is against unconstrained DTW.
 
 **Controllers.** On the clips of at least 8 s, the true offset steps by +200 ms at a third of
 the clip and drifts linearly from +200 to −100 ms over the last third; clean, and degraded
@@ -58,6 +59,7 @@ from esva.sync.baselines import (
     energy_mouth_offset,
     xcorr_raw_offset,
 )
+from esva.sync.clip_media import assign_folds, discover_av_clips, load_av_media
 from esva.sync.controllers import (
     StreamConfig,
     make_controllers,
@@ -66,7 +68,7 @@ from esva.sync.controllers import (
 )
 from esva.sync.degrade import add_noise_bursts, degrade_track, delay_audio, random_bursts
 from esva.sync.estimate import ClipAlignConfig, estimate_from_features
-from esva.sync.space import SyncSpace, SyncTrainConfig
+from esva.sync.space import SyncSpace
 
 GRID_MS = list(range(-400, 401, 40))
 FRACTIONAL_MS = [-347, -213, -117, -57, -13, 13, 57, 117, 213, 347]
@@ -313,23 +315,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 
-    clips = recipe.discover_clips(args.data)
+    clips = discover_av_clips(args.data)
     if not clips:
         print(f"no clips under {args.data} (see its README.md)", file=sys.stderr)
         return 2
-    folds = recipe.assign_folds(clips, args.folds)
+    folds = assign_folds(clips, args.folds)
     if args.quick:
         keep = [0, 7, 8, 21, 26, 32][: len(clips)]
         clips, folds_q = [clips[k] for k in keep], [folds[k] for k in keep]
     started = time.perf_counter()
     print(f"{len(clips)} clips: decoding, tracking faces (cached)...", file=sys.stderr)
-    all_clips = recipe.discover_clips(args.data)
-    all_media = recipe.load_media(all_clips)
-    train_recipe = SyncTrainConfig()
+    all_clips = discover_av_clips(args.data)
+    all_media = load_av_media(all_clips)
     print("held-out heads per fold (cached after the first run)...", file=sys.stderr)
-    spaces = recipe.fold_spaces(
-        all_clips, all_media, recipe.assign_folds(all_clips, args.folds), train_recipe, True
-    )
+    spaces = recipe.fold_spaces(recipe.load_config(args.data), args.folds, verbose=True)
     if args.quick:
         media, folds = [all_media[k] for k in keep], folds_q
     else:

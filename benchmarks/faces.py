@@ -43,13 +43,15 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _common import markdown_table, require_shared  # noqa: E402
+from esva.data.ferplus import load_split as _load_split  # noqa: E402
+from esva.data.ferplus import majority  # noqa: E402
 from esva.encoders import face_ensemble as fens  # noqa: E402
 from esva.encoders import face_expert as fe  # noqa: E402
 from esva.encoders import fer_cnn as fc  # noqa: E402
 from esva.io import atomic_path, write_json  # noqa: E402
-from train_face_expert import load_split, majority  # noqa: E402
 
 CACHE = ROOT / "runs" / "faces_cache"
+FERPLUS_CACHE = ROOT / "runs" / "ferplus_cache"  # decoded FER+ splits (esva.data.ferplus)
 RESULTS = ROOT / "results"
 TRACK_MARGIN = 0.3  # cached tracks: Haar box grown 30 % a side (side = 1.6 x the Haar box)
 DEFAULT_MARGIN = 0.1  # esva's tracker default (side = 1.2 x the Haar box)
@@ -80,6 +82,11 @@ SHARED7 = [c for c in fe.CLASSES if c != "contempt"]
 # weights from the distance to neutral, softmax(1 - p(neutral) / tau) (rejected: see faces.md).
 RULES = ("mean", "conf^1", "conf^2", "conf^4", "neutral-dist tau 0.3", "neutral-dist tau 0.1")
 CHOSEN = f"conf^{fe.POOL_POWER:g}"
+
+
+def load_split(split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(images, votes, names)`` of a FER+ split of the shared data, cached under runs/."""
+    return _load_split(require_shared() / "face_images" / "ferplus", split, FERPLUS_CACHE)
 
 
 def pool_rule(rule: str, probs: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, float]:
@@ -710,8 +717,9 @@ def report(res: dict, crop_default: float) -> None:
     )
     text = (
         "# Face experts: today's face-expert, fer-cnn and the transfer candidates\n\n"
-        f"Produced by `{command}` (one CPU thread). Retrained candidates come from "
-        "`benchmarks/train_face_expert.py` (their commands are in the notes).\n\n"
+        f"Produced by `{command}` (one CPU thread). Retrained candidates come from the "
+        "`face-expert` recipe (`esva train --config configs/face_expert.yaml`, or "
+        "`benchmarks/train_face_expert.py`; their commands are in the notes).\n\n"
         f"{candidate_table(res)}\n\n{goals}\n\n"
         "Notes:\n"
         '- **face-ensemble** = `create_encoder("face-ensemble")` (esva.encoders.face_ensemble): '
@@ -740,6 +748,11 @@ def report(res: dict, crop_default: float) -> None:
         "lower-face cut-outs, 8/21 and 9-10/21); weighting frames by temporal stability of their "
         "probabilities ties conf^2; flip test-time averaging adds 0.005 valid balanced accuracy "
         "and no clip at twice the cost.\n"
+        "- Issue 17's strong-augmentation retrains (strong-aug, strong-aug+KD: fine-tuned from "
+        "the v1 weights by the loop `benchmarks/train_face_expert.py` had before the face-expert "
+        "recipe; not shipped) were scored by an earlier run of this benchmark (results/faces.md "
+        "at commit 523f9cf): alone CK+48 0.521 / 0.544 (no contempt) and MEAD 13/21; pooled with "
+        "fer-cnn MEAD 15/21, but below today's expert's pool by the selection rule.\n"
         "- Framing and pooling (grid below, today's expert): esva's tracker crop already matches "
         "FER2013's framing; weighting frames by distance from neutral loses MEAD clips (talking "
         "mouths look surprised/happy); confidence weighting (conf^2) ties the mean.\n\n"

@@ -20,11 +20,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import faces as fb
-import train_face_expert as tfe
 from _common import ROOT, markdown_table, require_shared
+from esva.data.ferplus import load_kept
 from esva.encoders import create_encoder
 
 C_GRID = (0.01, 0.1, 1.0)
+
+
+def prepare(split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Kept images, soft targets and majority labels of a FER+ split (esva.data.ferplus)."""
+    kept = load_kept(require_shared() / "face_images" / "ferplus", split, fb.FERPLUS_CACHE)
+    return kept.images, kept.targets, kept.labels
 
 
 def embed_and_pool(enc, images: np.ndarray, batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
@@ -47,8 +53,8 @@ def main() -> None:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     enc = create_encoder("face-ensemble")
-    tr_x, _, tr_y = tfe.prepare("train")
-    va_x, _, va_y = tfe.prepare("valid")
+    tr_x, _, tr_y = prepare("train")
+    va_x, _, va_y = prepare("valid")
     ck_x, ck_y = fb.load_ck(shared)
     keep = ck_y != fb.fe.CLASSES.index("contempt")
     ck_x, ck_y = ck_x[keep], ck_y[keep]

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
 import torch
 from scipy.ndimage import gaussian_filter1d
 
+from esva.recipes.engine import LoopConfig
+from esva.recipes.sync_space import fit_uncertainty
 from esva.sync.controllers import (
     Backstepping,
     FixedGain,
@@ -17,7 +21,6 @@ from esva.sync.controllers import (
     StreamConfig,
     UncertaintyNet,
     WindowEstimate,
-    fit_uncertainty,
     stream_estimates,
     tracking_metrics,
 )
@@ -61,7 +64,12 @@ def _trained_net() -> UncertaintyNet:
         )
         inputs.append(w.inputs())
         errors.append(rng.normal(0, 8.0) if good else rng.choice([-300.0, 300.0]))
-    return fit_uncertainty(np.array(inputs), np.array(errors), steps=300)
+    out = tempfile.mkdtemp(prefix="esva-uncertainty-")
+    try:  # on the engine, as the sync-space recipe fits it: 3 epochs of 100 full-batch steps
+        loop = LoopConfig(epochs=3, lr=1e-2, out_dir=out, grad_clip=0.0, progress=False)
+        return fit_uncertainty(np.array(inputs), np.array(errors), loop, 100)[0]
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def test_uncertainty_net_learns_which_windows_to_distrust():

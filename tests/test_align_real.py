@@ -7,20 +7,19 @@ import dataclasses
 import numpy as np
 import pytest
 
-from esva.media.types import AudioClip, FaceTrack
+from esva.media.types import AudioClip
+from esva.recipes.sync_space import SyncRunConfig, train
 from esva.sync.baselines import dtw_offset, energy_mouth_offset, xcorr_raw_offset
-from esva.sync.clip_media import load_clip_media
+from esva.sync.clip_media import load_clip_media, talking_clip
 from esva.sync.degrade import delay_audio
 from esva.sync.estimate import ClipAlignConfig, align_media, estimate_from_features
 from esva.sync.space import (
     SyncFeatures,
     SyncSpace,
     SyncSpaceConfig,
-    SyncTrainConfig,
     load_sync_space,
     log_mel,
     to_grid,
-    train_sync_space,
 )
 
 CLIP = "ravdess_av/Actor_01/01-01-01-01-01-01-01.mp4"  # 3.3 s, 29.97 fps (one frame 33.4 ms)
@@ -98,48 +97,32 @@ def test_baselines_recover_injected_shifts_on_the_real_clip(real_media):
 # Generated data: syllable-like audio and a mouth that opens with it
 
 
-def _talking(seed: int, duration_s: float = 6.0, fps: float = 25.0, mouth: int = 32):
-    """Noise bursts shaped by a random syllable envelope, and grey mouth crops whose dark
-    centre (the open mouth) grows with the same envelope, in sync."""
-    rng = np.random.default_rng(seed)
-    sr = 16_000
-    n = round(duration_s * sr)
-    t = np.arange(n) / sr
-    onsets = np.cumsum(rng.uniform(0.15, 0.45, size=40))
-    env = np.zeros(n)
-    for onset in onsets[onsets < duration_s - 0.3]:
-        length = rng.uniform(0.08, 0.25)
-        env += np.exp(-0.5 * ((t - onset - length / 2) / (length / 3)) ** 2)
-    env = np.clip(env, 0.0, 1.0)
-    carrier = rng.standard_normal(n) * 0.3 + np.sin(2 * np.pi * 150 * t)
-    samples = (0.3 * env * carrier).astype(np.float32)
-    frame_t = np.arange(round(duration_s * fps)) / fps
-    opening = np.interp(frame_t, t, env)
-    yy, xx = np.mgrid[0:mouth, 0:mouth] - (mouth - 1) / 2
-    crops = np.empty((len(frame_t), mouth, mouth, 1), np.uint8)
-    for k, o in enumerate(opening):
-        inside = (xx / (mouth * 0.35)) ** 2 + (yy / (1 + mouth * 0.3 * o)) ** 2 <= 1
-        img = np.full((mouth, mouth), 170.0) + rng.normal(0, 3, (mouth, mouth))
-        img[inside] = 40.0
-        crops[k, ..., 0] = np.clip(img, 0, 255).astype(np.uint8)
-    audio = AudioClip(samples, sr)
-    track = FaceTrack(
-        crops=np.zeros((len(frame_t), 8, 8, 1), np.uint8),
-        timestamps_s=frame_t,
-        mask=np.ones(len(frame_t), bool),
-        mouths=crops,
-    )
-    return audio, track
+def _talking(seed: int):
+    """A generated talking clip (audio, mouth track) in sync (esva.sync.clip_media)."""
+    clip = talking_clip(seed)
+    return clip.audio, clip.track
 
 
 @pytest.fixture(scope="module")
-def generated_space():
-    """Heads trained in seconds on generated clips (the recipe of the shipped ones, smaller)."""
-    config = SyncSpaceConfig(visual="mouth", pixels=8, context=2, sync_dim=8)
-    blank = SyncSpace(config)
-    clips = [blank.features(*_talking(seed)) for seed in range(6)]
-    recipe = SyncTrainConfig(steps=60, batch=6, segment_s=2.0, space=config)
-    return train_sync_space(clips, recipe)
+def generated_space(tmp_path_factory):
+    """Heads trained in seconds on 6 generated clips (seeds 0-5) by the shipped heads' recipe
+    (esva.recipes.sync_space on the engine), smaller: 2 epochs of 30 batches of 6 segments."""
+    run = SyncRunConfig.from_dict(
+        {
+            "model": {"visual": "mouth", "pixels": 8, "context": 2, "sync_dim": 8},
+            "data": {"synthetic": 6, "segment_s": 2.0, "val_batches": 1},
+            "train": {
+                "epochs": 2,
+                "steps_per_epoch": 30,
+                "batch_size": 6,
+                "uncertainty_epochs": 1,
+                "uncertainty_steps_per_epoch": 10,
+                "out_dir": str(tmp_path_factory.mktemp("sync-run")),
+                "progress": False,
+            },
+        }
+    )
+    return SyncSpace.load(train(run).best_dir)
 
 
 @pytest.mark.parametrize("lag_ms", [-360.0, -123.0, 0.0, 57.0, 200.0])

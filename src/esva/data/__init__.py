@@ -9,4 +9,5 @@
                    model reads) with its ``EncoderRecord``, one safetensors file per clip and
                    stream, and bringing streams to one rate
 ``synthetic``      the seeded audio-visual corpus of ``esva demo``
+``ferplus``        FER+ face images and their 10-annotator votes (the face expert's training data)
 """

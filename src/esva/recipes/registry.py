@@ -37,6 +37,16 @@ RECIPES: dict[str, RecipeEntry] = {
         "esva.recipes.train_llm:train_llm",
         "projectors + LoRA on a language model (esva train-llm)",
     ),
+    "sync-space": RecipeEntry(
+        "esva.recipes.sync_space:SyncRunConfig",
+        "esva.recipes.sync_space:train",
+        "the sync heads and uncertainty net behind esva align (esva/assets/sync)",
+    ),
+    "face-expert": RecipeEntry(
+        "esva.recipes.face_expert:FaceRunConfig",
+        "esva.recipes.face_expert:train",
+        "the FER+ face-expression expert (esva.encoders.face_expert)",
+    ),
     "explain-adapter": RecipeEntry(
         "esva.recipes.explain_adapter:ExplainRunConfig",
         "esva.recipes.explain_adapter:train",

@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -141,3 +144,129 @@ def load_clip_media(
     if cached is not None:
         _save_media(cached, media)
     return media
+
+
+# ---------------------------------------------------------------------------------------------
+# The real talking-face clips of the shared data folder (training and measuring the sync space)
+
+# Clip groups of the shared data folder (its README.md): what each holds is in discover_av_clips.
+CLIP_GROUPS = ("ravdess", "pc-avs", "video-retalking", "styletalk")
+
+
+@dataclass(frozen=True)
+class AVClip:
+    """One real audio-video clip: the video, its separate audio (or None), where it is from."""
+
+    video: Path
+    audio: Path | None
+    corpus: str
+    speaker: str  # clips of one speaker go to one fold
+
+    @property
+    def name(self) -> str:
+        return f"{self.corpus}/{self.video.name}"
+
+
+def discover_av_clips(
+    root: str | os.PathLike, groups: tuple[str, ...] = CLIP_GROUPS
+) -> list[AVClip]:
+    """Every full audio-video clip of the data folder ``root`` in ``groups``, in a fixed order.
+
+    ``ravdess``: the 7 full-AV RAVDESS Actor_01 takes; ``pc-avs``: the 14 PC-AVS clips,
+    ``video-retalking``: the 5 video-retalking clips (both with their own audio);
+    ``styletalk``: the 10 silent StyleTalk videos with their same-name wav. Their published
+    sync is the positive pairing of the sync space's self-supervision (no labels).
+    """
+    root = Path(root)
+    unknown = [g for g in groups if g not in CLIP_GROUPS]
+    if unknown:
+        raise EsvaError(f"unknown clip group {unknown[0]!r} (known: {', '.join(CLIP_GROUPS)})")
+    clips: list[AVClip] = []
+    if "ravdess" in groups:
+        clips += [
+            AVClip(p, None, "ravdess", "ravdess-actor01")
+            for p in sorted((root / "ravdess_av" / "Actor_01").glob("01-*.mp4"))
+        ]
+    if "pc-avs" in groups:
+        for p in sorted((root / "av_sync" / "pc-avs").glob("*.mp4")):
+            # 9-digit names share a 6-digit prefix per source video (same speaker)
+            clips.append(AVClip(p, None, "pc-avs", "pc-" + p.stem[:6]))
+    if "video-retalking" in groups:
+        for p in sorted((root / "av_sync" / "video-retalking").glob("*.mp4")):
+            clips.append(AVClip(p, None, "video-retalking", "vr-" + p.stem))
+    if "styletalk" in groups:
+        for p in sorted((root / "av_sync" / "styletalk").glob("*.mp4")):
+            wav = p.with_suffix(".wav")
+            if wav.exists():
+                speaker = "st-" + re.split(r"_clip", p.stem)[0]
+                clips.append(AVClip(p, wav, "styletalk", speaker))
+    return clips
+
+
+def assign_folds(clips: list[AVClip], k: int = 4) -> list[int]:
+    """Speakers dealt round-robin to ``k`` folds (sorted, so the split is fixed)."""
+    speakers = sorted({c.speaker for c in clips})
+    fold = {s: i % k for i, s in enumerate(speakers)}
+    return [fold[c.speaker] for c in clips]
+
+
+def media_cache() -> Path:
+    """Where decoded clips are cached: ``$ESVA_CACHE/align-media`` (default ``~/.cache/esva``)."""
+    from esva.weights.cache import cache_dir
+
+    return cache_dir() / "align-media"
+
+
+def load_av_media(
+    clips: list[AVClip], cache: bool = True, log: Callable[[str], None] | None = None
+) -> list[ClipMedia]:
+    """Decoded audio + face tracks of ``clips`` (cached in :func:`media_cache` with ``cache``)."""
+    out = []
+    for clip in clips:
+        start = time.perf_counter()
+        out.append(
+            load_clip_media(clip.video, clip.audio, cache_dir=media_cache() if cache else None)
+        )
+        if log is not None:
+            log(f"  {clip.name}: {time.perf_counter() - start:.1f} s")
+    return out
+
+
+def talking_clip(
+    seed: int, duration_s: float = 6.0, fps: float = 25.0, mouth: int = 32
+) -> ClipMedia:
+    """A generated talking clip, in sync: noise bursts shaped by a random syllable envelope, and
+    grey mouth crops whose dark centre (the open mouth) grows with the same envelope.
+
+    For tests and smoke runs of the sync-space recipe (``data.synthetic``); the face crops are
+    blank, so train such clips with ``visual: mouth``.
+    """
+    rng = np.random.default_rng(seed)
+    sr = 16_000
+    n = round(duration_s * sr)
+    t = np.arange(n) / sr
+    onsets = np.cumsum(rng.uniform(0.15, 0.45, size=40))
+    env = np.zeros(n)
+    for onset in onsets[onsets < duration_s - 0.3]:
+        length = rng.uniform(0.08, 0.25)
+        env += np.exp(-0.5 * ((t - onset - length / 2) / (length / 3)) ** 2)
+    env = np.clip(env, 0.0, 1.0)
+    carrier = rng.standard_normal(n) * 0.3 + np.sin(2 * np.pi * 150 * t)
+    samples = (0.3 * env * carrier).astype(np.float32)
+    frame_t = np.arange(round(duration_s * fps)) / fps
+    opening = np.interp(frame_t, t, env)
+    yy, xx = np.mgrid[0:mouth, 0:mouth] - (mouth - 1) / 2
+    crops = np.empty((len(frame_t), mouth, mouth, 1), np.uint8)
+    for k, o in enumerate(opening):
+        inside = (xx / (mouth * 0.35)) ** 2 + (yy / (1 + mouth * 0.3 * o)) ** 2 <= 1
+        img = np.full((mouth, mouth), 170.0) + rng.normal(0, 3, (mouth, mouth))
+        img[inside] = 40.0
+        crops[k, ..., 0] = np.clip(img, 0, 255).astype(np.uint8)
+    track = FaceTrack(
+        crops=np.zeros((len(frame_t), 8, 8, 1), np.uint8),
+        timestamps_s=frame_t,
+        mask=np.ones(len(frame_t), bool),
+        mouths=crops,
+    )
+    name = Path(f"synthetic-{seed}")
+    return ClipMedia(AudioClip(samples, sr), track, name, name)

@@ -16,8 +16,10 @@ y_k into a tracked offset θ_k, the value a live system would shift the video by
     a small MLP (:class:`UncertaintyNet`) predicts the standard deviation of each window's
     estimate error from what the window itself shows (confidence, peak sharpness, agreement of
     its local offsets, face coverage); a scalar Kalman filter with a random-walk offset then
-    weights each update by that predicted variance. The MLP is fitted by Gaussian negative log
-    likelihood on windows of training clips with known injected offsets (:func:`fit_uncertainty`).
+    weights each update by that predicted variance. The MLP is fitted by Laplace negative log
+    likelihood (:func:`laplace_nll`) on windows of training clips with known injected offsets
+    (:func:`uncertainty_windows`), on the training engine (the ``sync-space`` recipe,
+    :mod:`esva.recipes.sync_space`: a small non-convex net fitted by gradient steps).
 ``Backstepping``
     a two-state (offset θ, drift rate r) tracker designed by backstepping with a Lyapunov
     function, whose feedback gain is dynamic (grows with the squared tracking error and decays
@@ -48,6 +50,9 @@ from torch import nn
 
 from esva.errors import EsvaError
 from esva.io import atomic_path
+from esva.sync.clip_media import ClipMedia
+from esva.sync.degrade import add_noise_bursts, degrade_track, delay_audio, random_bursts
+from esva.sync.estimate import ClipAlignConfig, estimate_from_features
 from esva.sync.space import ASSET_DIR, SyncFeatures, SyncSpace
 
 UNCERTAINTY_FILE = "uncertainty.safetensors"
@@ -240,26 +245,47 @@ class UncertaintyNet(nn.Module):
         return self.net(x).squeeze(-1)
 
 
-def fit_uncertainty(
-    inputs: np.ndarray, errors_ms: np.ndarray, steps: int = 500, seed: int = 0
-) -> UncertaintyNet:
-    """Fit :class:`UncertaintyNet` by the Laplace negative log likelihood of observed errors.
+def laplace_nll(log_b: torch.Tensor, errors_ms: torch.Tensor) -> torch.Tensor:
+    """Mean Laplace negative log likelihood of |errors| under scales exp(``log_b``) (+ const).
 
-    Laplace rather than Gaussian: window errors are mostly a few ms with rare jumps to a wrong
-    peak hundreds of ms away, and the Laplace likelihood does not let those few dominate σ.
+    What :class:`UncertaintyNet` is fitted by (the ``sync-space`` recipe's second stage, on the
+    training engine). Laplace rather than Gaussian: window errors are mostly a few ms with rare
+    jumps to a wrong peak hundreds of ms away, and the Laplace likelihood does not let those few
+    dominate σ.
     """
-    torch.manual_seed(seed)
-    net = UncertaintyNet()
-    x = torch.as_tensor(inputs, dtype=torch.float32)
-    err = torch.as_tensor(np.abs(errors_ms), dtype=torch.float32)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    for _ in range(steps):
-        log_b = net(x)
-        loss = (log_b + err / log_b.exp()).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return net.eval()
+    return (log_b + errors_ms.abs() / log_b.exp()).mean()
+
+
+def uncertainty_windows(
+    space: SyncSpace,
+    media: Sequence[ClipMedia],
+    seed: int = 0,
+    stream: StreamConfig | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """What :class:`UncertaintyNet` is fitted on: streaming-window estimates of ``media`` with
+    known injected offsets, clean and degraded (noise bursts, blur, dropped frames).
+
+    Returns (inputs (N, 4), errors in ms (N,)); the error is relative to the clip's own estimate
+    on the unshifted clip (sync in real files is as published, not known exactly).
+    """
+    rng = np.random.default_rng(seed)
+    inputs, errors = [], []
+    for m in media:
+        base_feats = space.features(m.audio, m.track)
+        base = estimate_from_features(base_feats, space, ClipAlignConfig()).audio_lag_ms
+        duration = len(m.audio.samples) / m.audio.sample_rate
+        for lag_ms, degraded in ((0.0, False), (float(rng.uniform(-300, 300)), True)):
+            audio, track = delay_audio(m.audio, lag_ms / 1000.0), m.track
+            if degraded:
+                audio = add_noise_bursts(audio, random_bursts(duration, 0.3, rng), rng)
+                track = degrade_track(
+                    track, random_bursts(duration, 0.2, rng), random_bursts(duration, 0.1, rng)
+                )
+            for w in stream_estimates(space.features(audio, track), space, stream):
+                if np.isfinite(w.lag_ms):
+                    inputs.append(w.inputs())
+                    errors.append(w.lag_ms - (base + lag_ms))
+    return np.asarray(inputs, np.float32).reshape(-1, 4), np.asarray(errors, np.float32)
 
 
 def save_uncertainty(net: UncertaintyNet, directory: str | Path) -> Path:

@@ -15,13 +15,15 @@ This module builds that space from cheap frame features and two small learned li
   filters (lip *motion*, spectral *change*), and :class:`esva.align.SyncHeads` map both to
   ``sync_dim`` dimensions.
 
-The heads are trained SyncNet-style (Chung & Zisserman 2016), without any emotion label
-(:func:`train_sync_space`): on a segment of a real talking-face clip, the in-sync audio/video
-pair is the positive; the same clip's video shifted by ≥ 200 ms, and the other clips' videos in
-the batch, are the negatives. The score of a pair is Eq. 5's normalised correlation C, so the
-training objective is the quantity the offset estimator maximises.
+The heads are trained SyncNet-style (Chung & Zisserman 2016), without any emotion label, by the
+``sync-space`` recipe on the training engine (:mod:`esva.recipes.sync_space`; ``esva train
+--config configs/sync_space.yaml``): on a segment of a real talking-face clip, the in-sync
+audio/video pair is the positive; the same clip's video shifted by ≥ 200 ms, and the other
+clips' videos in the batch, are the negatives. The score of a pair is Eq. 5's normalised
+correlation C, so the training objective is the quantity the offset estimator maximises.
 
-Mouth, whole face or both was decided by measurement: heads of this recipe trained on 3 of 4
+Mouth, whole face or both was decided by measurement (with the loop these heads had before the
+engine): heads trained on 3 of 4
 speaker folds of the 36 real clips, injected offsets −400..+400 ms (80-ms steps) on the held-out
 fold, share of errors within one video frame (33 ms) / median error: mouth 90.7 % / 2.3 ms,
 face 90.2 % / 2.5 ms, mouth + face 93.9 % / 2.0 ms. The mouth alone misses profile views (the
@@ -38,8 +40,9 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
@@ -59,6 +62,7 @@ from esva.hashing import file_sha256
 from esva.io import atomic_path, write_json
 from esva.media.track import to_grid  # Eq. 3 by timestamps (media's: coverage uses it too)
 from esva.media.types import AudioClip, FaceTrack
+from esva.settings import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE
 
 ASSET_DIR = Path(__file__).resolve().parents[1] / "assets" / "sync"
 WEIGHTS_FILE = "heads.safetensors"
@@ -82,6 +86,22 @@ class SyncSpaceConfig:
     context: int = 3  # frames stacked on each side of the centre frame
     context_step: int = 2  # ... every this many grid frames (2 at 50 Hz: 40 ms apart)
     sync_dim: int = 16
+
+    # What a run config's ``model`` section may hold (esva.settings.check_fields).
+    LIMITS: ClassVar[dict[str, Any]] = {
+        "fps": POSITIVE,
+        "sample_rate": AT_LEAST_ONE,
+        "n_mels": AT_LEAST_ONE,
+        "n_fft": AT_LEAST_ONE,
+        "win_s": POSITIVE,
+        "fmin": NON_NEGATIVE,
+        "fmax": POSITIVE,
+        "visual": VISUAL_KINDS,
+        "pixels": AT_LEAST_ONE,
+        "context": NON_NEGATIVE,
+        "context_step": AT_LEAST_ONE,
+        "sync_dim": AT_LEAST_ONE,
+    }
 
     def __post_init__(self) -> None:
         if self.visual not in VISUAL_KINDS:
@@ -318,7 +338,7 @@ class SyncSpace(torch.nn.Module):
         """Write ``heads.safetensors`` and ``config.json`` (with the weights' sha256).
 
         The safetensors file gets one metadata key and contiguous float32 tensors, so the same
-        weights always give the same bytes (``benchmarks/train_sync_space.py`` checks that).
+        weights always give the same bytes (``benchmarks/train_sync_space.py --check`` needs it).
         """
         from safetensors.torch import save_file
 
@@ -377,37 +397,26 @@ def load_sync_space(directory: str | Path | None = None) -> SyncSpace:
 
 
 # ---------------------------------------------------------------------------------------------
-# Training (SyncNet-style, self-supervised)
+# Training pieces (SyncNet-style, self-supervised); the loop is the sync-space recipe's
+# (esva.recipes.sync_space, on the training engine)
 
 
-@dataclass
-class SyncTrainConfig:
-    """The recipe of :func:`train_sync_space` (recorded in ``config.json``)."""
-
-    steps: int = 600
-    batch: int = 16  # segments per step; the others in the batch are negatives
-    segment_s: float = 3.0  # length of a training segment
-    negative_shift_s: float = 0.2  # own-clip shifts at least this large are negatives
-    max_shift_s: float = 0.6  # ... up to this large
-    temperature: float = 0.07
-    flip: bool = True  # mirror half of the mouth crops (left/right carries no timing)
-    noise: bool = True  # add stationary noise to half of the audio segments (random band levels)
-    lr: float = 3e-3
-    weight_decay: float = 0.1
-    seed: int = 0
-    space: SyncSpaceConfig = field(default_factory=SyncSpaceConfig)
-
-
-def _segment_batch(
+def segment_batch(
     clips: list[SyncFeatures],
     rng: np.random.Generator,
     batch: int,
     length: int,
-    config: SyncTrainConfig,
+    pixels: int,
+    flip: bool = True,
+    noise: bool = True,
 ) -> tuple[torch.Tensor, ...]:
-    """``batch`` random segments of ``length`` frames (zero-padded and masked when shorter),
-    augmented as ``config`` says."""
-    p = config.space.pixels
+    """``batch`` random segments of ``length`` frames (zero-padded and masked when shorter).
+
+    ``flip``: mirror the crops of half the segments (left/right carries no timing); ``noise``:
+    add stationary noise to half of the audio segments (random band levels); crops are
+    ``pixels`` x ``pixels``. Returns (audio, visual, audio mask, visual mask) tensors.
+    """
+    p = pixels
     a_dim, v_dim = clips[0].audio.shape[1], clips[0].visual.shape[1]
     a = np.zeros((batch, length, a_dim), np.float32)
     v = np.zeros((batch, length, v_dim), np.float32)
@@ -425,9 +434,9 @@ def _segment_batch(
             seg.audio_mask,
             seg.visual_mask,
         )
-        if config.flip and rng.random() < 0.5:
+        if flip and rng.random() < 0.5:
             v[i, :n] = v[i, :n].reshape(n, -1, p, p)[..., ::-1].reshape(n, -1)
-        if config.noise and rng.random() < 0.5:
+        if noise and rng.random() < 0.5:
             # Stationary noise: each band's log power cannot fall below a random floor, 0-30 dB
             # under the segment's median band level (what a fan, a hum or a street adds).
             floor = np.median(a[i, :n], axis=0) - rng.uniform(0.0, 3.0, size=a_dim)
@@ -477,47 +486,3 @@ def contrastive_sync_loss(
     loss = F.cross_entropy(logits, target)
     accuracy = (logits.argmax(1) == 0).float().mean()
     return loss, accuracy
-
-
-def train_sync_space(
-    clips: list[SyncFeatures],
-    config: SyncTrainConfig | None = None,
-    log_every: int = 0,
-) -> SyncSpace:
-    """Train the heads on ``clips`` (raw features of in-sync talking-face clips).
-
-    Deterministic for a given ``config.seed``, input and thread count (the training script
-    pins one thread so that the shipped heads can be rebuilt bit for bit).
-    """
-    config = config or SyncTrainConfig()
-    if not clips:
-        raise ValueError("no clips to train on")
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    space = SyncSpace(config.space)
-    c = space.config
-    opt = torch.optim.AdamW(space.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.steps)
-    length = round(config.segment_s * c.fps)
-    max_shift = round(config.max_shift_s * c.fps)
-    negative_shift = round(config.negative_shift_s * c.fps)
-    space.train()
-    for step in range(config.steps):
-        a, v, ma, mv = _segment_batch(clips, rng, config.batch, length, config)
-        za, zv = space.embed(a, v, ma, mv)
-        loss, acc = contrastive_sync_loss(
-            za,
-            zv,
-            ma,
-            mv,
-            max_shift=max_shift,
-            negative_shift=negative_shift,
-            temperature=config.temperature,
-        )
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if log_every and (step % log_every == 0 or step == config.steps - 1):
-            print(f"step {step:4d}  loss {loss.item():.4f}  top-1 {acc.item():.2f}")
-    return space.eval()
