@@ -64,9 +64,9 @@ EXPERT_PRIOR: tuple[float, ...] = (
 # happy 7215, sad 4830, surprise 3171, neutral 4965; in fc.LABELS order.
 FER_CNN_COUNTS: tuple[int, ...] = (3995, 436, 4097, 7215, 4830, 3171, 4965)
 FER_CNN_TEMPERATURE = 1.3918  # fitted on FER+ valid without contempt (NLL), benchmarks/faces.py
-EXPERT_WEIGHT = 0.6
+EXPERT_WEIGHT = 0.7
 PRIOR_POWER = 0.9
-OUTPUT_TEMPERATURE = 0.7962  # fitted on FER+ valid (NLL) for the pool above, benchmarks/faces.py
+OUTPUT_TEMPERATURE = 0.8211  # fitted on FER+ valid (NLL) for the pool above, benchmarks/faces.py
 
 
 def _log_prior(shares: np.ndarray) -> np.ndarray:
@@ -132,7 +132,7 @@ class FaceEnsembleEncoder(FaceCnnEncoder):
         e, f = self.expert.record, self.fer.record
         return EncoderRecord(
             name=self.name,
-            version=f"esva-face-ensemble-v1 ({e.version} + {f.version})",
+            version=f"esva-face-ensemble-v2 ({e.version} + {f.version})",
             weights_sha256=e.weights_sha256,
             layer=(
                 f"expert emb (256) + fer-cnn emb (128) + pooled logits (8): expert weight "

@@ -61,8 +61,8 @@ ASSET_DIR = Path(__file__).resolve().parents[1] / "assets" / "face_expert"
 # sha256 of the shipped files, as printed by benchmarks/train_face_expert.py (and of config.json
 # after the benchmark wrote its scores into it).
 WEIGHTS_SHA256: dict[str, str] = {
-    "model.safetensors": "105aa9840206a234386405a81c7bd2ed1b89d337fbcc471ff5a54ebcfc89b88d",
-    "config.json": "99507edd0c27fd50331c6320310015ec10184c10bdee25454103a6923eee554d",
+    "model.safetensors": "dc493aa083f7172a22bec5248b2f54d3ff61b3a09b0dedc9ed66e8d1bbcd9c60",
+    "config.json": "3561029763a116b17cce0a5e4c22426bfadc1ce9ae97b759f89e1a6d80b3494c",
 }
 
 
@@ -260,7 +260,7 @@ class FaceExpertEncoder(FaceCnnEncoder):
     """esva's FER+ face expert: 256-d embedding + 8 calibrated logits per face frame."""
 
     embed_dim = EMBED_DIM  # the logits follow (probabilities: in the label order)
-    version = "esva-face-expert-ferplus-v1"
+    version = "esva-face-expert-ferplus-v2"
 
     def __init__(self, config: FaceExpertConfig | None = None, pretrained: bool = True) -> None:
         super().__init__("face-expert", config or FaceExpertConfig(), CLASSES)
