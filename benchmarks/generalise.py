@@ -1041,7 +1041,6 @@ def write_report(out: Path, diag, nested, rav, final, seconds, with_previous=Tru
         f"{', '.join(f'{v:.3f}' for v in rav['ravdess']['per_fold'])}).",
         "",
         *ravdess_encoder_lines(rav, diag),
-
         "## The model trained on all five corpora (`--install`)",
         "",
         f"Chosen by LOCO over the five: {final['spec']} C={final['c']} (mean out-of-corpus "

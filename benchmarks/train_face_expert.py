@@ -22,12 +22,13 @@ label. The decoded images are cached under ``runs/ferplus_cache/`` (git-ignored)
 Timing and result (measured 2026-12-07 on this project's shared 2-core machine, one torch
 thread, other people's jobs beside it): ``esva train --config configs/face_expert.yaml --out
 runs/face_expert_engine``: 10 epochs of 443 steps, 66.5-283 s an epoch (the machine's load),
-24 min wall; best epoch 10, FER+ valid 0.811 (``runs/face_expert_engine/metrics.jsonl``). The
-old loop of this script (OneCycle, its own batch order and augmentation draws) trained the
-shipped v1 weights in 42.6 min; the engine's schedule gives other weights, so the retrain was
-measured beside v1 with ``benchmarks/faces.py --extra-expert engine-retrain=...``: alone it
-ties or edges v1, but in the face path (pooled with fer-cnn under the selection rule) CK+48
-drops from 0.793 to 0.782, so it was not installed (results/faces.md, the model card).
+24 min wall; best epoch 10, FER+ valid 0.811 (``runs/face_expert_engine/metrics.jsonl``). That
+run is the shipped v2 (installed with ``--install-only runs/face_expert_engine/best``). The old
+loop of this script (OneCycle, its own batch order and augmentation draws) trained v1; measured
+beside it with ``benchmarks/faces.py --extra-expert engine-retrain=...``, v2 alone ties or edges
+v1, and the face-ensemble settings re-chosen for it by their selection rule gain a MEAD dev clip
+(15/21) while CK+48, never used for a choice, goes from 0.793 to 0.782 (results/faces.md, the
+model card).
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """``face-expert``: esva's own face-expression CNN, trained on FER+ (8 classes).
 
 A VGG-style network of 1.76 M parameters on 48x48 grey faces, trained on FER+ (FER2013 faces,
-relabelled by 10 annotators each; soft targets from the votes): the shipped weights by the loop
-``benchmarks/train_face_expert.py`` had before the ``face-expert`` recipe
-(:mod:`esva.recipes.face_expert`, ``esva train --config configs/face_expert.yaml``), which now
-trains it on the engine (see the model card for why its retrain is not shipped). The weights
+relabelled by 10 annotators each; soft targets from the votes) by the ``face-expert`` recipe on
+the engine (:mod:`esva.recipes.face_expert`, ``esva train --config configs/face_expert.yaml``;
+``benchmarks/train_face_expert.py --install`` rebuilds the shipped v2). The weights
 ship inside the package (``esva/assets/face_expert/``: ``model.safetensors`` in fp16,
 ``config.json`` with the temperature and the measured scores, ``MODEL_CARD.md``); both files
 are checked against the sha256 recorded below before anything is loaded.
