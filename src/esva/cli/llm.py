@@ -29,12 +29,13 @@ def train_llm(
 ) -> None:
     """Instruction-tune feature projectors + LoRA on a language model (SmolLM2 offline by
     default) for emotion recognition and reasoning; runs under accelerate."""
-    from esva.recipes.train_llm import LLMRunConfig
-    from esva.recipes.train_llm import train_llm as run_training
+    from esva.recipes.registry import load_run, train_recipe
 
-    run = LLMRunConfig.load(config)
+    name, run = load_run(config, default="llm")
+    if name != "llm":
+        raise EsvaError(f"a config of the {name!r} recipe: train it with `esva train`", config)
     override_run(run, out, epochs)
-    report_best(run, run_training(run, resume=resume))
+    report_best(run, train_recipe(name, run, resume=resume))
 
 
 def explain(

@@ -24,8 +24,9 @@ def train(
     out: RunOutOpt = None,
     epochs: EpochsOpt = None,
 ) -> None:
-    """Train the model a config names (its `recipe:` key, default `esva`: an ESVA model on a
-    feature store) on the one engine; runs under accelerate (CPU, one GPU or many)."""
+    """Train the model a config names by its `recipe:` key on the one engine (accelerate: CPU,
+    one GPU or many). Recipes: esva (the default: an ESVA model on a feature store), llm,
+    face-expert, sync-space, explain-adapter; configs/ has one YAML file for each."""
     from esva.io import check_output_dir
     from esva.recipes.registry import load_run, train_recipe
 

@@ -67,11 +67,11 @@ def recipe_entry(name: Any, source: str | Path | None = None) -> RecipeEntry:
     return RECIPES[name]
 
 
-def load_run(path: str | Path) -> tuple[str, Any]:
-    """``(recipe name, run config)`` of a YAML file; ``recipe:`` defaults to ``esva``."""
+def load_run(path: str | Path, default: str = DEFAULT_RECIPE) -> tuple[str, Any]:
+    """``(recipe name, run config)`` of a YAML file; without a ``recipe:`` key, ``default``."""
     path = Path(path)
     raw = read_yaml(path)
-    name = DEFAULT_RECIPE
+    name = default
     if isinstance(raw, dict) and "recipe" in raw:
         raw = dict(raw)
         name = raw.pop("recipe")
