@@ -59,3 +59,13 @@ def test_train_help_names_every_recipe():
 
     listed = train.__doc__.split("Recipes:")[1]
     assert all(name in listed for name in RECIPES), listed
+
+
+def test_a_config_class_reads_its_own_recipe_key_and_refuses_another(tmp_path):
+    from esva.recipes.train_llm import LLMRunConfig
+
+    (tmp_path / "l.yaml").write_text("recipe: llm\nmodel: {tokens: 2}\n")
+    assert LLMRunConfig.load(tmp_path / "l.yaml").model.tokens == 2
+    (tmp_path / "f.yaml").write_text("recipe: face-expert\nmodel: {}\n")
+    with pytest.raises(EsvaError, match="'face-expert' recipe, not a LLMRunConfig"):
+        LLMRunConfig.load(tmp_path / "f.yaml")

@@ -120,7 +120,15 @@ class SectionedRunConfig:
     @classmethod
     def load(cls, path: str | Path) -> Self:
         path = Path(path)
-        run = cls.from_dict(read_yaml(path), path)
+        raw = read_yaml(path)
+        if isinstance(raw, dict) and "recipe" in raw:  # esva.recipes.registry's key
+            from esva.recipes.registry import recipe_config_class
+
+            raw = dict(raw)
+            name = raw.pop("recipe")
+            if recipe_config_class(name, path) is not cls:
+                raise EsvaError(f"a config of the {name!r} recipe, not a {cls.__name__}", path)
+        run = cls.from_dict(raw, path)
         # Relative data paths are relative to the config file, so configs travel with data.
         run.resolve_paths(path.parent)
         return run

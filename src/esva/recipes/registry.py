@@ -67,19 +67,19 @@ def recipe_entry(name: Any, source: str | Path | None = None) -> RecipeEntry:
     return RECIPES[name]
 
 
+def recipe_config_class(name: Any, source: str | Path | None = None) -> type:
+    """The run config class of the registered recipe ``name``."""
+    return _attr(recipe_entry(name, source).config)
+
+
 def load_run(path: str | Path, default: str = DEFAULT_RECIPE) -> tuple[str, Any]:
-    """``(recipe name, run config)`` of a YAML file; without a ``recipe:`` key, ``default``."""
-    path = Path(path)
-    raw = read_yaml(path)
-    name = default
-    if isinstance(raw, dict) and "recipe" in raw:
-        raw = dict(raw)
-        name = raw.pop("recipe")
-    config_cls = _attr(recipe_entry(name, path).config)
-    run = config_cls.from_dict(raw, path)
-    # Relative data paths are relative to the config file, so configs travel with data.
-    run.resolve_paths(path.parent)
-    return name, run
+    """``(recipe name, run config)`` of a YAML file; without a ``recipe:`` key, ``default``.
+
+    Relative data paths are read against the file's folder, so configs travel with data.
+    """
+    raw = read_yaml(Path(path))
+    name = raw.get("recipe", default) if isinstance(raw, dict) else default
+    return name, recipe_config_class(name, path).load(path)
 
 
 def train_recipe(name: str, run: Any, resume: bool = False) -> Any:
