@@ -313,6 +313,80 @@ def risk_coverage(p: np.ndarray, y: np.ndarray) -> dict:
     return {"at": out, "curve": curve[:: max(1, len(y) // 100)].round(4).tolist()}
 
 
+def correctness_features(p: np.ndarray) -> np.ndarray:
+    """What a rule may read of one calibrated distribution: log top probability, margin,
+    entropy, the predicted class, and the class times the log top probability (so that each
+    class may need its own confidence)."""
+    s = np.sort(p, 1)
+    top = np.log(np.clip(s[:, -1:], 1e-12, 1.0))
+    onehot = np.eye(p.shape[1])[p.argmax(1)]
+    entropy = -(p * np.log(np.clip(p, 1e-12, 1.0))).sum(1, keepdims=True)
+    return np.hstack([top, s[:, -1:] - s[:, -2:-1], entropy, onehot, onehot * top])
+
+
+def abstention_gains(confidence: np.ndarray, right: np.ndarray) -> tuple[float, float]:
+    """Accuracy gained (points) by answering the 50 % / 80 % clips of highest ``confidence``."""
+    order = np.argsort(-confidence, kind="stable")
+    n, base = len(order), right.mean()
+    return tuple(100 * (right[order[: round(f * n)]].mean() - base) for f in (0.5, 0.8))
+
+
+def correctness_loco(xs: dict, data: Data, nested: dict) -> dict:
+    """Abstention by a correctness model instead of the top probability, nested: inside each
+    outer fold, the chosen recipe's out-of-corpus predictions on the four training corpora
+    train a logistic regression of "the answer is right" on :func:`correctness_features`; the
+    held-out corpus's calibrated probabilities (the nested run's) are then ranked by it."""
+    from sklearn.linear_model import LogisticRegression
+
+    out = {}
+    for held in CORPORA:
+        ch = nested[held]["chosen"]
+        train_c = [k for k in CORPORA if k != held]
+        idx = np.flatnonzero(np.isin(data.corpus, train_c))
+        inner = temper(oof_predictions(xs, data, train_c, ch["spec"], ch["c"]), ch["temperature"])
+        right_in = inner.argmax(1) == data.y[idx]
+        rule = LogisticRegression(C=1.0, max_iter=2000)
+        rule.fit(correctness_features(inner), right_in)
+        p = np.load(gf.WORK / f"nested_{held}.npy")
+        right = p.argmax(1) == data.y[data.corpus == held]
+        out[held] = {
+            "top_probability": abstention_gains(p.max(1), right),
+            "correctness_model": abstention_gains(
+                rule.predict_proba(correctness_features(p))[:, 1], right
+            ),
+        }
+    return out
+
+
+def correctness_lines(corr: dict) -> list[str]:
+    rows = [
+        f"| {k} | {v['top_probability'][0]:+.1f} / {v['top_probability'][1]:+.1f} | "
+        f"{v['correctness_model'][0]:+.1f} / {v['correctness_model'][1]:+.1f} |"
+        for k, v in corr.items()
+    ]
+    mean = {
+        r: [float(np.mean([v[r][i] for v in corr.values()])) for i in (0, 1)]
+        for r in ("top_probability", "correctness_model")
+    }
+    return [
+        "## Abstention: a correctness model instead of the top probability (diagnosis)",
+        "",
+        "Accuracy gained (points) by answering the 50 % / 80 % most confident clips of the "
+        "held-out corpus, the shipped recipe's nested predictions ranked two ways: by the top "
+        'probability (today\'s rule), and by a logistic regression of "the answer is right" '
+        "on the top probability, the margin, the entropy and the predicted class "
+        "(`correctness_features`), trained on the out-of-corpus predictions of the four "
+        "training corpora of each outer fold (the held-out corpus never seen).",
+        "",
+        "| held out | top probability | correctness model |",
+        "|---|---|---|",
+        *rows,
+        f"| **mean** | {mean['top_probability'][0]:+.1f} / {mean['top_probability'][1]:+.1f} | "
+        f"{mean['correctness_model'][0]:+.1f} / {mean['correctness_model'][1]:+.1f} |",
+        "",
+    ]
+
+
 def oof_predictions(xs: dict, data: Data, corpora: list[str], spec: str, c: float) -> np.ndarray:
     """Out-of-corpus probabilities of every clip of ``corpora`` (each corpus predicted by the
     model trained on the others of the list)."""
@@ -742,6 +816,7 @@ def main() -> None:
     for spec in candidates:
         xs[spec] = xs[spec.replace(":aug", "")]
     nested = cached("nested", lambda: nested_loco(xs, data, candidates, log))
+    corr = cached("correctness", lambda: correctness_loco(xs, data, nested))
     rav = dict(cached("ravdess_folds", lambda: {"ravdess": ravdess_folds(data, "tiny:all")}))
     if base:  # the same folds on Whisper base: what the larger encoder would buy in-corpus
         rav |= cached(
@@ -757,7 +832,8 @@ def main() -> None:
         "adapted_pairs", lambda: adapted_pairs(xs, data, final["ravdess"], final_adapted)
     )
     write_report(args.out, diag, nested, rav, final["ravdess"], time.perf_counter() - t0,
-                 adapted=adapted, final_adapted=final_adapted, pairs=pairs)  # fmt: skip
+                 adapted=adapted, final_adapted=final_adapted, pairs=pairs,
+                 correctness=corr)  # fmt: skip
     log(f"wrote {args.out}")
     if args.install:
         install(xs, data, final["ravdess"], final_adapted)
@@ -875,7 +951,8 @@ def pair_lines(pairs: dict) -> list[str]:
 
 
 def write_report(out: Path, diag, nested, rav, final, seconds, with_previous=True,
-                 adapted=None, final_adapted=None, pairs=None) -> None:  # fmt: skip
+                 adapted=None, final_adapted=None, pairs=None,
+                 correctness=None) -> None:  # fmt: skip
     head = "| variant (one change from the reference) | " + " | ".join(CORPORA) + " | mean |"
     sep = "|---" * (len(CORPORA) + 2) + "|"
     lines = [
@@ -1032,6 +1109,7 @@ def write_report(out: Path, diag, nested, rav, final, seconds, with_previous=Tru
         "",
         f"![risk-coverage]({plot_risk_coverage(nested, figure).name})",
         "",
+        *(correctness_lines(correctness) if correctness else []),
         *(adapted_lines(adapted, nested, final_adapted) if adapted is not None else []),
         *(pair_lines(pairs) if pairs else []),
         "## RAVDESS speaker-independent, committed 5 folds, 8 classes",
