@@ -384,6 +384,13 @@ def correctness_lines(corr: dict) -> list[str]:
         f"| **mean** | {mean['top_probability'][0]:+.1f} / {mean['top_probability'][1]:+.1f} | "
         f"{mean['correctness_model'][0]:+.1f} / {mean['correctness_model'][1]:+.1f} |",
         "",
+        "Verdict: "
+        + (
+            "the correctness model ranks better on the mean at 50 %; worth shipping."
+            if mean["correctness_model"][0] > mean["top_probability"][0]
+            else "the top probability ranks better on the mean at 50 %; the shipped rule keeps it."
+        ),
+        "",
     ]
 
 
