@@ -27,6 +27,19 @@ SER7_CLASSES: tuple[str, ...] = tuple(c for c in RAVDESS_CLASSES if c != "calm")
 # Emotion-LLaMA's nine labels (first_face.py: the MER six, then fear, contempt, doubt).
 MERR_CLASSES: tuple[str, ...] = (*MER2023_CLASSES, "fear", "contempt", "doubt")
 
+# FER+ (Barsoum et al., 2016): the 8 emotions its annotators voted on, in label.csv's column
+# order (then "unknown" and "not-a-face"); the face expert's output classes.
+FERPLUS_CLASSES: tuple[str, ...] = (
+    "neutral",
+    "happiness",
+    "surprise",
+    "sadness",
+    "anger",
+    "disgust",
+    "fear",
+    "contempt",
+)
+
 CLASS_SETS: dict[str, tuple[str, ...]] = {
     "mer2023": MER2023_CLASSES,
     "ravdess": RAVDESS_CLASSES,

@@ -24,19 +24,9 @@ import numpy as np
 
 from esva.errors import EsvaError
 from esva.io import atomic_path
+from esva.labelsets import FERPLUS_CLASSES
 
-LABELS: tuple[str, ...] = (
-    "neutral",
-    "happiness",
-    "surprise",
-    "sadness",
-    "anger",
-    "disgust",
-    "fear",
-    "contempt",
-    "unknown",
-    "not-a-face",
-)
+LABELS: tuple[str, ...] = (*FERPLUS_CLASSES, "unknown", "not-a-face")
 EMOTIONS: tuple[str, ...] = LABELS[:8]
 SPLITS: dict[str, str] = {"train": "FER2013Train", "valid": "FER2013Valid", "test": "FER2013Test"}
 SIZE = 48

@@ -38,18 +38,10 @@ from torch import nn
 from esva.encoders.face_batches import FaceCnnEncoder, forward_in_batches
 from esva.encoders.registry import register_encoder
 from esva.errors import EsvaError
+from esva.labelsets import FERPLUS_CLASSES
 from esva.media.types import FaceTrack
 
-CLASSES: tuple[str, ...] = (
-    "neutral",
-    "happiness",
-    "surprise",
-    "sadness",
-    "anger",
-    "disgust",
-    "fear",
-    "contempt",
-)
+CLASSES: tuple[str, ...] = FERPLUS_CLASSES
 EMBED_DIM = 256
 WIDTHS = (32, 64, 128, 256)
 INPUT_SIZE = 48

@@ -107,6 +107,22 @@ class SectionedRunConfig:
     def from_dict(cls, raw: Any, source: str | Path | None = None) -> Self:
         raise NotImplementedError
 
+    @staticmethod
+    def read_sections(
+        raw: Any, source: str | Path | None, what: str, model: type, data: type, train: type
+    ) -> tuple[Any, Any, Any]:
+        """The ``model``, ``data`` and ``train`` sections of ``raw``, each read by
+        ``config_section`` into its class (a missing one takes its defaults; unknown sections,
+        keys and wrong types are refused by name). ``what`` names the recipe in the error."""
+        if not isinstance(raw, dict):
+            raise EsvaError(f"{what} run config must be a mapping with model/data/train", source)
+        refuse_unknown(raw, ("model", "data", "train"), source, "config sections")
+        return (
+            config_section(model, raw.get("model") or {}, "model", source),
+            config_section(data, raw.get("data") or {}, "data", source),
+            config_section(train, raw.get("train") or {}, "train", source),
+        )
+
     def resolve_paths(self, folder: Path) -> None:
         """Make the data section's relative paths relative to ``folder`` (the config's)."""
 

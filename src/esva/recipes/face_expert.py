@@ -46,7 +46,7 @@ from esva.io import atomic_dir, read_json, write_json
 from esva.recipes.config import TRAIN_LIMITS, SectionedRunConfig
 from esva.recipes.engine import METRICS, Engine, LoopConfig, Step, TrainResult
 from esva.recipes.sampler import EpochSampler
-from esva.settings import AT_LEAST_ONE, SHARE, Range, config_section, refuse_unknown
+from esva.settings import AT_LEAST_ONE, SHARE, Range
 
 __all__ = [
     "FaceDataConfig",
@@ -123,16 +123,8 @@ class FaceRunConfig(SectionedRunConfig):
 
     @classmethod
     def from_dict(cls, raw: Any, source: str | Path | None = None) -> FaceRunConfig:
-        if not isinstance(raw, dict):
-            raise EsvaError(
-                "face-expert run config must be a mapping with model/data/train", source
-            )
-        refuse_unknown(raw, ("model", "data", "train"), source, "config sections")
-        return cls(
-            config_section(FaceModelConfig, raw.get("model") or {}, "model", source),
-            config_section(FaceDataConfig, raw.get("data") or {}, "data", source),
-            config_section(FaceTrainConfig, raw.get("train") or {}, "train", source),
-        )
+        sections = (FaceModelConfig, FaceDataConfig, FaceTrainConfig)
+        return cls(*cls.read_sections(raw, source, "face-expert", *sections))
 
     def resolve_paths(self, folder: Path) -> None:
         for section, key in (("data", "root"), ("data", "cache"), ("model", "init")):

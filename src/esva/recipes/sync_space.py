@@ -44,7 +44,7 @@ from esva.hashing import file_sha256
 from esva.io import atomic_dir
 from esva.recipes.config import TRAIN_LIMITS, SectionedRunConfig
 from esva.recipes.engine import CHECKPOINT, Engine, LoopConfig, Step, TrainResult
-from esva.settings import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, config_section, refuse_unknown
+from esva.settings import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE
 from esva.sync.clip_media import (
     CLIP_GROUPS,
     AVClip,
@@ -153,14 +153,8 @@ class SyncRunConfig(SectionedRunConfig):
 
     @classmethod
     def from_dict(cls, raw: Any, source: str | Path | None = None) -> SyncRunConfig:
-        if not isinstance(raw, dict):
-            raise EsvaError("sync-space run config must be a mapping with model/data/train", source)
-        refuse_unknown(raw, ("model", "data", "train"), source, "config sections")
-        run = cls(
-            config_section(SyncSpaceConfig, raw.get("model") or {}, "model", source),
-            config_section(SyncDataConfig, raw.get("data") or {}, "data", source),
-            config_section(SyncTrainConfig, raw.get("train") or {}, "train", source),
-        )
+        sections = (SyncSpaceConfig, SyncDataConfig, SyncTrainConfig)
+        run = cls(*cls.read_sections(raw, source, "sync-space", *sections))
         data, train = run.data, run.train
         if data.hold_out_fold is not None and data.hold_out_fold >= data.folds:
             raise EsvaError(
