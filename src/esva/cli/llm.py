@@ -14,8 +14,6 @@ from esva.cli.options import (
     JsonOpt,
     ResumeOpt,
     RunOutOpt,
-    override_run,
-    report_best,
 )
 from esva.errors import EsvaError
 from esva.tasks import ADAPTER_TASKS, DEFAULT_EXPLAIN_TASK, EXPLAIN_TASKS, check_task
@@ -29,13 +27,9 @@ def train_llm(
 ) -> None:
     """Instruction-tune feature projectors + LoRA on a language model (SmolLM2 offline by
     default) for emotion recognition and reasoning; runs under accelerate."""
-    from esva.recipes.registry import load_run, train_recipe
+    from esva.cli.train import run_recipe
 
-    name, run = load_run(config, default="llm")
-    if name != "llm":
-        raise EsvaError(f"a config of the {name!r} recipe: train it with `esva train`", config)
-    override_run(run, out, epochs)
-    report_best(run, train_recipe(name, run, resume=resume))
+    run_recipe(config, resume, out, epochs, default="llm", only="llm")
 
 
 def explain(

@@ -27,10 +27,26 @@ def train(
     """Train the model a config names by its `recipe:` key on the one engine (accelerate: CPU,
     one GPU or many). Recipes: esva (the default: an ESVA model on a feature store), llm,
     face-expert, sync-space, explain-adapter; configs/ has one YAML file for each."""
+    run_recipe(config, resume, out, epochs)
+
+
+def run_recipe(
+    config: Path,
+    resume: bool,
+    out: Path | None,
+    epochs: int | None,
+    default: str = "esva",
+    only: str | None = None,
+) -> None:
+    """Load a config through the recipe registry, apply ``--out``/``--epochs``, train it and
+    print where the best model went (``only``: the one recipe this command may run)."""
+    from esva.errors import EsvaError
     from esva.io import check_output_dir
     from esva.recipes.registry import load_run, train_recipe
 
-    name, run = load_run(config)
+    name, run = load_run(config, default=default)
+    if only is not None and name != only:
+        raise EsvaError(f"a config of the {name!r} recipe: train it with `esva train`", config)
     override_run(run, out, epochs)
     check_output_dir(run.train.out_dir, inputs=(run.data.root,), what="--out")
     report_best(run, train_recipe(name, run, resume=resume))
