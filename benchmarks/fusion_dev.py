@@ -447,7 +447,7 @@ is); MEAD below is where the face expert's own skill shows.
 
 Face-only answers on the 21 clips with a ser7 label: **{mead_right}/{mead_n}** (every clip
 flagged face-only, exit 0). Face crops: the MTCNN sync track made for the audio-video offset
-(every frame), not the Haar track of `benchmarks/faces.py` (13/21 there).
+(every frame), not the Haar track of `benchmarks/faces.py` (its counts: `results/faces.md`).
 
 {markdown_table(mead_header, mead_rows)}
 
