@@ -69,3 +69,18 @@ def test_a_config_class_reads_its_own_recipe_key_and_refuses_another(tmp_path):
     (tmp_path / "f.yaml").write_text("recipe: face-expert\nmodel: {}\n")
     with pytest.raises(EsvaError, match="'face-expert' recipe, not a LLMRunConfig"):
         LLMRunConfig.load(tmp_path / "f.yaml")
+
+
+@pytest.mark.parametrize(
+    ("monitor", "score", "shown"),
+    [("loss", -0.652, "loss 0.6520"), ("weighted_f1", 0.71, "weighted_f1 0.7100")],
+)
+def test_the_last_line_shows_a_monitored_loss_as_a_loss(capsys, monitor, score, shown):
+    from types import SimpleNamespace
+
+    from esva.cli.options import report_best
+
+    run = SimpleNamespace(train=SimpleNamespace(monitor=monitor))
+    result = SimpleNamespace(main_process=True, best_epoch=3, best_score=score, best_dir="b")
+    report_best(run, result)
+    assert f"(epoch 3, validation {shown}) -> b" in capsys.readouterr().out

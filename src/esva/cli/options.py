@@ -37,7 +37,10 @@ def override_run(run: Any, out: Path | None, epochs: int | None) -> None:
 def report_best(run: Any, result: Any) -> None:
     """A training command's last line, on the main process only: where the best model went."""
     if result.main_process:
+        monitor = str(run.train.monitor)
+        # The engine maximises its score, so a loss is monitored as its negative: say the loss.
+        score = -result.best_score if monitor.endswith("loss") else result.best_score
         typer.echo(
-            f"best model (epoch {result.best_epoch}, validation {run.train.monitor} "
-            f"{result.best_score:.4f}) -> {result.best_dir}"
+            f"best model (epoch {result.best_epoch}, validation {monitor} {score:.4f}) -> "
+            f"{result.best_dir}"
         )
