@@ -186,3 +186,21 @@ def test_stream_estimates_follow_a_time_varying_offset():
     assert np.all(np.abs(lags[first] - 80.0) < 5.0), lags[first]
     assert np.all(np.abs(lags[second] + 120.0) < 5.0), lags[second]
     assert all(w.confidence > 0.3 for w in windows if w.t_s < 8.5 or w.t_s > 11.5)
+
+
+def test_shipped_uncertainty_weights_are_hash_checked(tmp_path):
+    import shutil
+
+    from esva.errors import EsvaError
+    from esva.sync.controllers import UNCERTAINTY_FILE, load_uncertainty
+    from esva.sync.space import ASSET_DIR
+
+    load_uncertainty()  # the shipped pair matches its record
+    copy = tmp_path / "sync"
+    shutil.copytree(ASSET_DIR, copy)
+    weights = copy / UNCERTAINTY_FILE
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # one flipped bit in the last tensor's bytes: still loadable, not the same
+    weights.write_bytes(bytes(data))
+    with pytest.raises(EsvaError, match="sha256"):
+        load_uncertainty(copy)

@@ -49,11 +49,12 @@ import torch
 from torch import nn
 
 from esva.errors import EsvaError
-from esva.io import atomic_path
+from esva.hashing import file_sha256
+from esva.io import atomic_path, read_json
 from esva.sync.clip_media import ClipMedia
 from esva.sync.degrade import add_noise_bursts, degrade_track, delay_audio, random_bursts
 from esva.sync.estimate import ClipAlignConfig, estimate_from_features
-from esva.sync.space import ASSET_DIR, SyncFeatures, SyncSpace
+from esva.sync.space import ASSET_DIR, CONFIG_FILE, SyncFeatures, SyncSpace
 
 UNCERTAINTY_FILE = "uncertainty.safetensors"
 
@@ -305,6 +306,12 @@ def load_uncertainty(directory: str | Path | None = None) -> UncertaintyNet:
     from safetensors.torch import load_file
 
     path = Path(directory or ASSET_DIR) / UNCERTAINTY_FILE
+    # The heads' config.json records the file's sha256 when the sync-space recipe wrote both.
+    record = path.with_name(CONFIG_FILE)
+    recorded = read_json(record) if record.is_file() else {}
+    expected = recorded.get("uncertainty_sha256") if isinstance(recorded, dict) else None
+    if expected is not None and path.is_file() and file_sha256(path) != expected:
+        raise EsvaError("uncertainty-estimator weights fail their sha256 check (corrupted?)", path)
     net = UncertaintyNet()
     try:
         net.load_state_dict(load_file(str(path)), strict=True)
