@@ -16,8 +16,9 @@ extract   ``extract``: one clip analysed once (``ClipAnalysis``: decoded audio, 
           encoder streams, settings); media -> feature store (resumable, sharded), provenance
 models    ``align`` (Eq. 3-9) ``msfe`` (Eq. 1-2) ``fusion`` ``model`` (ESVAModel, ESVAConfig)
           ``llm`` (projectors, prompts, LoRA, EmotionLLM) ``sync`` (the learned sync space)
-recipes   ``recipes`` (one training engine; the ESVA and LLM recipes; evaluation runs; the
-          synthetic demo) ``evaluate`` (pure scorers: MER2023 / MER2024-OV / MER2025 wheel,
+recipes   ``recipes`` (one training engine; the named recipes ``esva train`` runs: ESVA, LLM,
+          face expert, sync space, explanation adapter; evaluation runs; the synthetic demo)
+          ``evaluate`` (pure scorers: MER2023 / MER2024-OV / MER2025 wheel,
           EMER judge)
 apps      ``apps``: inference (one path from a file to an answer), predict, batch, explain,
           align, serve; ``pipeline`` (the Python API) and ``results`` (typed results). Apps
