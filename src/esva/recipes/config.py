@@ -109,16 +109,21 @@ class SectionedRunConfig:
 
     @staticmethod
     def read_sections(
-        raw: Any, source: str | Path | None, what: str, model: type, data: type, train: type
+        raw: Any, source: str | Path | None, what: str, model: type | None, data: type, train: type
     ) -> tuple[Any, Any, Any]:
         """The ``model``, ``data`` and ``train`` sections of ``raw``, each read by
         ``config_section`` into its class (a missing one takes its defaults; unknown sections,
-        keys and wrong types are refused by name). ``what`` names the recipe in the error."""
+        keys and wrong types are refused by name). ``what`` names the recipe in the error.
+        ``model=None``: the model section comes back as a checked mapping, for a model config
+        with its own ``from_dict`` (ESVA, the language models)."""
         if not isinstance(raw, dict):
             raise EsvaError(f"{what} run config must be a mapping with model/data/train", source)
         refuse_unknown(raw, ("model", "data", "train"), source, "config sections")
+        given = raw.get("model") or {}
+        if model is None and not isinstance(given, dict):
+            raise EsvaError("'model' section must be a mapping", source)
         return (
-            config_section(model, raw.get("model") or {}, "model", source),
+            dict(given) if model is None else config_section(model, given, "model", source),
             config_section(data, raw.get("data") or {}, "data", source),
             config_section(train, raw.get("train") or {}, "train", source),
         )
@@ -135,9 +140,13 @@ class SectionedRunConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> Self:
-        path = Path(path)
-        raw = read_yaml(path)
-        if isinstance(raw, dict) and "recipe" in raw:  # esva.recipes.registry's key
+        return cls.from_file(read_yaml(Path(path)), Path(path))
+
+    @classmethod
+    def from_file(cls, raw: Any, path: Path) -> Self:
+        """The run config of ``raw``, the parsed YAML file ``path``: its ``recipe:`` key (the
+        registry's) must name this class's recipe; data paths are read against the folder."""
+        if isinstance(raw, dict) and "recipe" in raw:
             from esva.recipes.registry import recipe_config_class
 
             raw = dict(raw)
@@ -162,12 +171,8 @@ class RunConfig(SectionedRunConfig):
             raise EsvaError(
                 "config needs a 'model' section (and optionally 'data', 'train')", source
             )
-        refuse_unknown(raw, ("model", "data", "train"), source, "config sections")
-        return cls(
-            ESVAConfig.from_dict(raw["model"], source),
-            config_section(DataConfig, raw.get("data") or {}, "data", source),
-            config_section(TrainConfig, raw.get("train") or {}, "train", source),
-        )
+        _, data, train = cls.read_sections(raw, source, "ESVA", None, DataConfig, TrainConfig)
+        return cls(ESVAConfig.from_dict(raw["model"], source), data, train)
 
     def resolve_paths(self, folder: Path) -> None:
         if not Path(self.data.root).is_absolute():

@@ -65,8 +65,6 @@ from esva.settings import (
     NON_NEGATIVE,
     POSITIVE,
     SHARE,
-    config_section,
-    refuse_unknown,
 )
 
 RECIPE = "explain-adapter"
@@ -144,12 +142,8 @@ class ExplainRunConfig(SectionedRunConfig):
     def from_dict(cls, raw: Any, source: str | Path | None = None) -> ExplainRunConfig:
         from esva.llm.conclude import SYSTEM
 
-        if not isinstance(raw, dict):
-            raise EsvaError("explain-adapter run config must be a mapping of sections", source)
-        refuse_unknown(raw, ("model", "data", "train"), source, "config sections")
-        given = raw.get("model") or {}
-        if not isinstance(given, dict):
-            raise EsvaError("'model' section must be a mapping", source)
+        sections = (None, ExplainDataConfig, ExplainTrainConfig)
+        given, data, train = cls.read_sections(raw, source, "explain-adapter", *sections)
         model = {**MODEL_DEFAULTS, "system_prompt": SYSTEM, **given}
         if isinstance(given.get("lora"), dict):
             model["lora"] = {**MODEL_DEFAULTS["lora"], **given["lora"]}
@@ -159,11 +153,7 @@ class ExplainRunConfig(SectionedRunConfig):
                 f"model.streams must be the measured streams {STREAM_DIMS}, got {config.streams}",
                 source,
             )
-        return cls(
-            config,
-            config_section(ExplainDataConfig, raw.get("data") or {}, "data", source),
-            config_section(ExplainTrainConfig, raw.get("train") or {}, "train", source),
-        )
+        return cls(config, data, train)
 
     def resolve_paths(self, folder: Path) -> None:
         if not Path(self.data.root).is_absolute():

@@ -79,7 +79,7 @@ def load_run(path: str | Path, default: str = DEFAULT_RECIPE) -> tuple[str, Any]
     """
     raw = read_yaml(Path(path))
     name = raw.get("recipe", default) if isinstance(raw, dict) else default
-    return name, recipe_config_class(name, path).load(path)
+    return name, recipe_config_class(name, path).from_file(raw, Path(path))
 
 
 def train_recipe(name: str, run: Any, resume: bool = False) -> Any:

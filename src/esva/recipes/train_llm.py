@@ -67,8 +67,6 @@ from esva.recipes.engine import (
 from esva.settings import (
     AT_LEAST_ONE,
     SHARE,
-    config_section,
-    refuse_unknown,
 )
 
 __all__ = [
@@ -137,20 +135,12 @@ class LLMRunConfig(SectionedRunConfig):
 
     @classmethod
     def from_dict(cls, raw: Any, source: str | Path | None = None) -> LLMRunConfig:
-        if not isinstance(raw, dict):
-            raise EsvaError("LLM run config must be a mapping with model/data/train", source)
-        refuse_unknown(raw, ("model", "data", "train"), source, "config sections")
-        data = config_section(LLMDataConfig, raw.get("data") or {}, "data", source)
-        model = dict(raw.get("model") or {})
+        sections = (None, LLMDataConfig, LLMTrainConfig)
+        model, data, train = cls.read_sections(raw, source, "LLM", *sections)
         infer = not model.get("streams")
         if infer:  # width 1 validates; train_llm puts in the store's widths
             model["streams"] = dict.fromkeys(data.streams, 1)
-        return cls(
-            EmotionLLMConfig.from_dict(model, source),
-            data,
-            config_section(LLMTrainConfig, raw.get("train") or {}, "train", source),
-            infer,
-        )
+        return cls(EmotionLLMConfig.from_dict(model, source), data, train, infer)
 
     def resolve_paths(self, folder: Path) -> None:
         for key in ("root", "merr", "transcripts"):  # merr and transcripts may be unset
