@@ -33,7 +33,7 @@ DEFAULT_MODEL_SHA256: dict[str, str] = {
 # chosen by benchmarks/fusion_dev.py, which prints it). Kept apart from the model's own files,
 # which benchmarks/train_default_model.py rebuilds.
 DEFAULT_FUSION_SHA256: dict[str, str] = {
-    "fusion.json": "3adc122fe75bdede201a113c5119106cce334cb1e4a64a130d84438c48a93ec8",
+    "fusion.json": "f0882dfe22b105e883bbd5ad529b4ba3fab654f113c667fa1206b5dd872457aa",
 }
 
 

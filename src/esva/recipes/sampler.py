@@ -9,6 +9,9 @@ corpus each speaker the same share, inside a speaker each clip the same. Without
 speakers (2800 clips) would outweigh EMOVO's six (588 clips) almost five to one, and a model
 would learn TESS's two voices more than emotion. ``size`` sets the number of draws per epoch
 (default: the number of clips), so that an epoch's cost does not grow with the largest corpus.
+
+:class:`EpochBatches` is the same rule for datasets whose items are whole batches: its keys
+(epoch, i) seed the batch, so resuming mid-epoch replays it.
 """
 
 from __future__ import annotations
@@ -86,3 +89,20 @@ class EpochSampler(Sampler[int]):
         weight_of = dict(zip(classes.tolist(), (1.0 / counts).tolist(), strict=True))
         p = np.array([weight_of[c] for c in self.labels.tolist()])
         return iter(rng.choice(n, size=self.size, replace=True, p=p / p.sum()).tolist())
+
+
+class EpochBatches(Sampler[tuple[int, int]]):
+    """Keys (epoch, i) for i < ``steps``, for a dataset whose item is a whole batch drawn from
+    (seed, epoch, i) alone: the engine's resume then replays the same batches."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps, self.epoch = steps, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter([(self.epoch, i) for i in range(self.steps)])

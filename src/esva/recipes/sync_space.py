@@ -44,6 +44,7 @@ from esva.hashing import file_sha256
 from esva.io import atomic_dir
 from esva.recipes.config import TRAIN_LIMITS, SectionedRunConfig
 from esva.recipes.engine import CHECKPOINT, Engine, LoopConfig, Step, TrainResult
+from esva.recipes.sampler import EpochBatches
 from esva.settings import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE
 from esva.sync.clip_media import (
     CLIP_GROUPS,
@@ -212,22 +213,6 @@ def training_clips(data: SyncDataConfig) -> list[AVClip]:
     return clips
 
 
-class _EpochBatches(Sampler):
-    """(epoch, i) for i < ``steps``: batch i of an epoch depends on (seed, epoch, i) only."""
-
-    def __init__(self, steps: int) -> None:
-        self.steps, self.epoch = steps, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.steps
-
-    def __iter__(self):
-        return iter([(self.epoch, i) for i in range(self.steps)])
-
-
 class _SegmentBatches(Dataset):
     """Item (epoch, i): a batch of random segments drawn by a generator seeded (seed, epoch, i)."""
 
@@ -293,7 +278,7 @@ def fit_heads(
     """Stage 1 on the raw features ``clips``; ``meta`` goes into ``best/config.json``."""
     if not clips:
         raise EsvaError("no clips to train the sync space on", run.data.root)
-    sampler = _EpochBatches(run.train.steps_per_epoch)
+    sampler = EpochBatches(run.train.steps_per_epoch)
     loader = _batch_loader(_SegmentBatches(clips, run), sampler)
     fixed = _SegmentBatches(clips, run, augment=False)
     val = [fixed[(0, i)] for i in range(run.data.val_batches)]
@@ -352,7 +337,7 @@ def fit_uncertainty(
     engine = Engine(loop, run_dict, _fingerprint, resume)
     x = torch.as_tensor(inputs, dtype=torch.float32)
     err = torch.as_tensor(np.abs(errors_ms), dtype=torch.float32)
-    sampler = _EpochBatches(steps_per_epoch)
+    sampler = EpochBatches(steps_per_epoch)
     loader = _batch_loader(_FullBatch(x, err, steps_per_epoch), sampler)
     net = UncertaintyNet()
 
