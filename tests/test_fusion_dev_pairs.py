@@ -54,3 +54,23 @@ def test_pairs_need_the_nested_predictions(fake_corpora, tmp_path):
     (tmp_path / "nested_b.npy").unlink()
     with pytest.raises(SystemExit, match=r"nested_b\.npy: missing"):
         fd.cross_corpus_pairs([(_face("happy"), "happy")])
+
+
+def test_confidence_check_ranks_by_the_top_probability_and_applies_the_threshold():
+    spec = fd.spec_with(0.0, 0.0, 0.4, "voice")
+    threshold = fd.confidence_threshold()
+    assert threshold is not None and 0.0 < threshold < 0.9
+
+    def voice(top: float, label: str) -> dict:
+        rest = (1.0 - top) / (len(SER7) - 1)
+        probs = {c: (top if c == label else rest) for c in SER7}
+        return {"per_modality": {"voice": {"probabilities": probs, "presence": 1.0}}}
+
+    # Four sure and right, four unsure and wrong (their top class is not the truth).
+    entries = [voice(0.95, "happy")] * 4 + [voice(threshold / 2 + 0.1, "sad")] * 4
+    labels = ["happy"] * 4 + ["angry"] * 4
+    c = fd.confidence_check(spec, entries, labels, "voice")
+    assert c["all"] == pytest.approx(0.5)
+    assert c["top50"] == pytest.approx(1.0)
+    assert c["confident_share"] == pytest.approx(0.5)
+    assert c["confident_accuracy"] == pytest.approx(1.0)
