@@ -91,25 +91,11 @@ PREVIOUS_ALPHA, PREVIOUS_GAMMA = 0.1, 1.0
 
 
 # ----------------------------------------------------------------------------- voice model
-def heldout_voice_model(shared: Path, workers: int = 1) -> Path:
-    """The default recipe trained on RAVDESS speech actors 02-20 (Actor_01 unseen), cached."""
-    model = WORK / "voice_no01" / "model"
-    if (model / "model.safetensors").is_file():
-        return model
-    import train_default_model as tdm
-
-    data = WORK / "ravdess_no01"
-    data.mkdir(parents=True, exist_ok=True)
-    for actor in sorted((shared / "ravdess_speech").glob("Actor_*")):
-        link = data / actor.name
-        if actor.name != "Actor_01" and not link.exists():
-            link.symlink_to(actor.resolve(), target_is_directory=True)
-    return tdm.build(data, WORK / "voice_no01", workers)
-
-
-def unseen_voice_model() -> Path:
-    """The shipped recipe trained without RAVDESS (``generalise.py --dev-models``)."""
-    model = WORK / "voice_unseen" / "model"
+def dev_voice_model(name: str) -> Path:
+    """A held-out voice model that ``python benchmarks/generalise.py --dev-models`` builds:
+    ``voice_unseen`` (the shipped recipe without RAVDESS) or ``voice_no01`` (without
+    RAVDESS Actor_01)."""
+    model = WORK / name / "model"
     if not (model / "model.safetensors").is_file():
         raise SystemExit(
             f"{model}: missing; build it with `python benchmarks/generalise.py --dev-models`"
@@ -389,7 +375,7 @@ def main() -> None:
 
     # The shipped folder unverified: this script rewrites its fusion.json (--install).
     shipped_dir = default_model_dir(verify=False)
-    voices = {UNSEEN: unseen_voice_model(), HELDOUT: heldout_voice_model(shared),
+    voices = {UNSEEN: dev_voice_model("voice_unseen"), HELDOUT: dev_voice_model("voice_no01"),
               SHIPPED: shipped_dir}  # fmt: skip
     slugs = {UNSEEN: "unseen", HELDOUT: "heldout", SHIPPED: "shipped"}
     takes = ravdess_takes(shared)
