@@ -10,6 +10,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ESVA_SHARED", ROOT.parent / "shared" / "data"))
+# fusion_dev.py's work folder; generalise.py --dev-models writes its held-out voice models here
+FUSION_DEV_WORK = ROOT / "runs" / "fusion_dev"
 
 
 def require_shared() -> Path:

@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, markdown_table, require_shared
+from _common import FUSION_DEV_WORK, ROOT, markdown_table, require_shared
 
 ALPHAS = tuple(round(a, 2) for a in np.linspace(0.0, 1.0, 11))
 GAMMAS = (0.0, 1.0, 2.0)
@@ -79,7 +79,7 @@ MEAD_SER7 = {
     "surprised": "surprised",
     "contempt": None,
 }
-WORK = ROOT / "runs" / "fusion_dev"
+WORK = FUSION_DEV_WORK
 UNSEEN = "unseen corpus (RAVDESS left out)"
 HELDOUT = "held-out speaker (Actor_01 left out)"
 SHIPPED = "shipped (actors 01-20: saw Actor_01)"

@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _generalise_features as gf
-from _common import ROOT, SHARED, require_shared
+from _common import FUSION_DEV_WORK, ROOT, SHARED, require_shared
 from esva.data.label_mapping import SER7
 from esva.model.pooled_voice import PooledVoiceConfig, PooledVoiceModel
 from esva.recipes.pooled_voice import (
@@ -225,6 +225,11 @@ ROBUST = {  # issue 17 item 3: one change each on an MLP (benchmarks/_adversaria
 
 
 ROBUST_SEEDS = (0, 1, 2)
+
+
+def best_robust(diag: dict) -> str:
+    """The :data:`ROBUST` variant with the highest LOCO mean (seed 0)."""
+    return max(ROBUST, key=lambda k: mean_wf1(diag[f"robust:{k}"]))
 
 
 def robust_loco(x: np.ndarray, x_aug: np.ndarray, data: Data, **options) -> dict:
@@ -844,7 +849,7 @@ def main() -> None:
             )
         # The best variant and the plain layer again with two more seeds: one seed's spread
         # (init, batch order) is as large as the gaps between the rows.
-        best = max(ROBUST, key=lambda k: mean_wf1(diag[f"robust:{k}"]))
+        best = best_robust(diag)
         for key in dict.fromkeys(["mlp", best]):
             for seed in ROBUST_SEEDS[1:]:
                 name = f"robust:{key}:seed{seed}"
@@ -1039,7 +1044,7 @@ def robust_lines(diag: dict, final: dict, head: str, sep: str) -> list[str]:
         *[row(names[k], diag[f"robust:{k}"]) for k in ROBUST if f"robust:{k}" in diag],
         "",
     ]
-    best = max(ROBUST, key=lambda k: mean_wf1(diag[f"robust:{k}"]))
+    best = best_robust(diag)
     seeds = {
         k: [mean_wf1(diag[f"robust:{k}" + ("" if s == 0 else f":seed{s}")]) for s in ROBUST_SEEDS]
         for k in dict.fromkeys(["mlp", best])
@@ -1365,9 +1370,6 @@ def install(xs: dict, data: Data, final: dict, adapted: dict | None = None) -> N
     dev_models(xs, data, final, adapted)
 
 
-DEV_MODELS = ROOT / "runs" / "fusion_dev"
-
-
 def dev_models(xs: dict, data: Data, final: dict, adapted: dict | None = None) -> None:
     """The shipped recipe without what benchmarks/fusion_dev.py scores on: RAVDESS Actor_01
     left out (``voice_no01``: an unseen speaker of a seen corpus), and RAVDESS left out whole
@@ -1377,7 +1379,7 @@ def dev_models(xs: dict, data: Data, final: dict, adapted: dict | None = None) -
         ("voice_no01", data.speaker != "ravdess:Actor_01"),
         ("voice_unseen", data.corpus != "ravdess"),
     ):
-        out = build_model(xs, data, final, np.flatnonzero(keep), DEV_MODELS / name / "model",
+        out = build_model(xs, data, final, np.flatnonzero(keep), FUSION_DEV_WORK / name / "model",
                           adapted)  # fmt: skip
         print(f"wrote {out}")
 
