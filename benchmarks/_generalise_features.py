@@ -6,6 +6,10 @@ cached in chunks under ``<work>/features/<corpus>/`` so a killed run resumes. On
 corpus keeps a corpus's chunks valid when the corpus list changes.
 
     python benchmarks/_generalise_features.py --encoders whisper-tiny whisper-base
+    python benchmarks/_generalise_features.py --encoders whisper-tiny@speech --augmented 1
+
+An encoder key ending in ``@speech`` pools over the frames the energy VAD calls speech only
+(``_xcorpus_features.pool_states``; the encoder's ``speech_only`` option at run time).
 """
 
 from __future__ import annotations
@@ -78,7 +82,7 @@ def augmented_features(
                 chains += json.loads(str(data["chains"]))
                 continue
         if enc is None:
-            enc = create_encoder(encoder, layer="last")
+            enc = create_encoder(xf.split_key(encoder)[0], layer="last")
             pool = [(clips[i].speaker, to_16k(load_audio(clips[i].audio))) for i in pool_idx]
         part, part_chains = [], []
         for clip in chunk:
@@ -86,7 +90,7 @@ def augmented_features(
             babble = [a for spk, a in pool if spk != clip.speaker]
             samples, chain = augment(to_16k(load_audio(clip.audio)), seed, babble)
             states = xf._all_states(enc, samples)
-            part.append(np.concatenate([states.mean(1), states.std(1)], axis=1))
+            part.append(xf.pool_states(states, samples, xf.split_key(encoder)[1]))
             part_chains.append(chain)
         x = np.stack(part).astype(np.float32)
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:

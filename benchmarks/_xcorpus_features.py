@@ -52,6 +52,27 @@ def _all_states(encoder, samples: np.ndarray) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
+SPEECH = "@speech"  # an encoder key's suffix: the statistics over the speech frames only
+
+
+def split_key(key: str) -> tuple[str, bool]:
+    """``"whisper-tiny@speech"`` -> (``"whisper-tiny"``, True): the encoder and whether its
+    statistics are pooled over the speech frames only (``esva.media.vad.speech_frames``)."""
+    return key.removesuffix(SPEECH), key.endswith(SPEECH)
+
+
+def pool_states(states: np.ndarray, samples: np.ndarray, speech: bool) -> np.ndarray:
+    """(n_states, T, D) hidden states of one clip -> (n_states, 2D) mean and std over time
+    (with ``speech``: over the frames the energy VAD calls speech, as the shipped encoder's
+    ``speech_only`` option masks them)."""
+    if speech:
+        from esva.encoders.whisper import FPS, SAMPLE_RATE
+        from esva.media.vad import speech_frames
+
+        states = states[:, speech_frames(samples, SAMPLE_RATE, states.shape[1], FPS)]
+    return np.concatenate([states.mean(1), states.std(1)], axis=1)
+
+
 def pooled_layers(
     clips: list, encoder_name: str, cache: Path, store: Path | None = None, layer: str = "last"
 ) -> tuple[list[str], np.ndarray]:
@@ -74,6 +95,10 @@ def pooled_layers(
 
     torch.set_num_threads(1)
     cache.mkdir(parents=True, exist_ok=True)
+    key = encoder_name
+    encoder_name, speech = split_key(key)
+    if speech and store is not None:
+        raise ValueError("a speech-only key has no feature store")
     config = ExtractConfig(
         audio=[encoder_name], visual=[], text=[], encoder_options={encoder_name: {"layer": layer}}
     )
@@ -83,7 +108,7 @@ def pooled_layers(
     t0, done = time.perf_counter(), 0
     for start in range(0, len(clips), CHUNK):
         chunk = clips[start : start + CHUNK]
-        path = cache / f"{encoder_name}_{start:05d}.npz"
+        path = cache / f"{key}_{start:05d}.npz"
         names = [c.name for c in chunk]
         stored = store is None or all(
             FeatureStore(store).is_done(n, config.encoders) for n in names
@@ -102,8 +127,9 @@ def pooled_layers(
         for clip in chunk:
             out = ClipFeatures(streams={})
             audio = extractor._audio(clip, out)  # esva extract's decoding, flags and info
-            states = _all_states(encoder, to_16k(audio))
-            rows.append(np.concatenate([states.mean(1), states.std(1)], axis=1))
+            samples = to_16k(audio)
+            states = _all_states(encoder, samples)
+            rows.append(pool_states(states, samples, speech))
             if store is not None:
                 from esva.data.streams import StreamFeatures
 
@@ -127,8 +153,7 @@ def pooled_layers(
         done += len(chunk)
         rate = done / (time.perf_counter() - t0)
         print(
-            f"[pooled {encoder_name}] {start + len(chunk)}/{len(clips)} clips "
-            f"({rate:.2f} clips/s this run)",
+            f"[pooled {key}] {start + len(chunk)}/{len(clips)} clips ({rate:.2f} clips/s this run)",
             flush=True,
         )
     return names_all, np.concatenate(parts)

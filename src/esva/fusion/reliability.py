@@ -41,14 +41,9 @@ from collections.abc import Mapping
 import numpy as np
 
 from esva.errors import EsvaError
+from esva.media.vad import vad_frames  # re-exported: the fusion's voice presence reads it
 
 LOG_FLOOR = 1e-6  # probabilities are floored here before the log: one expert's 0 is no veto
-# Energy VAD (speech_presence): 25 ms frames every 10 ms; a frame is active when it is both
-# 9 dB above the clip's noise floor (10th percentile of frame energy) and above -60 dBFS.
-VAD_FRAME_S = 0.025
-VAD_HOP_S = 0.010
-VAD_ABOVE_FLOOR_DB = 9.0
-VAD_MIN_DBFS = -60.0
 
 
 def log_linear_pool(probs: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
@@ -115,20 +110,6 @@ def entropy_confidence(p: np.ndarray) -> float:
     nz = p[p > 0]
     h = float(-(nz * np.log(nz)).sum())
     return float(np.clip(1.0 - h / np.log(p.size), 0.0, 1.0))
-
-
-def vad_frames(samples: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
-    """Energy VAD: ``(frame start times s, active bool)`` on 25 ms frames every 10 ms."""
-    x = np.asarray(samples, np.float64)
-    frame, hop = round(VAD_FRAME_S * sample_rate), round(VAD_HOP_S * sample_rate)
-    if len(x) < frame or frame < 1:
-        return np.zeros(0), np.zeros(0, bool)
-    n = 1 + (len(x) - frame) // hop
-    idx = np.arange(frame)[None, :] + hop * np.arange(n)[:, None]
-    energy_db = 10.0 * np.log10(np.mean(x[idx] ** 2, axis=1) + 1e-12)
-    floor = np.percentile(energy_db, 10)
-    active = (energy_db > floor + VAD_ABOVE_FLOOR_DB) & (energy_db > VAD_MIN_DBFS)
-    return np.arange(n) * hop / sample_rate, active
 
 
 def speech_presence(active_share: float, speech_full: float) -> float:
