@@ -63,7 +63,7 @@ def split_key(key: str) -> tuple[str, bool]:
 
 def pool_states(states: np.ndarray, samples: np.ndarray, speech: bool) -> np.ndarray:
     """(n_states, T, D) hidden states of one clip -> (n_states, 2D) mean and std over time
-    (with ``speech``: over the frames the energy VAD calls speech, as the shipped encoder's
+    (with ``speech``: over the frames the energy VAD calls speech, as the Whisper encoders'
     ``speech_only`` option masks them)."""
     if speech:
         from esva.encoders.whisper import FPS, SAMPLE_RATE

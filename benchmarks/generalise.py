@@ -64,7 +64,7 @@ C_GRID = (REF_C,)
 # nothing.
 TARGET_PRECISION = 0.5
 # encoder key -> feature cache key; "@speech": statistics over the speech frames only
-# (xf.SPEECH; the shipped encoder's ``speech_only`` option)
+# (xf.SPEECH; the Whisper encoders' ``speech_only`` option)
 ENCODERS = {"tiny": "whisper-tiny", "base": "whisper-base", "tinysp": "whisper-tiny@speech"}
 
 

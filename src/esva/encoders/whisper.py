@@ -438,8 +438,8 @@ class WhisperEncoderConfig:
     layer: str | int = "last"
     pad_to_30s: bool = False  # True: pad every window to 30 s as Whisper was trained (slower)
     # True: the stream's mask keeps only the frames an energy VAD calls speech
-    # (esva.media.vad.speech_frames), so that statistics pooled over the mask leave out the
-    # clip's pauses and noise floor; what the shipped pooled voice model reads
+    # (esva.media.vad.speech_frames), so that a pooled voice model's statistics leave out the
+    # clip's pauses and noise floor (measured, not the shipped default: results/generalise.md)
     speech_only: bool = False
 
 

@@ -1,11 +1,12 @@
 """Energy voice-activity detection: which stretches of a clip are speech.
 
 Two readers: the fusion's voice presence (the active share of a clip,
-:func:`esva.fusion.reliability.speech_presence`) and the pooled voice model's statistics, which
-are taken over the speech frames only (:func:`speech_frames`). Pooling over silence too lets
-a clip's pauses and noise floor, a property of the recording set-up rather than the speaker's
-emotion, into every statistic; leaving a corpus out, speech-only pooling transfers better
-(``benchmarks/generalise.py``, "Speech-only pooling").
+:func:`esva.fusion.reliability.speech_presence`), and the Whisper encoders' ``speech_only``
+option, whose stream mask keeps the speech frames (:func:`speech_frames`) so that a pooled voice
+model's statistics leave out the clip's pauses and noise floor, a property of the recording
+set-up rather than of the speaker's emotion. Leaving a corpus out, that pooling gains as one
+change but not once the recipe's weighting is chosen too, so the shipped voice model pools
+every frame (``benchmarks/generalise.py`` -> ``results/generalise.md``, "Speech-only pooling").
 
 An energy VAD counts loud non-speech (music, babble) as speech; steady noise and tones it does
 not.
