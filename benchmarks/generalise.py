@@ -1222,7 +1222,7 @@ def write_report(out: Path, diag, nested, rav, final, seconds, with_previous=Tru
         f"Command: `python benchmarks/generalise.py` (this run {seconds / 60:.0f} min; every "
         "finished table is kept in `runs/bench/generalise/results.json` and reused, so a run "
         "computes only what is new; features by `python benchmarks/_generalise_features.py "
-        "--encoders whisper-tiny whisper-base`).",
+        "--encoders whisper-tiny whisper-base whisper-tiny@speech --augmented 1`).",
         "",
         "Weighted F1 on the held-out corpus (trained on the other four). Reference: Whisper "
         "tiny.en, mean+std of every hidden state, standardised, logistic regression C = 0.1, "
