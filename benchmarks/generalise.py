@@ -1390,8 +1390,9 @@ def write_report(out: Path, diag, nested, rav, final, seconds, with_previous=Tru
         *(pair_lines(pairs) if pairs else []),
         "## RAVDESS speaker-independent, committed 5 folds, 8 classes",
         "",
-        f"{folds_name} (the shipped features), C chosen per fold on its validation speakers: "
-        f"weighted F1 {folds['weighted_f1']:.3f} (per fold "
+        f"{folds_name} (the shipped features), "
+        + (f"C = {C_GRID[0]}" if len(C_GRID) == 1 else "C chosen per fold on its validation")
+        + f": weighted F1 {folds['weighted_f1']:.3f} (per fold "
         f"{', '.join(f'{v:.3f}' for v in folds['per_fold'])}).",
         "",
         *ravdess_encoder_lines(rav, diag),
