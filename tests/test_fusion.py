@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 import esva.assets
 from esva.apps.fused import ExpertOutput, fuse
@@ -288,6 +289,10 @@ def test_a_folder_without_fusion_json_is_the_plain_model(tmp_path, capsys):
     assert list(pred["probabilities"]) == list(SER7_CLASSES)  # the pooled voice model's own
     assert pred["per_modality"] is None and pred["peak_face_time_s"] is None
     assert pred["confident"]  # no fusion.json: no calibrated threshold, only the length rule
+    silence = tmp_path / "silence.wav"
+    sf.write(silence, np.zeros(3 * 16_000, np.float32), 16_000)
+    quiet = _predict_json(capsys, str(silence), "--model", str(folder))
+    assert "silent" in quiet["flags"] and not quiet["confident"]  # not a peaked guess
 
 
 def test_plot_has_the_fused_voice_and_face_tracks():

@@ -342,7 +342,9 @@ class Recognizer:
             valence=float(out.valence[0]) if out.valence is not None else None,
             transcript=analysis.info.get("transcript"),
             model=self.name,
-            confident=analysis.duration_s >= SHORT_CLIP_S,
+            # a voice-only answer to digital silence says nothing, however peaked it looks
+            confident=analysis.duration_s >= SHORT_CLIP_S
+            and not ("silent" in analysis.flags and used == ["audio"]),
             duration_s=round(analysis.duration_s, 3),
             face_coverage=None if coverage is None else round(coverage, 4),
             extraction=analysis.settings,
