@@ -65,6 +65,7 @@ def augmented_features(
     torch.set_num_threads(1)
     clips = load_corpus(corpus)
     cache = work / "augmented" / f"{corpus}_{copy}"
+    name, speech = xf.split_key(encoder)  # "<encoder>@speech": pooled over speech frames only
     cache.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(copy)
     pool_idx = rng.choice(len(clips), min(40, len(clips)), replace=False)
@@ -82,7 +83,7 @@ def augmented_features(
                 chains += json.loads(str(data["chains"]))
                 continue
         if enc is None:
-            enc = create_encoder(xf.split_key(encoder)[0], layer="last")
+            enc = create_encoder(name, layer="last")
             pool = [(clips[i].speaker, to_16k(load_audio(clips[i].audio))) for i in pool_idx]
         part, part_chains = [], []
         for clip in chunk:
@@ -90,7 +91,7 @@ def augmented_features(
             babble = [a for spk, a in pool if spk != clip.speaker]
             samples, chain = augment(to_16k(load_audio(clip.audio)), seed, babble)
             states = xf._all_states(enc, samples)
-            part.append(xf.pool_states(states, samples, xf.split_key(encoder)[1]))
+            part.append(xf.pool_states(states, samples, speech))
             part_chains.append(chain)
         x = np.stack(part).astype(np.float32)
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:

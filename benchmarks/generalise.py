@@ -768,7 +768,7 @@ def speech_lines(diag: dict, nested: dict, speech_nested: dict, rav: dict) -> li
         a, b = one.values()
         lines += [
             "One change from the installed model's own settings (no balancing, augmented copies, "
-            "C = 0.1; no choice inside): "
+            f"C = {REF_C}; no choice inside): "
             + ", ".join(
                 f"{k} {a[k]['weighted_f1']:.3f} -> {b[k]['weighted_f1']:.3f}" for k in CORPORA
             )
@@ -789,13 +789,6 @@ def speech_lines(diag: dict, nested: dict, speech_nested: dict, rav: dict) -> li
         "encoder option stays for models of your own)."
     )
     return [*lines, f"Verdict: {verdict}", ""]
-
-
-def shipped_folds(rav: dict, final: dict) -> tuple[str, dict]:
-    """(name, RAVDESS folds result) of the shipped recipe's features."""
-    if final["spec"].startswith("tinysp:") and "tinysp:all" in rav:
-        return "tiny.en all states, speech frames", rav["tinysp:all"]
-    return "tiny.en all states", rav["ravdess"]
 
 
 def speech_folds_lines(rav: dict) -> list[str]:
@@ -1309,7 +1302,7 @@ def write_report(out: Path, diag, nested, rav, final, seconds, with_previous=Tru
             f"{rc['20']:.3f} | {r['answered_share']:.2f} | {acc_ans} |"
         )
     mean = float(np.mean([nested[k]["weighted_f1"] for k in CORPORA]))
-    folds_name, folds = shipped_folds(rav, final)
+    folds_name, folds = "tiny.en all states", rav["ravdess"]  # the shipped candidates' features
     gains = {
         k: (
             nested[k]["risk_coverage"]["at"]["50"] - nested[k]["risk_coverage"]["at"]["100"],
